@@ -1,0 +1,33 @@
+# sharpgen: physically interpretable generative model of solar active regions.
+# Run:   snakemake --cores all                       (config/config.yaml, the offline default)
+#        snakemake --cores all --configfile config/test.yaml
+# The stages live in workflow/rules/*.smk; every rule calls the `sharpgen` package and holds no logic.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/retrieve.smk"
+include: "workflow/rules/normalize.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        raw_manifest=RAW_MANIFEST,
+        patches=f"{RESULTS}/data/patches.zarr",
+        table=f"{RESULTS}/data/patches.parquet",
+    localrule: True
+
+
+onsuccess:
+    print(f"sharpgen: done. Artefacts are in {RESULTS}/")
+
+
+onerror:
+    print(f"sharpgen: a job failed; its log is under {RESULTS}/logs/ (rerun resumes from what is complete).")

@@ -1,0 +1,221 @@
+"""The ``sharpgen`` command line: user-facing actions and one subcommand per pipeline stage.
+
+A user mistake (bad file, bad config, bad option) prints one line ``sharpgen: error: ...`` and exits with
+code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import SharpgenError
+
+EPILOG = (
+    "Units: field in G, lengths in Mm, flux in Mx; 'paper' properties are in the paper's normalized units "
+    "(128x128 patch, 1 unit = 1 kG). The pipeline itself runs with `snakemake` (see the README)."
+)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _json_mapping(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object such as '{\"n_patches\": 100}'")
+    return value
+
+
+def _cmd_properties(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .properties import fits_properties
+
+    rows, failures = [], []
+    for path in args.files:
+        try:
+            rows.append(fits_properties(path, size=args.size, threshold_gauss=args.threshold_gauss))
+        except SharpgenError as exc:
+            failures.append(str(exc))
+    if rows:
+        table = pd.DataFrame(rows)
+        if args.format == "csv":
+            table.to_csv(sys.stdout, index=False)
+        else:
+            records = [
+                {key: (None if isinstance(val, float) and math.isnan(val) else val) for key, val in row.items()}
+                for row in rows
+            ]
+            json.dump(records, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+    for message in failures:
+        print(f"sharpgen: error: {message}", file=sys.stderr)
+    return 2 if failures else 0
+
+
+def _cmd_retrieve(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .retrieve import retrieve
+
+    settings = load_config(args.configfile).get(args.source, {}) if args.configfile else {}
+    settings.update(args.settings or {})
+    manifest = retrieve(
+        args.source,
+        args.out_dir,
+        settings=settings,
+        seed=args.seed,
+        workers=args.threads,
+        progress=not args.no_progress,
+    )
+    print(f"{len(manifest)} records -> {os.path.join(args.out_dir, 'manifest.parquet')}", file=sys.stderr)
+    return 0
+
+
+def _cmd_normalize(args: argparse.Namespace) -> int:
+    from .config import load_config, validate_config
+    from .dataset import NormalizeSettings, build_dataset
+
+    config = load_config(args.configfile) if args.configfile else validate_config({})
+    config["normalize"].update(args.settings or {})
+    if args.image_size is not None:
+        config["image_size"] = args.image_size
+    config = validate_config(config)
+    table = build_dataset(
+        args.raw_dir,
+        args.out_dir,
+        NormalizeSettings.from_config(config),
+        seed=args.seed,
+        workers=args.threads,
+        scheduler_address=args.scheduler_address,
+        progress=not args.no_progress,
+    )
+    counts = table["split"].value_counts().to_dict()
+    print(
+        f"{len(table)} patches -> {os.path.join(args.out_dir, 'patches.zarr')} (splits: {counts})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .config import load_config
+
+    config = load_config(args.configfile)
+    sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``sharpgen`` command."""
+    parser = argparse.ArgumentParser(
+        prog="sharpgen",
+        description="Generate solar active regions by physical properties and retrieve real SDO/HMI SHARP "
+        "patches that look like them.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"sharpgen {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    props = commands.add_parser(
+        "properties",
+        help="print the physical properties of SHARP FITS files",
+        description="Print every physical property of SHARP CEA FITS files: physical ones (Mx, Mm, deg, "
+        "JSOC R_VALUE) at native resolution, paper ones after the paper's normalization (clip +-1000 G, "
+        "/1000, resize to SIZE x SIZE). Header USFLUX/R_VALUE are echoed as header_usflux/header_r_value "
+        "when present.",
+        epilog=EPILOG,
+    )
+    props.add_argument("files", nargs="+", metavar="FILE.fits", help="SHARP CEA FITS files (compressed or not)")
+    props.add_argument("--format", choices=("csv", "json"), default="csv", help="output format (default: csv)")
+    props.add_argument("--size", type=_positive_int, default=128, help="normalized patch side in px (default: 128)")
+    props.add_argument(
+        "--threshold-gauss",
+        type=float,
+        default=150.0,
+        help="strong-field threshold for polarity masks, in G (default: 150, the paper's 0.15 kG)",
+    )
+    props.set_defaults(func=_cmd_properties)
+
+    retr = commands.add_parser(
+        "retrieve",
+        help="pipeline stage: produce raw SHARP-like FITS files and their manifest",
+        description="Write one SHARP-like CEA FITS file per record into OUT_DIR, then OUT_DIR/manifest.parquet "
+        "(written last: its presence means the set is complete).",
+        epilog=EPILOG,
+    )
+    retr.add_argument("--source", choices=("synthetic", "jsoc", "fits"), default="synthetic", help="data source (default: synthetic)")
+    retr.add_argument("--out-dir", required=True, help="directory that receives the FITS files and manifest")
+    retr.add_argument("--configfile", help="pipeline config YAML whose section named like the source is used")
+    retr.add_argument(
+        "--settings",
+        type=_json_mapping,
+        help="JSON object overriding keys of the source's config section, e.g. '{\"n_patches\": 100}'",
+    )
+    retr.add_argument("--seed", type=int, default=23, help="random seed (default: 23)")
+    retr.add_argument("--threads", type=_positive_int, default=1, help="worker processes (default: 1)")
+    retr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    retr.set_defaults(func=_cmd_retrieve)
+
+    norm = commands.add_parser(
+        "normalize",
+        help="pipeline stage: normalize raw records into patches.zarr + patches.parquet (Dask)",
+        description="Normalize every usable record of RAW_DIR (see its manifest.parquet) into OUT_DIR/patches.zarr "
+        "(float32 (N, S, S) in [-1, 1]) and OUT_DIR/patches.parquet (row i describes patch i: ids, keywords, "
+        "native and normalized pixel sizes in Mm, physical and paper properties, train/val/test split by HARP).",
+        epilog=EPILOG,
+    )
+    norm.add_argument("--raw-dir", required=True, help="directory holding the FITS files and manifest.parquet")
+    norm.add_argument("--out-dir", required=True, help="directory that receives patches.zarr and patches.parquet")
+    norm.add_argument("--configfile", help="pipeline config YAML whose normalize section and image_size are used")
+    norm.add_argument("--settings", type=_json_mapping, help="JSON object overriding keys of the normalize section")
+    norm.add_argument("--image-size", type=_positive_int, help="patch side S in px (default: the config's)")
+    norm.add_argument("--seed", type=int, default=23, help="random seed of the HARP split (default: 23)")
+    norm.add_argument("--threads", type=_positive_int, default=1, help="Dask worker processes (default: 1)")
+    norm.add_argument("--scheduler-address", help="use this Dask scheduler instead of a local cluster")
+    norm.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    norm.set_defaults(func=_cmd_normalize)
+
+    conf = commands.add_parser(
+        "config",
+        help="validate a pipeline config file and print it with every default filled in",
+        description="Validate a pipeline config YAML against config/schema.yaml and print the full config.",
+    )
+    conf.add_argument("configfile", help="config YAML, e.g. config/config.yaml")
+    conf.set_defaults(func=_cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sharpgen`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SharpgenError as exc:
+        print(f"sharpgen: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sharpgen: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

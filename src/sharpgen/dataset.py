@@ -1,0 +1,201 @@
+"""The ``normalize`` stage: raw FITS records -> ``data/patches.zarr`` + ``data/patches.parquet`` with Dask.
+
+Records are processed in chunks of ``chunk_size``: each Dask task reads its FITS files, normalizes them,
+computes physical properties on the native field (G, Mm) and paper properties on the normalized patch, and
+writes its rows straight into the matching Zarr chunk. Only the small per-chunk property tables travel back,
+so peak memory does not grow with the number of records. Row i of the table describes patch i.
+
+The Zarr store is built under a temporary name and renamed into place when complete; the table is written
+last, atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .atomic import TEMP_PREFIX, write_parquet_atomic
+from .errors import SharpgenError
+from .fitsio import read_sharp
+from .normalize import MODES, normalize_field, normalized_pixel_mm
+from .physics import paper_properties, physical_properties
+from .units import GAUSS_PER_NORMALIZED_UNIT
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class NormalizeSettings:
+    """Settings of the ``normalize`` stage (config section ``normalize`` plus the top-level ``image_size``)."""
+
+    mode: str
+    image_size: int
+    scale_mm: float
+    chunk_size: int
+    threshold_gauss: float
+    split_fractions: tuple[float, float, float]
+
+    @classmethod
+    def from_config(cls, config: dict) -> NormalizeSettings:
+        """Build from a validated pipeline config."""
+        section = config["normalize"]
+        fractions = tuple(float(section["split"][name]) for name in SPLITS)
+        if abs(sum(fractions) - 1.0) > 1e-6:
+            raise SharpgenError(f"config key 'normalize.split': fractions must sum to 1, got {sum(fractions):.4g}")
+        if section["mode"] not in MODES:
+            raise SharpgenError(f"config key 'normalize.mode': choose one of {', '.join(MODES)}")
+        return cls(
+            mode=section["mode"],
+            image_size=int(config["image_size"]),
+            scale_mm=float(section["scale_mm"]),
+            chunk_size=int(section["chunk_size"]),
+            threshold_gauss=float(section["threshold_gauss"]),
+            split_fractions=fractions,
+        )
+
+
+def assign_splits(harpnums: np.ndarray, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
+    """Split label per row such that every HARP lies in exactly one of train/val/test.
+
+    HARPs are shuffled with ``seed`` and cut by cumulative fractions of the number of HARPs.
+    """
+    unique = np.unique(np.asarray(harpnums))
+    order = np.random.default_rng(seed).permutation(unique.size)
+    bounds = np.round(np.cumsum(fractions) * unique.size).astype(int)
+    label_of_rank = np.array(SPLITS)[np.searchsorted(bounds, np.arange(unique.size), side="right").clip(max=2)]
+    label_of_harp = dict(zip(unique[order], label_of_rank, strict=True))
+    return np.array([label_of_harp[h] for h in np.asarray(harpnums)], dtype=object)
+
+
+def normalize_chunk(
+    rows: pd.DataFrame, start: int, raw_dir: str, zarr_path: str, settings: NormalizeSettings
+) -> pd.DataFrame:
+    """Normalize records ``rows`` into Zarr rows ``start:start+len(rows)``; return their property table."""
+    import zarr
+
+    size = settings.image_size
+    patches = np.zeros((len(rows), size, size), dtype=np.float32)
+    table = []
+    for i, row in enumerate(rows.itertuples(index=False)):
+        record = read_sharp(Path(raw_dir) / row.file)
+        native_mm = record.pixel_size_mm
+        latitude = float(row.lat_fwt) if np.isfinite(row.lat_fwt) else None
+        patches[i] = normalize_field(record.field, native_mm, settings.mode, size, settings.scale_mm)
+        physical = physical_properties(
+            record.field[None], *native_mm, threshold_gauss=settings.threshold_gauss, latitude_deg=latitude
+        )
+        sx, sy = normalized_pixel_mm(settings.mode, record.field.shape, native_mm, size, settings.scale_mm)
+        entry = {
+            "row": start + i,
+            "naxis1": record.field.shape[1],
+            "naxis2": record.field.shape[0],
+            "native_pixel_x_mm": native_mm[0],
+            "native_pixel_y_mm": native_mm[1],
+            "pixel_x_mm": sx,
+            "pixel_y_mm": sy,
+        }
+        entry.update({name: float(values[0]) for name, values in physical.items()})
+        table.append(entry)
+    paper = paper_properties(patches, threshold=settings.threshold_gauss / GAUSS_PER_NORMALIZED_UNIT)
+    zarr.open_array(zarr_path, mode="r+")[start : start + len(rows)] = patches
+    frame = pd.DataFrame(table)
+    for name, values in paper.items():
+        frame[name] = values
+    return frame
+
+
+@contextlib.contextmanager
+def dask_client(scheduler_address: str | None, workers: int) -> Iterator:
+    """A ``distributed.Client``: connected to ``scheduler_address``, or to a new LocalCluster of ``workers``."""
+    from distributed import Client, LocalCluster
+
+    if scheduler_address:
+        try:
+            client = Client(scheduler_address, timeout="20s")
+        except OSError as exc:
+            raise SharpgenError(f"cannot reach the Dask scheduler at {scheduler_address} ({exc})") from exc
+        with client:
+            yield client
+        return
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _usable_records(manifest_path: Path) -> pd.DataFrame:
+    if not manifest_path.is_file():
+        raise SharpgenError(f"{manifest_path}: no raw manifest (run the retrieve stage first)")
+    manifest = pd.read_parquet(manifest_path)
+    usable = manifest[manifest["status"] == "ok"]
+    if usable.empty:
+        raise SharpgenError(f"{manifest_path}: no usable record (every record was rejected or failed)")
+    return usable.sort_values(["harpnum", "t_rec", "record"], kind="stable").reset_index(drop=True)
+
+
+def build_dataset(
+    raw_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    settings: NormalizeSettings,
+    seed: int,
+    workers: int = 1,
+    scheduler_address: str | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Normalize every usable record of ``raw_dir`` into ``out_dir/patches.zarr`` + ``out_dir/patches.parquet``.
+
+    Returns the table (row i describes patch i). Rows are ordered by HARP number, then T_REC.
+    """
+    import zarr
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    records = _usable_records(raw_dir / "manifest.parquet")
+    size, chunk = settings.image_size, settings.chunk_size
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final_zarr = out_dir / "patches.zarr"
+    tmp_zarr = out_dir / f"{TEMP_PREFIX}patches.zarr"
+    shutil.rmtree(tmp_zarr, ignore_errors=True)
+    zarr.create_array(
+        store=str(tmp_zarr),
+        shape=(len(records), size, size),
+        chunks=(chunk, size, size),
+        dtype="float32",
+        fill_value=0.0,
+        zarr_format=3,
+    )
+    starts = range(0, len(records), chunk)
+    with dask_client(scheduler_address, workers) as client:
+        task = functools.partial(
+            normalize_chunk,
+            raw_dir=str(raw_dir.resolve()),
+            zarr_path=str(tmp_zarr.resolve()),
+            settings=settings,
+        )
+        futures = client.map(task, [records.iloc[s : s + chunk] for s in starts], list(starts), pure=False)
+        parts = []
+        bar = tqdm(total=len(records), desc="normalize", unit="patch", disable=not progress)
+        for future in as_completed(futures):
+            part = future.result()
+            parts.append(part)
+            bar.update(len(part))
+            future.release()
+        bar.close()
+    properties = pd.concat(parts).sort_values("row").drop(columns="row").reset_index(drop=True)
+    # Columns measured here (native shape, properties) replace any of the same name in the manifest.
+    table = pd.concat([records.drop(columns=properties.columns, errors="ignore"), properties], axis=1)
+    table["split"] = assign_splits(table["harpnum"].to_numpy(), settings.split_fractions, seed)
+    shutil.rmtree(final_zarr, ignore_errors=True)
+    os.replace(tmp_zarr, final_zarr)
+    write_parquet_atomic(table, out_dir / "patches.parquet")
+    return table

@@ -1,0 +1,109 @@
+"""Reading and writing SHARP-like CEA FITS files (field in G, JSOC keywords in the header).
+
+JSOC stores SHARP segments as RICE-compressed int32 images with ``BSCALE = 0.1`` (0.1 G steps) and
+``BLANK`` for missing pixels; :func:`write_sharp_fits` writes the same layout, so files from every
+source look alike to the rest of the pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.io.fits.verify import VerifyWarning
+
+from .atomic import atomic_path
+from .errors import SharpgenError
+from .units import cea_pixel_mm
+
+FIELD_QUANTUM_G = 0.1
+"""Quantization step of stored field values, in G (JSOC's BSCALE for SHARP segments)."""
+
+BLANK_INT32 = -2147483648
+"""Integer written for missing (NaN) pixels."""
+
+
+@dataclass(frozen=True)
+class SharpRecord:
+    """One SHARP CEA image: ``field`` in G as ``(NAXIS2, NAXIS1)`` float64 (NaN where missing) and its header."""
+
+    path: Path
+    field: np.ndarray
+    header: fits.Header
+
+    @property
+    def pixel_size_mm(self) -> tuple[float, float]:
+        """Pixel size ``(sx, sy)`` in Mm from CDELT1/CDELT2 (degrees on the CEA grid)."""
+        return pixel_size_mm(self.header)
+
+
+def _image_hdu(hdul: fits.HDUList):
+    for hdu in hdul:
+        if hdu.is_image and hdu.data is not None and np.ndim(hdu.data) == 2:
+            return hdu
+    return None
+
+
+def read_sharp(path: str | os.PathLike) -> SharpRecord:
+    """Read the first 2-d image of a SHARP FITS file (compressed or not); field in G.
+
+    Raises :class:`SharpgenError` for a missing, unreadable or image-less file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SharpgenError(f"{path}: no such FITS file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VerifyWarning)
+            with fits.open(path, memmap=False) as hdul:
+                hdu = _image_hdu(hdul)
+                if hdu is None:
+                    raise SharpgenError(f"{path}: no 2-d image in this FITS file")
+                field = np.asarray(hdu.data, dtype=np.float64)
+                header = hdu.header.copy()
+    except SharpgenError:
+        raise
+    except Exception as exc:  # astropy raises many types for damaged files
+        raise SharpgenError(f"{path}: not a readable FITS file ({exc.__class__.__name__}: {exc})") from exc
+    return SharpRecord(path=path, field=field, header=header)
+
+
+def pixel_size_mm(header: fits.Header) -> tuple[float, float]:
+    """Pixel size ``(sx, sy)`` in Mm of a CEA map whose CDELT1/2 are heliographic degrees."""
+    try:
+        cdelt1 = abs(float(header["CDELT1"]))
+        cdelt2 = abs(float(header["CDELT2"]))
+    except KeyError as exc:
+        raise SharpgenError(f"header lacks {exc.args[0]}: cannot tell the pixel size") from exc
+    for axis in ("CUNIT1", "CUNIT2"):
+        unit = str(header.get(axis, "degree")).strip().lower()
+        if unit not in ("deg", "degree", "degrees"):
+            raise SharpgenError(f"{axis} = {unit!r}: expected a CEA map in heliographic degrees")
+    return cea_pixel_mm(cdelt1), cea_pixel_mm(cdelt2)
+
+
+def write_sharp_fits(path: str | os.PathLike, field_gauss: np.ndarray, cards: dict) -> Path:
+    """Write ``field_gauss`` (2-d, G, NaN allowed) as a RICE-compressed SHARP-like FITS file, atomically.
+
+    ``cards`` become header keywords in their given order (values: str, int, float or bool). Output is
+    byte-identical for identical inputs.
+    """
+    field = np.asarray(field_gauss, dtype=np.float64)
+    if field.ndim != 2:
+        raise ValueError(f"field must be 2-d, got shape {field.shape}")
+    finite = np.isfinite(field)
+    quantized = np.where(finite, np.round(np.where(finite, field, 0.0) / FIELD_QUANTUM_G), BLANK_INT32)
+    header = fits.Header()
+    for key, value in cards.items():
+        header[key] = value
+    hdu = fits.CompImageHDU(data=quantized.astype(np.int32), header=header, compression_type="RICE_1")
+    hdu.header["BSCALE"] = FIELD_QUANTUM_G
+    hdu.header["BZERO"] = 0.0
+    hdu.header["BLANK"] = BLANK_INT32
+    with atomic_path(path) as tmp:
+        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp, overwrite=True)
+    return Path(path)

@@ -1,0 +1,117 @@
+"""Normalization keeps physics: the paper's squash, and fixed-scale patches that keep Mm and Mx."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+from sharpgen.atomic import write_parquet_atomic
+from sharpgen.dataset import NormalizeSettings, assign_splits, build_dataset
+from sharpgen.errors import SharpgenError
+from sharpgen.fitsio import write_sharp_fits
+from sharpgen.normalize import DEFAULT_SCALE_MM, fixed_scale_normalize
+from sharpgen.physics import paper_properties
+from sharpgen.resample import rescale_matrix
+from sharpgen.units import CEA_PIXEL_MM
+
+
+def test_fixed_scale_keeps_size_in_mm_and_flux():
+    field = np.zeros((300, 500))
+    field[130:170, 230:270] = 500.0  # a 40 x 40 native-pixel square: 14.6 Mm on a side
+    out = fixed_scale_normalize(field, (CEA_PIXEL_MM, CEA_PIXEL_MM), size=128, scale_mm=DEFAULT_SCALE_MM)
+    native_flux = field.sum() / 1000.0 * CEA_PIXEL_MM**2
+    assert out.sum() * DEFAULT_SCALE_MM**2 == pytest.approx(native_flux, rel=1e-6)
+    rows, cols = np.nonzero(out > 0.25)
+    assert cols.max() - cols.min() + 1 == 10  # 40 native px = 10 output px of 4 native px
+    assert abs((rows.mean() + 0.5) - 64) < 0.6 and abs((cols.mean() + 0.5) - 64) < 0.6  # stays centred
+
+
+def test_fixed_scale_pads_small_and_crops_large_patches_symmetrically():
+    pad = rescale_matrix(40, 20, 4.0)  # window 80 px wide over a 40 px signal
+    assert not pad[:4].any() and not pad[-4:].any() and pad[4:-4].any(axis=1).all()
+    crop = rescale_matrix(1000, 10, 4.0)  # window 40 px wide in the middle of 1000
+    used = np.nonzero(crop.any(axis=0))[0]
+    assert used.min() - 0 == pytest.approx(999 - used.max(), abs=1)
+
+
+def test_splits_never_share_a_harp_and_follow_the_fractions():
+    harps = np.repeat(np.arange(200), 3)
+    labels = assign_splits(harps, (0.8, 0.1, 0.1), seed=1)
+    per_harp = pd.Series(labels).groupby(harps).nunique()
+    assert (per_harp == 1).all()
+    counts = pd.Series(labels[::3]).value_counts()
+    assert counts["train"] == 160 and counts["val"] == 20 and counts["test"] == 20
+    np.testing.assert_array_equal(labels, assign_splits(harps, (0.8, 0.1, 0.1), seed=1))
+
+
+def _raw_folder(tmp_path, n=5):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        field = rng.normal(scale=10.0, size=(120 + 10 * i, 200))
+        field[40:60, 50:70] = 1500.0
+        field[50:70, 120:140] = -1200.0
+        field[0, 0] = np.nan
+        name = f"rec{i}.fits"
+        write_sharp_fits(
+            tmp_path / name, field, {"CDELT1": 0.03, "CDELT2": 0.03, "CUNIT1": "degree", "CUNIT2": "degree"}
+        )
+        rows.append(
+            {
+                "record": f"r{i}",
+                "file": name,
+                "status": "ok",
+                "reason": "",
+                "harpnum": 10 + i // 2,
+                "t_rec": f"2011.01.0{i + 1}_00:00:00_TAI",
+                "lat_fwt": -12.0,
+                "lon_fwt": 5.0,
+            }
+        )
+    rows.append({**rows[0], "record": "bad", "file": "", "status": "failed", "reason": "HTTP 500"})
+    write_parquet_atomic(pd.DataFrame(rows), tmp_path / "manifest.parquet")
+    return tmp_path
+
+
+@pytest.mark.parametrize("mode", ["resize", "fixed_scale"])
+def test_dataset_rows_align_with_patches(tmp_path, mode):
+    raw = _raw_folder(tmp_path / "raw")
+    settings = NormalizeSettings(mode, 64, DEFAULT_SCALE_MM, 2, 150.0, (0.6, 0.2, 0.2))
+    table = build_dataset(raw, tmp_path / "data", settings, seed=3, workers=1, progress=False)
+    patches = zarr.open_array(str(tmp_path / "data" / "patches.zarr"))[:]
+    assert patches.shape == (5, 64, 64) and patches.dtype == np.float32
+    assert np.isfinite(patches).all() and np.abs(patches).max() <= 1.0
+    on_disk = pd.read_parquet(tmp_path / "data" / "patches.parquet")
+    assert list(on_disk["record"]) == [f"r{i}" for i in range(5)]  # the failed record is left out
+    np.testing.assert_allclose(on_disk["tuf"], paper_properties(patches)["tuf"])
+    assert (on_disk["usflux"] > 0).all() and (on_disk["r_value"] >= 0).all()
+    assert on_disk.groupby("harpnum")["split"].nunique().max() == 1
+    assert len(table) == 5
+    if mode == "fixed_scale":
+        assert (on_disk["pixel_x_mm"] == DEFAULT_SCALE_MM).all()
+    else:
+        np.testing.assert_allclose(on_disk["pixel_y_mm"], on_disk["naxis2"] * CEA_PIXEL_MM / 64, rtol=1e-3)
+
+
+def test_manifest_without_usable_records_is_a_user_error(tmp_path):
+    write_parquet_atomic(
+        pd.DataFrame(
+            [
+                {
+                    "record": "x",
+                    "file": "",
+                    "status": "failed",
+                    "reason": "r",
+                    "harpnum": 1,
+                    "t_rec": "",
+                    "lat_fwt": 0.0,
+                }
+            ]
+        ),
+        tmp_path / "manifest.parquet",
+    )
+    settings = NormalizeSettings("resize", 32, DEFAULT_SCALE_MM, 2, 150.0, (0.8, 0.1, 0.1))
+    with pytest.raises(SharpgenError, match="no usable record"):
+        build_dataset(tmp_path, tmp_path / "data", settings, seed=0, progress=False)

@@ -1,0 +1,105 @@
+"""End to end: `snakemake` on config/test.yaml runs every stage that exists (retrieve -> normalize)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+import zarr
+
+from sharpgen.fitsio import read_sharp
+from sharpgen.physics import paper_properties
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the venv's `sharpgen`
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args],
+        cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def test_run(repo_root, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    proc = snakemake(repo_root, "--configfile", "config/test.yaml", "--config", f"results_dir={results}")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return results
+
+
+def test_retrieve_writes_every_synthetic_record_and_its_manifest(test_run, repo_root):
+    n_patches = yaml.safe_load((repo_root / "config" / "test.yaml").read_text())["synthetic"]["n_patches"]
+    raw = test_run / "raw" / "synthetic"
+    manifest = pd.read_parquet(raw / "manifest.parquet")
+    assert len(manifest) == n_patches
+    assert (manifest["status"] == "ok").all()
+    for name in manifest["file"]:
+        record = read_sharp(raw / name)
+        assert record.header["BUNIT"] == "Mx/cm^2"
+        assert record.pixel_size_mm[0] == pytest.approx(0.3644, rel=1e-3)
+
+
+def test_normalize_writes_aligned_patches_and_table(test_run, repo_root):
+    config = yaml.safe_load((repo_root / "config" / "test.yaml").read_text())
+    patches = zarr.open_array(str(test_run / "data" / "patches.zarr"))
+    table = pd.read_parquet(test_run / "data" / "patches.parquet")
+    size = config.get("image_size", 128)
+    assert patches.shape == (len(table), size, size)
+    values = patches[:]
+    assert np.isfinite(values).all() and np.abs(values).max() <= 1.0
+    np.testing.assert_allclose(table["tuf"], paper_properties(values)["tuf"])  # row i describes patch i
+    assert table.groupby("harpnum")["split"].nunique().max() == 1
+    assert set(table["split"]) <= {"train", "val", "test"}
+    assert (table["usflux"] > 0).all()
+
+
+@pytest.mark.parametrize("rule", ["retrieve", "normalize"])
+def test_every_rule_leaves_a_log_and_a_benchmark(test_run, rule):
+    assert (test_run / "logs" / f"{rule}.log").is_file()
+    assert (test_run / "benchmarks" / f"{rule}.tsv").is_file()
+
+
+def test_fits_source_on_real_sharps_reproduces_their_r_value(repo_root, real_sharp_files, tmp_path):
+    config = tmp_path / "fits.yaml"
+    config.write_text(
+        f"results_dir: {tmp_path / 'r'}\nsource: fits\nfits:\n  path: {real_sharp_files[0].parent}\n"
+        "  segment: magnetogram\nnormalize:\n  mode: resize\n  chunk_size: 2\n"
+    )
+    proc = snakemake(repo_root, "--configfile", str(config))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    table = pd.read_parquet(tmp_path / "r" / "data" / "patches.parquet")
+    assert len(table) == 3
+    assert (table["r_value"] - table["r_value_header"]).abs().max() <= 0.01
+
+
+def test_workflow_lints_clean(repo_root):
+    proc = snakemake(repo_root, "--configfile", "config/test.yaml", "--lint")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_finished_run_has_nothing_left_to_do(test_run, repo_root):
+    proc = snakemake(repo_root, "--configfile", "config/test.yaml", "--config", f"results_dir={test_run}", "-n")
+    assert proc.returncode == 0
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_unknown_config_key_stops_the_run_naming_it(repo_root, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"results_dir: {tmp_path / 'r'}\nsynthetic:\n  n_patchez: 3\n")
+    proc = snakemake(repo_root, "--configfile", str(bad), "-n")
+    assert proc.returncode != 0
+    assert "synthetic.n_patchez" in proc.stdout + proc.stderr
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,28 @@
+# Shared wiring: config validation, result paths, and the helper that hands a config section to the CLI.
+import json
+import os
+import shlex
+
+from snakemake.exceptions import WorkflowError
+
+from sharpgen.config import validate_config
+from sharpgen.errors import SharpgenError
+
+SCHEMA = workflow.source_path("../../config/schema.yaml")
+
+try:
+    # One clear line naming the offending key, before any job starts.
+    validate_config(config)
+except SharpgenError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}") from None
+validate(config, SCHEMA)  # fills the schema's defaults into `config`
+
+RESULTS = config["results_dir"].rstrip("/")
+SOURCE = config["source"]
+RAW_DIR = f"{RESULTS}/raw/{SOURCE}"
+RAW_MANIFEST = f"{RAW_DIR}/manifest.parquet"
+
+
+def as_json_arg(mapping):
+    """Quote a config section as one shell word of JSON, for the CLI's --settings option."""
+    return shlex.quote(json.dumps(mapping, sort_keys=True))
