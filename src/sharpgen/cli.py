@@ -161,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(written last: its presence means the set is complete).",
         epilog=EPILOG,
     )
-    retr.add_argument("--source", choices=("synthetic", "jsoc", "fits"), default="synthetic", help="data source (default: synthetic)")
+    retr.add_argument(
+        "--source", choices=("synthetic", "jsoc", "fits"), default="synthetic", help="data source (default: synthetic)"
+    )
     retr.add_argument("--out-dir", required=True, help="directory that receives the FITS files and manifest")
     retr.add_argument("--configfile", help="pipeline config YAML whose section named like the source is used")
     retr.add_argument(

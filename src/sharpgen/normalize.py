@@ -31,9 +31,14 @@ def clip_and_scale(field_gauss: np.ndarray) -> np.ndarray:
     return scaled.astype(np.float32)
 
 
+def _unit_range(patch: np.ndarray) -> np.ndarray:
+    """Resampling weights are convex, so only float32 rounding can leave [-1, 1]; clip that away."""
+    return np.clip(patch, -1.0, 1.0, out=patch)
+
+
 def paper_normalize(field_gauss: np.ndarray, size: int = 128) -> np.ndarray:
     """Normalize one native SHARP field (G, ``(NAXIS2, NAXIS1)``) the paper's way to ``(size, size)`` float32."""
-    return resize(clip_and_scale(field_gauss), (size, size))
+    return _unit_range(resize(clip_and_scale(field_gauss), (size, size)))
 
 
 def fixed_scale_normalize(
@@ -50,7 +55,7 @@ def fixed_scale_normalize(
     sx, sy = pixel_mm
     ry = rescale_matrix(field.shape[0], size, scale_mm / sy)
     rx = rescale_matrix(field.shape[1], size, scale_mm / sx)
-    return apply_separable(field, ry, rx)
+    return _unit_range(apply_separable(field, ry, rx))
 
 
 def normalized_pixel_mm(

@@ -66,8 +66,9 @@ def rescale_matrix(n_in: int, n_out: int, scale: float) -> np.ndarray:
 
 def apply_separable(image: np.ndarray, ry: np.ndarray, rx: np.ndarray) -> np.ndarray:
     """Apply row and column resampling matrices to a 2-d image (or ``(N, H, W)`` stack); returns float32."""
-    out = np.matmul(np.matmul(ry, np.asarray(image, dtype=np.float64)), rx.T)
-    return out.astype(np.float32)
+    image = np.asarray(image, dtype=np.float32)
+    out = np.matmul(np.matmul(ry.astype(np.float32), image), rx.T.astype(np.float32))
+    return out.astype(np.float32, copy=False)
 
 
 def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
