@@ -2,6 +2,7 @@
 import json
 import os
 import shlex
+import sys
 
 from snakemake.exceptions import WorkflowError
 
@@ -16,6 +17,12 @@ try:
 except SharpgenError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 validate(config, SCHEMA)  # fills the schema's defaults into `config`
+
+# Jobs call the `sharpgen` CLI. Put the one installed beside this Snakemake first on PATH, so
+# `.venv/bin/snakemake` works without an activated venv (conda jobs activate their own env on top).
+_SNAKEMAKE_BIN = os.path.dirname(sys.executable)
+if _SNAKEMAKE_BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _SNAKEMAKE_BIN + os.pathsep + os.environ.get("PATH", "")
 
 RESULTS = config["results_dir"].rstrip("/")
 SOURCE = config["source"]

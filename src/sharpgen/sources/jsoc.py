@@ -41,26 +41,23 @@ import urllib.error
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import pandas as pd
 from tqdm import tqdm
 
 from ..atomic import atomic_path, write_parquet_atomic
 from ..errors import SharpgenError
+from ..settings import SectionSettings, check_int, check_number, check_str
 from .validate import (
     FIELD_SEGMENTS,
     MANIFEST_NAME,
     FileCheck,
     check_many,
     check_sharp_file,
-    config_int,
-    config_number,
-    config_reject_unknown,
-    config_str,
     manifest_frame,
     read_previous_manifest,
     remove_stale_temporaries,
@@ -161,11 +158,13 @@ def _record_key(harpnum: int, t_rec: str) -> tuple[int, str]:
 
 
 @dataclass(frozen=True)
-class JsocSettings:
+class JsocSettings(SectionSettings):
     """Settings of the ``jsoc`` source; fields and defaults mirror the ``jsoc`` section of the schema.
 
     Times are TAI. ``max_abs_lon_deg`` None disables the limb cut; ``harps`` None means every HARP.
     """
+
+    section: ClassVar[str] = SECTION
 
     email: str | None = None
     series: str = "hmi.sharp_cea_720s"
@@ -193,9 +192,9 @@ class JsocSettings:
             put(
                 self,
                 "email",
-                config_str(SECTION, "email", self.email, pattern=r"[^@\s]+@[^@\s]+", hint="expected an email address"),
+                check_str(SECTION, "email", self.email, pattern=r"[^@\s]+@[^@\s]+", hint="expected an email address"),
             )
-        put(self, "series", config_str(SECTION, "series", self.series, pattern=r"[\w.]+"))
+        put(self, "series", check_str(SECTION, "series", self.series, pattern=r"[\w.]+"))
         if "_cea_" not in self.series.lower():
             raise SharpgenError(
                 f"config key 'jsoc.series': {self.series!r} is not a CEA series "
@@ -209,7 +208,7 @@ class JsocSettings:
             harps = self.harps
             if isinstance(harps, str | bytes) or not hasattr(harps, "__len__") or len(harps) != 2:
                 raise SharpgenError("config key 'jsoc.harps': expected [first, last] HARP numbers or null")
-            first, last = (config_int(SECTION, "harps", value, lo=1) for value in harps)
+            first, last = (check_int(SECTION, "harps", value, lo=1) for value in harps)
             if first > last:
                 raise SharpgenError(f"config key 'jsoc.harps': first {first} is above last {last}")
             put(self, "harps", (first, last))
@@ -236,45 +235,27 @@ class JsocSettings:
                 f"config key 'jsoc.cadence': {self.cadence!r} is not a multiple of the series' 720 s slots"
             )
         put(self, "cadence", format_cadence(step))
-        put(self, "max_quality", config_int(SECTION, "max_quality", self.max_quality, lo=0))
+        put(self, "max_quality", check_int(SECTION, "max_quality", self.max_quality, lo=0))
         if self.max_abs_lon_deg is not None:
             put(
                 self,
                 "max_abs_lon_deg",
-                config_number(SECTION, "max_abs_lon_deg", self.max_abs_lon_deg, lo=0, hi=90),
+                check_number(SECTION, "max_abs_lon_deg", self.max_abs_lon_deg, lo=0, hi=90),
             )
         if not isinstance(self.noaa_only, bool):
             raise SharpgenError(f"config key 'jsoc.noaa_only': {self.noaa_only!r} is not true or false")
-        put(self, "min_naxis", config_int(SECTION, "min_naxis", self.min_naxis, lo=0))
+        put(self, "min_naxis", check_int(SECTION, "min_naxis", self.min_naxis, lo=0))
         put(
             self,
             "min_finite_fraction",
-            config_number(SECTION, "min_finite_fraction", self.min_finite_fraction, lo=0, hi=1),
+            check_number(SECTION, "min_finite_fraction", self.min_finite_fraction, lo=0, hi=1),
         )
-        put(self, "export_chunk", config_int(SECTION, "export_chunk", self.export_chunk, lo=1))
-        put(self, "tries", config_int(SECTION, "tries", self.tries, lo=1))
+        put(self, "export_chunk", check_int(SECTION, "export_chunk", self.export_chunk, lo=1))
+        put(self, "tries", check_int(SECTION, "tries", self.tries, lo=1))
         for key in ("timeout_s", "poll_s", "max_wait_s", "export_timeout_s"):
-            put(self, key, config_number(SECTION, key, getattr(self, key), lo=0, lo_open=True))
-        server = config_str(SECTION, "server", self.server, pattern=r"https?://\S+", hint="expected an http(s) URL")
+            put(self, key, check_number(SECTION, key, getattr(self, key), lo=0, lo_open=True))
+        server = check_str(SECTION, "server", self.server, pattern=r"https?://\S+", hint="expected an http(s) URL")
         put(self, "server", server if server.endswith("/") else server + "/")
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping | None) -> JsocSettings:
-        """Build settings from the ``jsoc`` config section (missing keys take their defaults).
-
-        Raises :class:`SharpgenError` naming the key for an unknown key or a bad value.
-        """
-        mapping = {} if mapping is None else mapping
-        if not isinstance(mapping, Mapping):
-            raise SharpgenError("config key 'jsoc': expected a mapping of settings")
-        config_reject_unknown(mapping, (f.name for f in fields(cls)), SECTION)
-        return cls(**mapping)
-
-    def to_mapping(self) -> dict:
-        """Plain (YAML/JSON-like) mapping of the settings, the inverse of :meth:`from_mapping`."""
-        out = asdict(self)
-        out["harps"] = None if self.harps is None else list(self.harps)
-        return out
 
     @property
     def cadence_s(self) -> int:

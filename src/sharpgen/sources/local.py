@@ -16,20 +16,19 @@ import re
 import shutil
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 
 from ..atomic import TEMP_PREFIX, atomic_path, write_parquet_atomic
 from ..errors import SharpgenError
+from ..settings import SectionSettings, check_number, check_str
 from .validate import (
     FIELD_SEGMENTS,
     MANIFEST_NAME,
     check_many,
-    config_number,
-    config_reject_unknown,
-    config_str,
     manifest_frame,
     remove_stale_temporaries,
     segment_from_name,
@@ -47,12 +46,14 @@ _SERIES_IN_NAME = re.compile(r"^([a-z]+\.[A-Za-z0-9_]+?)\.\d+\.")
 
 
 @dataclass(frozen=True)
-class LocalFitsSettings:
+class LocalFitsSettings(SectionSettings):
     """Settings of the ``fits`` source; fields and defaults mirror the ``fits`` section of the schema.
 
     ``pattern`` is one glob or a list of globs relative to ``path`` (``**/`` descends into sub-folders);
     ``segment`` (Br, Bp, Bt, magnetogram or None) rejects files whose name names another segment.
     """
+
+    section: ClassVar[str] = SECTION
 
     path: str | None = None
     pattern: tuple[str, ...] = DEFAULT_PATTERNS
@@ -65,12 +66,12 @@ class LocalFitsSettings:
             put(
                 self,
                 "path",
-                config_str(SECTION, "path", str(self.path) if isinstance(self.path, os.PathLike) else self.path),
+                check_str(SECTION, "path", str(self.path) if isinstance(self.path, os.PathLike) else self.path),
             )
         patterns = (self.pattern,) if isinstance(self.pattern, str) else self.pattern
         if not isinstance(patterns, list | tuple) or not patterns:
             raise SharpgenError("config key 'fits.pattern': expected a glob or a list of globs")
-        put(self, "pattern", tuple(config_str(SECTION, "pattern", item) for item in patterns))
+        put(self, "pattern", tuple(check_str(SECTION, "pattern", item) for item in patterns))
         if self.segment is not None and self.segment not in FIELD_SEGMENTS:
             raise SharpgenError(
                 f"config key 'fits.segment': {self.segment!r} is not one of {', '.join(FIELD_SEGMENTS)} (or null)"
@@ -78,26 +79,8 @@ class LocalFitsSettings:
         put(
             self,
             "min_finite_fraction",
-            config_number(SECTION, "min_finite_fraction", self.min_finite_fraction, lo=0, hi=1),
+            check_number(SECTION, "min_finite_fraction", self.min_finite_fraction, lo=0, hi=1),
         )
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping | None) -> LocalFitsSettings:
-        """Build settings from the ``fits`` config section (missing keys take their defaults).
-
-        Raises :class:`SharpgenError` naming the key for an unknown key or a bad value.
-        """
-        mapping = {} if mapping is None else mapping
-        if not isinstance(mapping, Mapping):
-            raise SharpgenError("config key 'fits': expected a mapping of settings")
-        config_reject_unknown(mapping, (f.name for f in fields(cls)), SECTION)
-        return cls(**mapping)
-
-    def to_mapping(self) -> dict:
-        """Plain (YAML/JSON-like) mapping of the settings, the inverse of :meth:`from_mapping`."""
-        out = asdict(self)
-        out["pattern"] = list(self.pattern)
-        return out
 
 
 def _candidates(folder: Path, patterns: tuple[str, ...], out_dir: Path) -> list[Path]:

@@ -27,9 +27,10 @@ import os
 import sys
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,7 @@ from .. import __version__
 from ..atomic import write_parquet_atomic
 from ..errors import SharpgenError
 from ..fitsio import write_sharp_fits
+from ..settings import SectionSettings, check_int, check_number, settings_from_mapping
 from ..units import CEA_PIXEL_DEG, CEA_PIXEL_MM, CM2_PER_MM2, RSUN_REF_MM
 
 # --- constants -------------------------------------------------------------------------------------------
@@ -173,35 +175,9 @@ _B0_MAX = datetime(2010, 9, 8)  # the solar B0 angle peaks at +7.25 deg early in
 # --- settings --------------------------------------------------------------------------------------------
 
 
-def _check_number(key: str, value, lo: float | None = None, hi: float | None = None, lo_open=False) -> float:
-    """Return ``value`` as float or raise :class:`SharpgenError` naming ``synthetic.<key>``."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise SharpgenError(f"config key 'synthetic.{key}': {value!r} is not a number")
-    value = float(value)
-    if not math.isfinite(value) or (lo is not None and (value <= lo if lo_open else value < lo)):
-        raise SharpgenError(f"config key 'synthetic.{key}': {value!r} is below the minimum {lo}")
-    if hi is not None and value > hi:
-        raise SharpgenError(f"config key 'synthetic.{key}': {value!r} is above the maximum {hi}")
-    return value
-
-
-def _check_int(key: str, value, lo: int) -> int:
-    """Return ``value`` as int (>= ``lo``) or raise :class:`SharpgenError` naming ``synthetic.<key>``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise SharpgenError(f"config key 'synthetic.{key}': {value!r} is not an integer")
-    if value < lo:
-        raise SharpgenError(f"config key 'synthetic.{key}': {value!r} is below the minimum {lo}")
-    return int(value)
-
+SECTION = "synthetic"
 
 _FRACTIONS_TYPE_ERROR = "config key 'synthetic.class_fractions': expected a mapping of class fractions"
-
-
-def _reject_unknown(mapping: Mapping, allowed: tuple[str, ...], prefix: str) -> None:
-    unknown = sorted(str(key) for key in mapping if key not in allowed)
-    if unknown:
-        names = ", ".join(repr(f"{prefix}.{key}") for key in unknown)
-        raise SharpgenError(f"unknown config key {names} (allowed here: {', '.join(allowed)})")
 
 
 @dataclass(frozen=True)
@@ -215,7 +191,7 @@ class ClassFractions:
 
     def __post_init__(self) -> None:
         for name in CLASS_NAMES:
-            value = _check_number(f"class_fractions.{name}", getattr(self, name), 0, 1)
+            value = check_number(SECTION, f"class_fractions.{name}", getattr(self, name), lo=0, hi=1)
             object.__setattr__(self, name, value)
         total = sum(getattr(self, name) for name in CLASS_NAMES)
         if abs(total - 1.0) > 1e-6:
@@ -228,8 +204,13 @@ class ClassFractions:
 
 
 @dataclass(frozen=True)
-class SyntheticSettings:
-    """Settings of the synthetic source: fields and defaults mirror the schema's ``synthetic`` section."""
+class SyntheticSettings(SectionSettings):
+    """Settings of the synthetic source: fields and defaults mirror the schema's ``synthetic`` section.
+
+    :meth:`from_mapping` also rejects class fractions that do not sum to 1 (within 1e-6).
+    """
+
+    section: ClassVar[str] = SECTION
 
     n_patches: int = 1000
     class_fractions: ClassFractions = field(default_factory=ClassFractions)
@@ -240,50 +221,33 @@ class SyntheticSettings:
     max_naxis: int = 1200
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "n_patches", _check_int("n_patches", self.n_patches, 1))
+        object.__setattr__(self, "n_patches", check_int(SECTION, "n_patches", self.n_patches, lo=1))
         if not isinstance(self.class_fractions, ClassFractions):
             raise SharpgenError(_FRACTIONS_TYPE_ERROR)
-        median = _check_number("flux_log10_median_mx", self.flux_log10_median_mx, 19, 24)
+        median = check_number(SECTION, "flux_log10_median_mx", self.flux_log10_median_mx, lo=19, hi=24)
         object.__setattr__(self, "flux_log10_median_mx", median)
-        sigma = _check_number("flux_sigma_dex", self.flux_sigma_dex, 0, 2, lo_open=True)
+        sigma = check_number(SECTION, "flux_sigma_dex", self.flux_sigma_dex, lo=0, lo_open=True, hi=2)
         object.__setattr__(self, "flux_sigma_dex", sigma)
         span = self.flux_range_mx
         if isinstance(span, str | bytes) or not hasattr(span, "__len__") or len(span) != 2:
             raise SharpgenError("config key 'synthetic.flux_range_mx': expected [min, max] in Mx")
-        lo = _check_number("flux_range_mx", span[0], 0, lo_open=True)
-        hi = _check_number("flux_range_mx", span[1], 0, lo_open=True)
+        lo = check_number(SECTION, "flux_range_mx", span[0], lo=0, lo_open=True)
+        hi = check_number(SECTION, "flux_range_mx", span[1], lo=0, lo_open=True)
         if lo >= hi:
             raise SharpgenError(f"config key 'synthetic.flux_range_mx': min {lo:g} is not below max {hi:g}")
         object.__setattr__(self, "flux_range_mx", (lo, hi))
-        object.__setattr__(self, "noise_gauss", _check_number("noise_gauss", self.noise_gauss, 0))
-        object.__setattr__(self, "max_naxis", _check_int("max_naxis", self.max_naxis, 64))
+        object.__setattr__(self, "noise_gauss", check_number(SECTION, "noise_gauss", self.noise_gauss, lo=0))
+        object.__setattr__(self, "max_naxis", check_int(SECTION, "max_naxis", self.max_naxis, lo=64))
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping | None) -> SyntheticSettings:
-        """Build settings from a config mapping (missing keys take their defaults).
-
-        Raises :class:`SharpgenError` naming the key for an unknown key, a bad value, or class fractions
-        that do not sum to 1 (within 1e-6).
-        """
-        mapping = {} if mapping is None else mapping
-        if not isinstance(mapping, Mapping):
-            raise SharpgenError("config key 'synthetic': expected a mapping of settings")
-        _reject_unknown(mapping, tuple(f.name for f in fields(cls)), "synthetic")
-        values = dict(mapping)
+    def convert_values(cls, values: dict) -> dict:
+        """Turn a ``class_fractions`` sub-mapping into :class:`ClassFractions` (the :meth:`from_mapping` hook)."""
         if "class_fractions" in values:
             fractions = values["class_fractions"]
-            fractions = {} if fractions is None else fractions
-            if not isinstance(fractions, Mapping):
+            if fractions is not None and not isinstance(fractions, Mapping):
                 raise SharpgenError(_FRACTIONS_TYPE_ERROR)
-            _reject_unknown(fractions, CLASS_NAMES, "synthetic.class_fractions")
-            values["class_fractions"] = ClassFractions(**fractions)
-        return cls(**values)
-
-    def to_mapping(self) -> dict:
-        """Plain (YAML/JSON-like) mapping of the settings, the inverse of :meth:`from_mapping`."""
-        out = asdict(self)
-        out["flux_range_mx"] = list(self.flux_range_mx)
-        return out
+            values["class_fractions"] = settings_from_mapping(ClassFractions, fractions, f"{SECTION}.class_fractions")
+        return values
 
 
 # --- ground truth ----------------------------------------------------------------------------------------

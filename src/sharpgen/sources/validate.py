@@ -1,8 +1,8 @@
 """Checks shared by the real-data sources (``jsoc``, ``fits``): is this file one usable SHARP CEA field map?
 
 :func:`check_sharp_file` is the single test every downloaded or indexed file passes before it lands in
-``raw/<source>/``; :func:`manifest_frame` gives both sources the same typed manifest columns. The small
-``config_*`` helpers turn bad settings into one-line :class:`SharpgenError` messages naming the key.
+``raw/<source>/``; :func:`manifest_frame` gives both sources the same typed manifest columns. Settings
+checks live in :mod:`sharpgen.settings`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
-import re
 import sys
 import warnings
 from collections.abc import Iterable, Mapping
@@ -264,55 +263,6 @@ def remove_stale_temporaries(out_dir: Path) -> int:
             leftover.unlink(missing_ok=True)
             removed += 1
     return removed
-
-
-# --- settings helpers -------------------------------------------------------------------------------------
-
-
-def config_reject_unknown(mapping: Mapping, allowed: Iterable[str], section: str) -> None:
-    """Raise :class:`SharpgenError` naming every key of ``mapping`` that is not in ``allowed``."""
-    allowed = tuple(allowed)
-    unknown = sorted(str(key) for key in mapping if key not in allowed)
-    if unknown:
-        names = ", ".join(repr(f"{section}.{key}") for key in unknown)
-        raise SharpgenError(f"unknown config key {names} (allowed here: {', '.join(allowed)})")
-
-
-def config_number(
-    section: str, key: str, value, *, lo: float | None = None, lo_open: bool = False, hi: float | None = None
-) -> float:
-    """``value`` as a finite float within bounds, else :class:`SharpgenError` naming ``section.key``."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise SharpgenError(f"config key '{section}.{key}': {value!r} is not a number")
-    value = float(value)
-    if not math.isfinite(value):
-        raise SharpgenError(f"config key '{section}.{key}': {value!r} is not finite")
-    if lo is not None and (value <= lo if lo_open else value < lo):
-        bound = "above" if lo_open else "at least"
-        raise SharpgenError(f"config key '{section}.{key}': {value:g} must be {bound} {lo:g}")
-    if hi is not None and value > hi:
-        raise SharpgenError(f"config key '{section}.{key}': {value:g} must be at most {hi:g}")
-    return value
-
-
-def config_int(section: str, key: str, value, *, lo: int) -> int:
-    """``value`` as an int >= ``lo``, else :class:`SharpgenError` naming ``section.key``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise SharpgenError(f"config key '{section}.{key}': {value!r} is not an integer")
-    if value < lo:
-        raise SharpgenError(f"config key '{section}.{key}': {value} must be at least {lo}")
-    return int(value)
-
-
-def config_str(section: str, key: str, value, *, pattern: str | None = None, hint: str = "") -> str:
-    """``value`` as a non-empty string (matching ``pattern``), else :class:`SharpgenError` naming the key."""
-    if not isinstance(value, str) or not value.strip():
-        raise SharpgenError(f"config key '{section}.{key}': {value!r} is not a non-empty string")
-    value = value.strip()
-    if pattern is not None and not re.fullmatch(pattern, value):
-        suffix = f": {hint}" if hint else ""
-        raise SharpgenError(f"config key '{section}.{key}': {value!r} is not valid{suffix}")
-    return value
 
 
 # --- many files -------------------------------------------------------------------------------------------
