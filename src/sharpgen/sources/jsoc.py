@@ -49,18 +49,17 @@ from typing import TYPE_CHECKING, ClassVar
 import pandas as pd
 from tqdm import tqdm
 
-from ..atomic import atomic_path, write_parquet_atomic
+from ..atomic import atomic_path
 from ..errors import SharpgenError
 from ..settings import SectionSettings, check_int, check_number, check_str
 from .validate import (
     FIELD_SEGMENTS,
-    MANIFEST_NAME,
     FileCheck,
     check_many,
     check_sharp_file,
-    manifest_frame,
     read_previous_manifest,
     remove_stale_temporaries,
+    write_manifest,
 )
 
 if TYPE_CHECKING:
@@ -945,13 +944,4 @@ def retrieve_jsoc(
     missing = run.reuse_existing(wanted)
     if missing:
         run.fetch_missing(missing)
-    manifest = manifest_frame(rows, EXTRA_COLUMNS)
-    write_parquet_atomic(manifest, out_dir / MANIFEST_NAME)
-    counts = manifest["status"].value_counts().to_dict()
-    log.info(
-        "jsoc: %d records (%s) in %s",
-        len(manifest),
-        ", ".join(f"{n} {k}" for k, n in counts.items()),
-        out_dir,
-    )
-    return manifest
+    return write_manifest(rows, EXTRA_COLUMNS, out_dir, "jsoc")

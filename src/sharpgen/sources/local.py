@@ -22,16 +22,16 @@ from typing import ClassVar
 
 import pandas as pd
 
-from ..atomic import TEMP_PREFIX, atomic_path, write_parquet_atomic
+from ..atomic import TEMP_PREFIX, atomic_path
 from ..errors import SharpgenError
 from ..settings import SectionSettings, check_number, check_str
 from .validate import (
     FIELD_SEGMENTS,
     MANIFEST_NAME,
     check_many,
-    manifest_frame,
     remove_stale_temporaries,
     segment_from_name,
+    write_manifest,
 )
 
 log = logging.getLogger(__name__)
@@ -215,16 +215,7 @@ def index_fits_folder(
                 row["reason"] = f"cannot copy into {out_dir} ({exc.__class__.__name__})"
                 continue
         row.update(file=name, status="ok", reason="")
-    manifest = manifest_frame(rows, EXTRA_COLUMNS)
-    write_parquet_atomic(manifest, out_dir / MANIFEST_NAME)
-    counts = manifest["status"].value_counts().to_dict()
-    log.info(
-        "fits: %d files (%s) indexed from %s",
-        len(manifest),
-        ", ".join(f"{n} {k}" for k, n in counts.items()),
-        folder,
-    )
-    return manifest
+    return write_manifest(rows, EXTRA_COLUMNS, out_dir, "fits")
 
 
 def retrieve_fits(

@@ -7,6 +7,7 @@ checks live in :mod:`sharpgen.settings`.
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
 import os
@@ -22,6 +23,7 @@ import pandas as pd
 from astropy.io import fits
 from tqdm import tqdm
 
+from ..atomic import write_parquet_atomic
 from ..errors import SharpgenError
 from ..fitsio import read_sharp
 
@@ -242,6 +244,17 @@ def manifest_frame(rows: Iterable[Mapping], extra_columns: Mapping[str, str] | N
         elif kind == "bool":
             frame[name] = frame[name].fillna(False).astype(bool)
     return frame.reset_index(drop=True)
+
+
+def write_manifest(rows: Iterable[Mapping], extra_columns: Mapping[str, str], out_dir: Path, what: str) -> pd.DataFrame:
+    """Write ``out_dir/manifest.parquet`` atomically from ``rows``, log the status counts, return the frame."""
+    manifest = manifest_frame(rows, extra_columns)
+    write_parquet_atomic(manifest, Path(out_dir) / MANIFEST_NAME)
+    counts = manifest["status"].value_counts().to_dict()
+    logging.getLogger(__name__).info(
+        "%s: %d records (%s) in %s", what, len(manifest), ", ".join(f"{n} {k}" for k, n in counts.items()), out_dir
+    )
+    return manifest
 
 
 def read_previous_manifest(out_dir: Path) -> pd.DataFrame | None:
