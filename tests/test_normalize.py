@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -115,3 +117,15 @@ def test_manifest_without_usable_records_is_a_user_error(tmp_path):
     settings = NormalizeSettings("resize", 32, DEFAULT_SCALE_MM, 2, 150.0, (0.8, 0.1, 0.1))
     with pytest.raises(SharpgenError, match="no usable record"):
         build_dataset(tmp_path, tmp_path / "data", settings, seed=0, progress=False)
+
+
+def test_same_records_and_seed_give_identical_dataset_bytes(tmp_path):
+    raw = _raw_folder(tmp_path / "raw")
+    settings = NormalizeSettings("fixed_scale", 32, DEFAULT_SCALE_MM, 2, 150.0, (0.6, 0.2, 0.2))
+
+    def digest(out):
+        build_dataset(raw, out, settings, seed=5, workers=2, progress=False)
+        files = sorted(p for p in out.rglob("*") if p.is_file())
+        return [(p.relative_to(out).as_posix(), hashlib.sha256(p.read_bytes()).hexdigest()) for p in files]
+
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
