@@ -71,3 +71,11 @@ def test_config_command_prints_defaults(repo_root):
     code, out, _ = run_cli("config", str(repo_root / "config" / "test.yaml"))
     assert code == 0
     assert "noise_gauss: 10.0" in out
+
+
+def test_jsoc_retrieve_without_email_stops_with_one_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("JSOC_EMAIL", raising=False)
+    settings = json.dumps({"server": "http://127.0.0.1:9/"})  # never contacted: the email check comes first
+    code, _, err = run_cli("retrieve", "--source", "jsoc", "--out-dir", str(tmp_path), "--settings", settings)
+    assert code == 2
+    assert err.count("\n") == 1 and "JSOC_EMAIL" in err and "Traceback" not in err
