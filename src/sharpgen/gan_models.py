@@ -1,0 +1,130 @@
+"""GAN networks: the paper's generator/discriminator, and the default architecture.
+
+Both keep one latent contract: ``z ~ N(0, I)`` of ``LATENT_DIM`` = 100 -> a ``(1, S, S)`` patch in [-1, 1]
+(tanh), the normalized-field units of ``data/patches.zarr`` (1 unit = 1 kG).
+
+- ``paper`` (research/paper.md section 3): ``SimDec``/``SimEnc`` exactly, 128 x 128 only, ~1.5 M parameters
+  each; no normalization layers; the discriminator ends in one logit (the paper's sigmoid + BCE is applied
+  by the loss as ``BCEWithLogits``, which is the same function, computed stably).
+- ``default``: transposed convolutions are replaced by nearest-neighbour upsampling + 3 x 3 convolutions
+  (no checkerboard noise, which inflates the unsigned flux) and the discriminator uses spectral norm; any
+  power-of-two size S >= 16.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .errors import SharpgenError
+
+LATENT_DIM = 100
+"""Dimension of the latent vector z (the paper's)."""
+
+ARCHITECTURES = ("paper", "default")
+_SLOPE = 0.2
+
+
+class PaperGenerator(nn.Module):
+    """The paper's generator: Linear(100, 64*15*15) -> 3 transposed convolutions -> tanh, cropped to 128 x 128."""
+
+    def __init__(self, latent_dim: int = LATENT_DIM):
+        super().__init__()
+        self.project = nn.Sequential(nn.Linear(latent_dim, 64 * 15 * 15), nn.LeakyReLU(_SLOPE))
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(64, 64, 3, stride=2),  # 15 -> 31
+            nn.LeakyReLU(_SLOPE),
+            nn.ConvTranspose2d(64, 32, 3, stride=2),  # 31 -> 63
+            nn.LeakyReLU(_SLOPE),
+            nn.ZeroPad2d((0, 1, 0, 1)),  # 63 -> 64 (right and bottom)
+            nn.ConvTranspose2d(32, 1, 3, stride=2),  # 64 -> 129
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``(B, 100)`` latents -> ``(B, 1, 128, 128)`` patches in [-1, 1]."""
+        return self.up(self.project(z).view(-1, 64, 15, 15))[:, :, :128, :128]
+
+
+class PaperDiscriminator(nn.Module):
+    """The paper's discriminator (SimEnc + Linear(100, 1)); returns one logit per patch."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 32, 3, stride=2),  # 128 -> 63
+            nn.LeakyReLU(_SLOPE),
+            nn.Conv2d(32, 64, 3, stride=2),  # 63 -> 31
+            nn.LeakyReLU(_SLOPE),
+            nn.Conv2d(64, 64, 3, stride=2),  # 31 -> 15
+            nn.LeakyReLU(_SLOPE),
+            nn.Flatten(),
+            nn.Linear(64 * 15 * 15, LATENT_DIM),
+            nn.LeakyReLU(_SLOPE),
+            nn.Linear(LATENT_DIM, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, 128, 128)`` patches -> ``(B,)`` logits (real > 0)."""
+        return self.net(x).squeeze(1)
+
+
+def _levels(size: int) -> int:
+    levels = int(round(math.log2(size))) - 2
+    if size < 16 or 2 ** (levels + 2) != size:
+        raise SharpgenError(f"image_size {size}: the default GAN needs a power of two >= 16")
+    return levels
+
+
+class UpsampleGenerator(nn.Module):
+    """Default generator: Linear -> (C, 4, 4) -> [upsample x2, conv 3x3, LeakyReLU] x L -> conv 3x3 -> tanh."""
+
+    def __init__(self, size: int, latent_dim: int = LATENT_DIM, width: int = 128):
+        super().__init__()
+        levels = _levels(size)
+        channels = [max(width >> i, 16) for i in range(levels + 1)]
+        self.width = channels[0]
+        self.project = nn.Sequential(nn.Linear(latent_dim, channels[0] * 16), nn.LeakyReLU(_SLOPE))
+        blocks = []
+        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+            blocks += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(c_in, c_out, 3, padding=1),
+                nn.LeakyReLU(_SLOPE),
+            ]
+        self.up = nn.Sequential(*blocks, nn.Conv2d(channels[-1], 1, 3, padding=1), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``(B, 100)`` latents -> ``(B, 1, S, S)`` patches in [-1, 1]."""
+        return self.up(self.project(z).view(-1, self.width, 4, 4))
+
+
+class SpectralDiscriminator(nn.Module):
+    """Default discriminator: [spectral-norm conv 4x4 stride 2, LeakyReLU] x L -> spectral-norm linear logit."""
+
+    def __init__(self, size: int, width: int = 128):
+        super().__init__()
+        levels = _levels(size)
+        channels = [1] + [max(width >> (levels - 1 - i), 16) for i in range(levels)]
+        layers = []
+        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+            layers += [nn.utils.spectral_norm(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)), nn.LeakyReLU(_SLOPE)]
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.logit = nn.utils.spectral_norm(nn.Linear(channels[-1] * 16, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, S, S)`` patches -> ``(B,)`` logits (real > 0)."""
+        return self.logit(self.features(x)).squeeze(1)
+
+
+def build_networks(architecture: str, image_size: int) -> tuple[nn.Module, nn.Module]:
+    """Return ``(generator, discriminator)`` of ``architecture`` for ``image_size`` x ``image_size`` patches."""
+    if architecture == "paper":
+        if image_size != 128:
+            raise SharpgenError(f"image_size {image_size}: the paper's GAN is defined for 128 x 128 patches only")
+        return PaperGenerator(), PaperDiscriminator()
+    if architecture == "default":
+        return UpsampleGenerator(image_size), SpectralDiscriminator(image_size)
+    raise SharpgenError(f"unknown GAN architecture {architecture!r} (choose one of: {', '.join(ARCHITECTURES)})")
