@@ -18,6 +18,7 @@ envvars:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/retrieve.smk"
 include: "workflow/rules/normalize.smk"
+include: "workflow/rules/gan.smk"
 
 
 rule all:
@@ -26,6 +27,7 @@ rule all:
         raw_manifest=RAW_MANIFEST,
         patches=f"{RESULTS}/data/patches.zarr",
         table=f"{RESULTS}/data/patches.parquet",
+        generator=f"{RESULTS}/gan/generator.pt",
     localrule: True
 
 

@@ -1,4 +1,4 @@
-"""End to end: `snakemake` on config/test.yaml runs every stage that exists (retrieve -> normalize)."""
+"""End to end: `snakemake` on config/test.yaml runs every stage that exists (retrieve -> normalize -> train_gan)."""
 
 from __future__ import annotations
 
@@ -66,7 +66,14 @@ def test_normalize_writes_aligned_patches_and_table(test_run, repo_root):
     assert (table["usflux"] > 0).all()
 
 
-@pytest.mark.parametrize("rule", ["retrieve", "normalize"])
+def test_train_gan_leaves_a_generator_and_a_full_log(test_run, repo_root):
+    steps = yaml.safe_load((repo_root / "config" / "test.yaml").read_text())["gan"]["steps"]
+    log = pd.read_csv(test_run / "gan" / "train_log.csv")
+    assert list(log["step"]) == list(range(1, steps + 1))
+    assert (test_run / "gan" / "generator.pt").is_file()
+
+
+@pytest.mark.parametrize("rule", ["retrieve", "normalize", "train_gan"])
 def test_every_rule_leaves_a_log_and_a_benchmark(test_run, rule):
     assert (test_run / "logs" / f"{rule}.log").is_file()
     assert (test_run / "benchmarks" / f"{rule}.tsv").is_file()
@@ -78,9 +85,10 @@ def test_fits_source_on_real_sharps_reproduces_their_r_value(repo_root, real_sha
         f"results_dir: {tmp_path / 'r'}\nsource: fits\nfits:\n  path: {real_sharp_files[0].parent}\n"
         "  segment: magnetogram\nnormalize:\n  mode: resize\n  chunk_size: 2\n"
     )
-    proc = snakemake(repo_root, "--configfile", str(config))
+    table_path = tmp_path / "r" / "data" / "patches.parquet"
+    proc = snakemake(repo_root, str(table_path), "--configfile", str(config))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    table = pd.read_parquet(tmp_path / "r" / "data" / "patches.parquet")
+    table = pd.read_parquet(table_path)
     assert len(table) == 3
     assert (table["r_value"] - table["r_value_header"]).abs().max() <= 0.01
 

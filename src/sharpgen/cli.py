@@ -113,6 +113,28 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_gan(args: argparse.Namespace) -> int:
+    from .config import load_config, validate_config
+    from .gan_train import GanSettings, train_gan
+
+    config = load_config(args.configfile) if args.configfile else validate_config({})
+    config["gan"].update(args.settings or {})
+    if args.image_size is not None:
+        config["image_size"] = args.image_size
+    config = validate_config(config)
+    log = train_gan(
+        args.data_dir,
+        args.out_dir,
+        GanSettings.from_config(config),
+        seed=args.seed,
+        device=config["gan"]["device"],
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
+    print(f"{len(log)} steps -> {os.path.join(args.out_dir, 'generator.pt')}", file=sys.stderr)
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -194,6 +216,24 @@ def build_parser() -> argparse.ArgumentParser:
     norm.add_argument("--scheduler-address", help="use this Dask scheduler instead of a local cluster")
     norm.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     norm.set_defaults(func=_cmd_normalize)
+
+    gan = commands.add_parser(
+        "train-gan",
+        help="pipeline stage: train the GAN on the train split (resumes from its last checkpoint)",
+        description="Train the GAN on the train split of DATA_DIR/patches.zarr. Writes OUT_DIR/generator.pt (EMA "
+        "weights + settings), OUT_DIR/checkpoints/last.pt (every gan.checkpoint_every steps, atomically) and "
+        "OUT_DIR/train_log.csv. Rerunning after an interruption resumes from the last checkpoint.",
+        epilog=EPILOG,
+    )
+    gan.add_argument("--data-dir", required=True, help="directory holding patches.zarr and patches.parquet")
+    gan.add_argument("--out-dir", required=True, help="directory that receives generator.pt, checkpoints/, the log")
+    gan.add_argument("--configfile", help="pipeline config YAML whose gan section and image_size are used")
+    gan.add_argument("--settings", type=_json_mapping, help="JSON object overriding keys of the gan section")
+    gan.add_argument("--image-size", type=_positive_int, help="patch side S in px (default: the config's)")
+    gan.add_argument("--seed", type=int, default=23, help="random seed (default: 23)")
+    gan.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for PyTorch (default: 1)")
+    gan.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    gan.set_defaults(func=_cmd_train_gan)
 
     conf = commands.add_parser(
         "config",

@@ -1,0 +1,113 @@
+"""GAN training: logs what it does, and an interrupted run resumes exactly where it stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import zarr
+
+from sharpgen import gan_train
+from sharpgen.atomic import write_parquet_atomic
+from sharpgen.errors import SharpgenError
+from sharpgen.gan_train import LOG_COLUMNS, GanSettings, train_gan
+
+SETTINGS = GanSettings("default", 32, 6, 4, 2e-4, (0.5, 0.999), "hinge", 0.9, 3)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    """A tiny normalized dataset: 12 bipoles of 32 x 32 px, 8 in the train split."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32]
+    following = np.exp(-((xx - 22) ** 2 + (yy - 14) ** 2) / 8.0)
+    leading = [np.exp(-((xx - 10 - i % 4) ** 2 + (yy - 16) ** 2) / 8.0) for i in range(12)]
+    patches = np.stack([np.tanh(lead - following) + rng.normal(0, 0.01, (32, 32)) for lead in leading])
+    patches = patches.astype(np.float32)
+    zarr.create_array(store=str(tmp_path / "patches.zarr"), data=patches, chunks=(4, 32, 32), zarr_format=3)
+    write_parquet_atomic(
+        pd.DataFrame({"split": ["train"] * 8 + ["val"] * 2 + ["test"] * 2}), tmp_path / "patches.parquet"
+    )
+    return tmp_path
+
+
+def state_dict_of(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_training_writes_generator_log_and_checkpoint(data_dir, tmp_path):
+    log = train_gan(data_dir, tmp_path / "gan", SETTINGS, seed=1, progress=False)
+    assert list(log["step"]) == list(range(1, 7))
+    on_disk = pd.read_csv(tmp_path / "gan" / "train_log.csv")
+    assert tuple(on_disk.columns) == LOG_COLUMNS and len(on_disk) == 6
+    assert np.isfinite(on_disk[["d_loss", "g_loss"]].to_numpy()).all()
+    assert on_disk["real_acc"].between(0, 1).all() and (on_disk["seconds_per_step"] > 0).all()
+    assert (tmp_path / "gan" / "generator.pt").is_file() and (tmp_path / "gan" / "checkpoints" / "last.pt").is_file()
+
+
+def test_interrupted_run_resumes_to_the_same_generator(data_dir, tmp_path, monkeypatch):
+    train_gan(data_dir, tmp_path / "whole", SETTINGS, seed=1, progress=False)
+    real_save = gan_train._save_checkpoint
+
+    def save_then_die(path, state, settings):
+        real_save(path, state, settings)
+        raise KeyboardInterrupt  # killed right after the step-3 checkpoint
+
+    monkeypatch.setattr(gan_train, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_gan(data_dir, tmp_path / "split", SETTINGS, seed=1, progress=False)
+    assert not (tmp_path / "split" / "generator.pt").exists()
+    monkeypatch.setattr(gan_train, "_save_checkpoint", real_save)
+    train_gan(data_dir, tmp_path / "split", SETTINGS, seed=1, progress=False)
+    whole, split = (
+        state_dict_of(tmp_path / "whole" / "generator.pt"),
+        state_dict_of(tmp_path / "split" / "generator.pt"),
+    )
+    assert all(torch.equal(whole[name], split[name]) for name in whole)
+    assert list(pd.read_csv(tmp_path / "split" / "train_log.csv")["step"]) == list(range(1, 7))
+
+
+def test_sigkill_mid_training_resumes_from_the_last_checkpoint(data_dir, tmp_path):
+    out = tmp_path / "gan"
+    command = [
+        sys.executable, "-m", "sharpgen.cli", "train-gan", "--data-dir", str(data_dir), "--out-dir", str(out),
+        "--image-size", "32", "--settings", '{"steps": 400, "batch_size": 4, "checkpoint_every": 5}', "--no-progress",
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = out / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    steps_at_kill = torch.load(checkpoint, map_location="cpu", weights_only=False)["step"]
+    assert 5 <= steps_at_kill < 400 and not (out / "generator.pt").exists()
+    log_at_kill = pd.read_csv(out / "train_log.csv")
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    final = pd.read_csv(out / "train_log.csv")
+    assert list(final["step"]) == list(range(1, 401))
+    pd.testing.assert_frame_equal(final.iloc[: len(log_at_kill)], log_at_kill)  # resumed, not restarted
+
+
+def test_checkpoint_of_other_settings_is_refused(data_dir, tmp_path):
+    train_gan(data_dir, tmp_path / "gan", SETTINGS, seed=1, progress=False)
+    (tmp_path / "gan" / "generator.pt").unlink()
+    other = GanSettings(**{**SETTINGS.__dict__, "lr": 1e-3})
+    with pytest.raises(SharpgenError, match="other GAN settings"):
+        train_gan(data_dir, tmp_path / "gan", other, seed=1, progress=False)
+
+
+def test_patch_size_mismatch_is_a_user_error(data_dir, tmp_path):
+    bigger = GanSettings(**{**SETTINGS.__dict__, "image_size": 64})
+    with pytest.raises(SharpgenError, match="rerun normalize"):
+        train_gan(data_dir, tmp_path / "gan", bigger, seed=1, progress=False)
