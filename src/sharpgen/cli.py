@@ -87,15 +87,21 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_normalize(args: argparse.Namespace) -> int:
+def _stage_config(args: argparse.Namespace, section: str) -> dict:
+    """Validated config of a stage command: --configfile (or defaults), --settings into ``section``, --image-size."""
     from .config import load_config, validate_config
-    from .dataset import NormalizeSettings, build_dataset
 
     config = load_config(args.configfile) if args.configfile else validate_config({})
-    config["normalize"].update(args.settings or {})
+    config[section].update(args.settings or {})
     if args.image_size is not None:
         config["image_size"] = args.image_size
-    config = validate_config(config)
+    return validate_config(config)
+
+
+def _cmd_normalize(args: argparse.Namespace) -> int:
+    from .dataset import NormalizeSettings, build_dataset
+
+    config = _stage_config(args, "normalize")
     table = build_dataset(
         args.raw_dir,
         args.out_dir,
@@ -114,14 +120,9 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_gan(args: argparse.Namespace) -> int:
-    from .config import load_config, validate_config
     from .gan_train import GanSettings, train_gan
 
-    config = load_config(args.configfile) if args.configfile else validate_config({})
-    config["gan"].update(args.settings or {})
-    if args.image_size is not None:
-        config["image_size"] = args.image_size
-    config = validate_config(config)
+    config = _stage_config(args, "gan")
     log = train_gan(
         args.data_dir,
         args.out_dir,
