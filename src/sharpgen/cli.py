@@ -146,6 +146,16 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_stage_options(parser: argparse.ArgumentParser, section: str, seed_help: str, threads_help: str) -> None:
+    """Options shared by stage commands whose config is a ``section`` plus the top-level ``image_size``."""
+    parser.add_argument("--configfile", help=f"pipeline config YAML whose {section} section and image_size are used")
+    parser.add_argument("--settings", type=_json_mapping, help=f"JSON object overriding keys of the {section} section")
+    parser.add_argument("--image-size", type=_positive_int, help="patch side S in px (default: the config's)")
+    parser.add_argument("--seed", type=int, default=23, help=f"{seed_help} (default: 23)")
+    parser.add_argument("--threads", type=_positive_int, default=1, help=f"{threads_help} (default: 1)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``sharpgen`` command."""
     parser = argparse.ArgumentParser(
@@ -209,13 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     norm.add_argument("--raw-dir", required=True, help="directory holding the FITS files and manifest.parquet")
     norm.add_argument("--out-dir", required=True, help="directory that receives patches.zarr and patches.parquet")
-    norm.add_argument("--configfile", help="pipeline config YAML whose normalize section and image_size are used")
-    norm.add_argument("--settings", type=_json_mapping, help="JSON object overriding keys of the normalize section")
-    norm.add_argument("--image-size", type=_positive_int, help="patch side S in px (default: the config's)")
-    norm.add_argument("--seed", type=int, default=23, help="random seed of the HARP split (default: 23)")
-    norm.add_argument("--threads", type=_positive_int, default=1, help="Dask worker processes (default: 1)")
+    _add_stage_options(
+        norm, "normalize", seed_help="random seed of the HARP split", threads_help="Dask worker processes"
+    )
     norm.add_argument("--scheduler-address", help="use this Dask scheduler instead of a local cluster")
-    norm.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     norm.set_defaults(func=_cmd_normalize)
 
     gan = commands.add_parser(
@@ -228,12 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gan.add_argument("--data-dir", required=True, help="directory holding patches.zarr and patches.parquet")
     gan.add_argument("--out-dir", required=True, help="directory that receives generator.pt, checkpoints/, the log")
-    gan.add_argument("--configfile", help="pipeline config YAML whose gan section and image_size are used")
-    gan.add_argument("--settings", type=_json_mapping, help="JSON object overriding keys of the gan section")
-    gan.add_argument("--image-size", type=_positive_int, help="patch side S in px (default: the config's)")
-    gan.add_argument("--seed", type=int, default=23, help="random seed (default: 23)")
-    gan.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for PyTorch (default: 1)")
-    gan.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_stage_options(gan, "gan", seed_help="random seed", threads_help="CPU threads for PyTorch")
     gan.set_defaults(func=_cmd_train_gan)
 
     conf = commands.add_parser(
