@@ -19,6 +19,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/retrieve.smk"
 include: "workflow/rules/normalize.smk"
 include: "workflow/rules/gan.smk"
+include: "workflow/rules/sample.smk"
 
 
 rule all:
@@ -28,6 +29,7 @@ rule all:
         patches=f"{RESULTS}/data/patches.zarr",
         table=f"{RESULTS}/data/patches.parquet",
         generator=f"{RESULTS}/gan/generator.pt",
+        samples=f"{RESULTS}/samples/properties.parquet",
     localrule: True
 
 

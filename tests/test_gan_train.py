@@ -111,3 +111,10 @@ def test_patch_size_mismatch_is_a_user_error(data_dir, tmp_path):
     bigger = GanSettings(**{**SETTINGS.__dict__, "image_size": 64})
     with pytest.raises(SharpgenError, match="rerun normalize"):
         train_gan(data_dir, tmp_path / "gan", bigger, seed=1, progress=False)
+
+
+def test_ema_warms_up_then_holds_its_decay():
+    assert gan_train.ema_decay_at(0.999, 0) == pytest.approx(0.1)
+    assert gan_train.ema_decay_at(0.999, 90) == pytest.approx(0.91)
+    assert gan_train.ema_decay_at(0.999, 100_000) == 0.999
+    assert gan_train.ema_decay_at(0.0, 500) == 0.0  # the paper's config: no averaging

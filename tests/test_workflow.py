@@ -1,4 +1,4 @@
-"""End to end: `snakemake` on config/test.yaml runs every stage that exists (retrieve -> normalize -> train_gan)."""
+"""End to end: `snakemake` on config/test.yaml runs every stage that exists (retrieve -> ... -> sample)."""
 
 from __future__ import annotations
 
@@ -71,9 +71,26 @@ def test_train_gan_leaves_a_generator_and_a_full_log(test_run, repo_root):
     log = pd.read_csv(test_run / "gan" / "train_log.csv")
     assert list(log["step"]) == list(range(1, steps + 1))
     assert (test_run / "gan" / "generator.pt").is_file()
+    assert (test_run / "gan" / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(path.name for path in (test_run / "gan" / "previews").iterdir()) == [
+        f"step_{step:06d}.png" for step in range(10, steps + 1, 10)
+    ]
 
 
-@pytest.mark.parametrize("rule", ["retrieve", "normalize", "train_gan"])
+def test_sample_writes_aligned_latents_patches_and_properties(test_run, repo_root):
+    config = yaml.safe_load((repo_root / "config" / "test.yaml").read_text())
+    n, size = config["sample"]["n_samples"], config["image_size"]
+    latents = np.load(test_run / "samples" / "latents.npy")
+    patches = zarr.open_array(str(test_run / "samples" / "patches.zarr"))[:]
+    table = pd.read_parquet(test_run / "samples" / "properties.parquet")
+    assert latents.shape == (n, 100) and patches.shape == (n, size, size) and len(table) == n
+    assert np.abs(patches).max() <= 1.0
+    np.testing.assert_allclose(table["r_paper"], paper_properties(patches)["r_paper"], equal_nan=True)
+    expected = {"tuf", "psep", "r_paper", "tpf", "tnf", "tilt_paper", "area", "usflux", "psep_mm", "r_value"}
+    assert expected <= set(table.columns)  # fixed_scale run: physical units too
+
+
+@pytest.mark.parametrize("rule", ["retrieve", "normalize", "train_gan", "sample"])
 def test_every_rule_leaves_a_log_and_a_benchmark(test_run, rule):
     assert (test_run / "logs" / f"{rule}.log").is_file()
     assert (test_run / "benchmarks" / f"{rule}.tsv").is_file()

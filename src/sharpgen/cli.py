@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .config import load_config, validate_config
 from .errors import SharpgenError
 
 EPILOG = (
@@ -70,7 +71,6 @@ def _cmd_properties(args: argparse.Namespace) -> int:
 
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
-    from .config import load_config
     from .retrieve import retrieve
 
     settings = load_config(args.configfile).get(args.source, {}) if args.configfile else {}
@@ -89,8 +89,6 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
 
 def _stage_config(args: argparse.Namespace, section: str) -> dict:
     """Validated config of a stage command: --configfile (or defaults), --settings into ``section``, --image-size."""
-    from .config import load_config, validate_config
-
     config = load_config(args.configfile) if args.configfile else validate_config({})
     config[section].update(args.settings or {})
     if args.image_size is not None:
@@ -131,15 +129,58 @@ def _cmd_train_gan(args: argparse.Namespace) -> int:
         device=config["gan"]["device"],
         threads=args.threads,
         progress=not args.no_progress,
+        preview_every=config["gan"]["preview_every"],
     )
     print(f"{len(log)} steps -> {os.path.join(args.out_dir, 'generator.pt')}", file=sys.stderr)
     return 0
 
 
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from .sample import SampleSettings, sample_generator
+
+    config = _stage_config(args, "sample")
+    if args.normalize_settings:
+        config["normalize"].update(args.normalize_settings)
+    config = validate_config(config)
+    count = sample_generator(
+        args.generator,
+        args.out_dir,
+        SampleSettings.from_config(config),
+        seed=args.seed,
+        device=config["sample"]["device"],
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
+    print(f"{count} samples -> {args.out_dir}/(latents.npy, patches.zarr, properties.parquet)", file=sys.stderr)
+    return 0
+
+
+def _cmd_invert(args: argparse.Namespace) -> int:
+    from .invert import InversionSettings, run_invert
+
+    table = run_invert(
+        args.generator,
+        args.out_dir,
+        fits_files=args.fits,
+        data_dir=args.data_dir,
+        rows=args.rows,
+        config=load_config(args.configfile) if args.configfile else None,
+        settings=InversionSettings.from_mapping(args.settings),
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{len(table)} latents -> {os.path.join(args.out_dir, 'latents.npy')} "
+        f"(median reconstruction error {table['rmse_gauss'].median():.0f} G rms)",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     import yaml
-
-    from .config import load_config
 
     config = load_config(args.configfile)
     sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
@@ -237,6 +278,60 @@ def build_parser() -> argparse.ArgumentParser:
     gan.add_argument("--out-dir", required=True, help="directory that receives generator.pt, checkpoints/, the log")
     _add_stage_options(gan, "gan", seed_help="random seed", threads_help="CPU threads for PyTorch")
     gan.set_defaults(func=_cmd_train_gan)
+
+    sample = commands.add_parser(
+        "sample",
+        help="pipeline stage: sample the generator in bulk and measure every generated patch",
+        description="Draw sample.n_samples latents z ~ N(0, I) from a seeded stream and write OUT_DIR/latents.npy "
+        "((M, 100) float32), OUT_DIR/patches.zarr ((M, S, S) float32, 1 unit = 1 kG) and "
+        "OUT_DIR/properties.parquet (row i: the paper-unit properties of patch i, plus physical ones in Mx/Mm "
+        "when normalize.mode is fixed_scale). Batched: memory does not grow with M.",
+        epilog=EPILOG,
+    )
+    sample.add_argument("--generator", required=True, help="generator.pt written by train-gan")
+    sample.add_argument("--out-dir", required=True, help="directory that receives the samples")
+    _add_stage_options(sample, "sample", seed_help="seed of the latent stream", threads_help="CPU threads")
+    sample.add_argument(
+        "--normalize-settings",
+        type=_json_mapping,
+        help="JSON object overriding keys of the normalize section (mode, scale_mm, threshold_gauss)",
+    )
+    sample.set_defaults(func=_cmd_sample)
+
+    inv = commands.add_parser(
+        "invert",
+        help="project real patches into the GAN latent space (for sharpgen edit)",
+        description="Find the latent z whose generated patch best reproduces each real patch: SGD with momentum "
+        "through the frozen generator from several random starts, minimizing the paper's masked MSE (weight 1 "
+        "where |B| > 50 G, 0.5 elsewhere); the best iterate of all restarts is kept. Writes OUT_DIR/latents.npy "
+        "((N, 100) float32, what `sharpgen edit` reads), reconstructions.npy, inversion.csv (label, loss, "
+        "rmse_gauss [G], best_restart, latent_norm, start_loss) and inversion.json.",
+        epilog=EPILOG,
+    )
+    inv.add_argument("--generator", required=True, help="generator.pt written by train-gan")
+    inv.add_argument("--out-dir", required=True, help="directory that receives latents.npy and inversion.csv")
+    targets = inv.add_mutually_exclusive_group(required=True)
+    targets.add_argument(
+        "--fits", nargs="+", metavar="FILE.fits", help="SHARP CEA FITS files, normalized as the config says"
+    )
+    targets.add_argument(
+        "--rows", nargs="+", type=int, metavar="ROW", help="rows of the normalized dataset (needs --data-dir)"
+    )
+    inv.add_argument("--data-dir", help="directory holding patches.zarr and patches.parquet (with --rows)")
+    inv.add_argument(
+        "--configfile", help="pipeline config YAML whose normalize section and image_size apply to --fits input"
+    )
+    inv.add_argument(
+        "--settings",
+        type=_json_mapping,
+        help="JSON object overriding restarts (10), iterations (1000), lr (0.01), momentum (0.9), threshold "
+        "(0.05 = 50 G) or weak_weight (0.5)",
+    )
+    inv.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device (default: auto)")
+    inv.add_argument("--seed", type=int, default=23, help="seed of the restarts' starting latents (default: 23)")
+    inv.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for PyTorch (default: 1)")
+    inv.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    inv.set_defaults(func=_cmd_invert)
 
     conf = commands.add_parser(
         "config",

@@ -14,6 +14,8 @@ Both keep one latent contract: ``z ~ N(0, I)`` of ``LATENT_DIM`` = 100 -> a ``(1
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -128,3 +130,18 @@ def build_networks(architecture: str, image_size: int) -> tuple[nn.Module, nn.Mo
     if architecture == "default":
         return UpsampleGenerator(image_size), SpectralDiscriminator(image_size)
     raise SharpgenError(f"unknown GAN architecture {architecture!r} (choose one of: {', '.join(ARCHITECTURES)})")
+
+
+def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Load ``generator.pt`` written by ``train_gan``: ``(generator in eval mode on device, its settings)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise SharpgenError(f"{path}: no such generator file (run the train_gan stage first)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        settings = payload["settings"]
+        generator, _ = build_networks(settings["architecture"], int(settings["image_size"]))
+        generator.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, RuntimeError, EOFError, OSError) as exc:
+        raise SharpgenError(f"{path}: not a sharpgen generator file ({exc.__class__.__name__}: {exc})") from None
+    return generator.to(device).eval().requires_grad_(False), settings

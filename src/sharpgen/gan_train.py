@@ -23,7 +23,9 @@ from torch.nn import functional as F
 from .atomic import atomic_path
 from .errors import SharpgenError
 from .gan_models import LATENT_DIM, build_networks
+from .plotting import save_patch_grid
 
+PREVIEW_COUNT = 16
 LOG_COLUMNS = ("step", "d_loss", "g_loss", "real_acc", "fake_acc", "seconds_per_step")
 
 
@@ -104,6 +106,15 @@ def generator_loss(loss: str, fake_logits: torch.Tensor) -> torch.Tensor:
     return -fake_logits.mean()
 
 
+def ema_decay_at(ema_decay: float, step: int) -> float:
+    """EMA decay used after update ``step`` (0-based): ``min(ema_decay, (1 + step) / (10 + step))``.
+
+    The warm-up keeps the average from remembering the random initial weights: with a fixed 0.999, 60 % of
+    the EMA generator would still be its initialization after 500 steps, which is most of a short CPU run.
+    """
+    return min(ema_decay, (1.0 + step) / (10.0 + step))
+
+
 def _new_state(settings: GanSettings, seed: int, device: torch.device) -> dict:
     torch.manual_seed(seed)
     generator, discriminator = build_networks(settings.architecture, settings.image_size)
@@ -144,6 +155,12 @@ def _restore_checkpoint(path: Path, state: dict, settings: GanSettings) -> None:
     torch.set_rng_state(payload["torch_rng"])
 
 
+def _write_preview(path: Path, ema: torch.nn.Module, z: torch.Tensor, step: int) -> None:
+    with torch.no_grad():
+        patches = ema(z).squeeze(1).cpu().numpy()
+    save_patch_grid(patches, path, title=f"EMA generator after {step} steps (gray: -1 to +1 kG)")
+
+
 def _write_log(path: Path, log: list[dict]) -> None:
     with atomic_path(path) as tmp:
         pd.DataFrame(log, columns=list(LOG_COLUMNS)).to_csv(tmp, index=False)
@@ -157,10 +174,13 @@ def train_gan(
     device: str = "auto",
     threads: int = 1,
     progress: bool = True,
+    preview_every: int = 0,
 ) -> pd.DataFrame:
     """Train the GAN on the train split of ``data_dir``; write ``out_dir/generator.pt`` and return the log.
 
-    Resumes from ``out_dir/checkpoints/last.pt`` when it exists (same settings required).
+    Resumes from ``out_dir/checkpoints/last.pt`` when it exists (same settings required). Every
+    ``preview_every`` steps (0 = never) and at the end, the EMA generator's patches for 16 fixed latents go to
+    ``out_dir/previews/step_NNNNNN.png``; the last one is also ``out_dir/samples.png``.
     """
     from tqdm import tqdm
 
@@ -173,6 +193,8 @@ def train_gan(
     if checkpoint.is_file():
         _restore_checkpoint(checkpoint, state, settings)
     generator, discriminator, ema = state["generator"], state["discriminator"], state["ema"]
+    preview_z = torch.from_numpy(np.random.default_rng(seed).standard_normal((PREVIEW_COUNT, LATENT_DIM)))
+    preview_z = preview_z.float().to(dev)
     bar = tqdm(total=settings.steps, initial=state["step"], desc="train_gan", unit="step", disable=not progress)
     while state["step"] < settings.steps:
         started = time.perf_counter()
@@ -190,9 +212,10 @@ def train_gan(
         state["opt_d"].zero_grad(set_to_none=True)
         d_loss.backward()
         state["opt_d"].step()
+        decay = ema_decay_at(settings.ema_decay, state["step"])
         with torch.no_grad():
             for ema_p, p in zip(ema.parameters(), generator.parameters(), strict=True):
-                ema_p.lerp_(p, 1.0 - settings.ema_decay)
+                ema_p.lerp_(p, 1.0 - decay)
         state["step"] += 1
         state["log"].append({
             "step": state["step"], "d_loss": d_loss.item(), "g_loss": g_loss.item(),
@@ -203,7 +226,10 @@ def train_gan(
         if state["step"] % settings.checkpoint_every == 0 or state["step"] == settings.steps:
             _save_checkpoint(checkpoint, state, settings)
             _write_log(out_dir / "train_log.csv", state["log"])
+        if preview_every and state["step"] % preview_every == 0:
+            _write_preview(out_dir / "previews" / f"step_{state['step']:06d}.png", ema, preview_z, state["step"])
     bar.close()
+    _write_preview(out_dir / "samples.png", ema, preview_z, state["step"])
     with atomic_path(out_dir / "generator.pt") as tmp:
         torch.save({"settings": dataclasses.asdict(settings), "state_dict": ema.state_dict()}, tmp)
     return pd.DataFrame(state["log"], columns=list(LOG_COLUMNS))

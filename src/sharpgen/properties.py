@@ -1,9 +1,11 @@
-"""Properties of one SHARP FITS file, as printed by ``sharpgen properties``."""
+"""Properties of SHARP FITS files (``sharpgen properties``) and of normalized patches (real or generated)."""
 
 from __future__ import annotations
 
 import math
 import os
+
+import numpy as np
 
 from .fitsio import read_sharp
 from .normalize import paper_normalize
@@ -52,3 +54,19 @@ def fits_properties(path: str | os.PathLike, size: int = 128, threshold_gauss: f
     row["header_usflux"] = _header_float(record.header, "USFLUX")
     row["header_r_value"] = _header_float(record.header, "R_VALUE")
     return row
+
+
+def patch_properties(
+    patches: np.ndarray, threshold_gauss: float = 150.0, pixel_mm: float | None = None
+) -> dict[str, np.ndarray]:
+    """Properties of normalized ``(N, S, S)`` patches (1 unit = 1 kG), real or generated alike.
+
+    Always the paper-unit ones (:func:`sharpgen.physics.paper_properties`). With ``pixel_mm`` (the pixel side
+    in Mm of ``fixed_scale`` patches) also the physical ones (Mx, Mm, deg) of the patch field in G; latitude
+    is unknown for a generated patch, so ``tilt_joy`` takes the northern convention.
+    """
+    values = paper_properties(patches, threshold=threshold_gauss / GAUSS_PER_NORMALIZED_UNIT)
+    if pixel_mm is not None:
+        field_gauss = np.asarray(patches, dtype=np.float32) * GAUSS_PER_NORMALIZED_UNIT
+        values.update(physical_properties(field_gauss, pixel_mm, pixel_mm, threshold_gauss=threshold_gauss))
+    return values

@@ -8,6 +8,7 @@ rule train_gan:
     output:
         generator=f"{RESULTS}/gan/generator.pt",
         log_csv=f"{RESULTS}/gan/train_log.csv",
+        grid=f"{RESULTS}/gan/samples.png",
     params:
         data_dir=lambda wildcards, input: os.path.dirname(input.table),
         out_dir=lambda wildcards, output: os.path.dirname(output.generator),

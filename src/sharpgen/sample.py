@@ -1,0 +1,113 @@
+"""The ``sample`` stage: many latents -> generated patches -> their physical properties, streamed in batches.
+
+Writes ``latents.npy`` ``(M, 100)`` float32, ``patches.zarr`` ``(M, S, S)`` float32 (normalized units, 1 unit =
+1 kG) and ``properties.parquet`` (row i describes latent i and patch i). Memory does not grow with M: latents
+come from a seeded NumPy stream batch by batch, each batch goes straight to a memory-mapped ``.npy``, a Zarr
+chunk and a Parquet row group. Every artefact is built under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .atomic import TEMP_PREFIX, atomic_path
+from .gan_models import LATENT_DIM, load_generator
+from .gan_train import pick_device
+from .properties import patch_properties
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """Settings of ``sample`` (config section ``sample``) and the normalization the properties need."""
+
+    n_samples: int
+    batch_size: int
+    threshold_gauss: float
+    pixel_mm: float | None  # pixel side in Mm of fixed_scale patches; None for the paper's resize mode
+
+    @classmethod
+    def from_config(cls, config: dict) -> SampleSettings:
+        """Build from a validated pipeline config."""
+        normalize = config["normalize"]
+        return cls(
+            n_samples=int(config["sample"]["n_samples"]),
+            batch_size=int(config["sample"]["batch_size"]),
+            threshold_gauss=float(normalize["threshold_gauss"]),
+            pixel_mm=float(normalize["scale_mm"]) if normalize["mode"] == "fixed_scale" else None,
+        )
+
+
+def latent_batches(n: int, batch_size: int, seed: int):
+    """Yield ``(start, z)`` with ``z ~ N(0, I)`` float32 ``(b, 100)``; the stream depends only on ``seed``.
+
+    NumPy's generator draws the same numbers whatever the batching, so latent i is the same for any
+    ``batch_size``.
+    """
+    rng = np.random.default_rng(seed)
+    for start in range(0, n, batch_size):
+        yield start, rng.standard_normal((min(batch_size, n - start), LATENT_DIM)).astype(np.float32)
+
+
+def generate(generator, z: np.ndarray, device) -> np.ndarray:
+    """``(b, 100)`` latents -> ``(b, S, S)`` float32 patches through ``generator`` (no gradients)."""
+    import torch
+
+    with torch.no_grad():
+        return generator(torch.from_numpy(z).to(device)).squeeze(1).cpu().numpy()
+
+
+def sample_generator(
+    generator_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    settings: SampleSettings,
+    seed: int,
+    device: str = "auto",
+    threads: int = 1,
+    progress: bool = True,
+) -> int:
+    """Sample ``settings.n_samples`` patches from ``generator_path`` into ``out_dir``; return the count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+    import zarr
+    from tqdm import tqdm
+
+    torch.set_num_threads(threads)
+    dev = pick_device(device)
+    generator, gan_settings = load_generator(generator_path, dev)
+    size, n, batch = int(gan_settings["image_size"]), settings.n_samples, settings.batch_size
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp_zarr = out_dir / f"{TEMP_PREFIX}patches.zarr"
+    shutil.rmtree(tmp_zarr, ignore_errors=True)
+    patches = zarr.create_array(
+        store=str(tmp_zarr), shape=(n, size, size), chunks=(batch, size, size), dtype="float32", zarr_format=3
+    )
+    bar = tqdm(total=n, desc="sample", unit="patch", disable=not progress)
+    with atomic_path(out_dir / "latents.npy") as tmp_latents, atomic_path(out_dir / "properties.parquet") as tmp_table:
+        latents = np.lib.format.open_memmap(tmp_latents, mode="w+", dtype=np.float32, shape=(n, LATENT_DIM))
+        writer = None
+        for start, z in latent_batches(n, batch, seed):
+            images = generate(generator, z, dev)
+            latents[start : start + len(z)] = z
+            patches[start : start + len(z)] = images
+            table = pd.DataFrame({"sample": np.arange(start, start + len(z))})
+            for name, values in patch_properties(images, settings.threshold_gauss, settings.pixel_mm).items():
+                table[name] = values
+            chunk = pa.Table.from_pandas(table, preserve_index=False)
+            writer = writer or pq.ParquetWriter(tmp_table, chunk.schema)
+            writer.write_table(chunk)
+            bar.update(len(z))
+        writer.close()
+        latents.flush()
+        del latents
+        shutil.rmtree(out_dir / "patches.zarr", ignore_errors=True)
+        os.replace(tmp_zarr, out_dir / "patches.zarr")
+    bar.close()
+    return n
