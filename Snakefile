@@ -20,6 +20,7 @@ include: "workflow/rules/retrieve.smk"
 include: "workflow/rules/normalize.smk"
 include: "workflow/rules/gan.smk"
 include: "workflow/rules/sample.smk"
+include: "workflow/rules/directions.smk"
 
 
 rule all:
@@ -30,6 +31,7 @@ rule all:
         table=f"{RESULTS}/data/patches.parquet",
         generator=f"{RESULTS}/gan/generator.pt",
         samples=f"{RESULTS}/samples/properties.parquet",
+        directions=f"{RESULTS}/directions/directions.json",
     localrule: True
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 
 from sharpgen.atomic import TEMP_PREFIX, atomic_path, write_text_atomic
@@ -23,3 +26,10 @@ def test_failed_write_keeps_previous_artefact_and_cleans_up(tmp_path):
         raise RuntimeError("interrupted")
     assert target.read_text() == "complete"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
+def test_artefacts_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path):
+    mask = os.umask(0)
+    os.umask(mask)
+    path = write_text_atomic(tmp_path / "table.csv", "a,b\n")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask  # readable by the group, as any other file

@@ -57,8 +57,8 @@ def test_interrupted_run_resumes_to_the_same_generator(data_dir, tmp_path, monke
     train_gan(data_dir, tmp_path / "whole", SETTINGS, seed=1, progress=False)
     real_save = gan_train._save_checkpoint
 
-    def save_then_die(path, state, settings):
-        real_save(path, state, settings)
+    def save_then_die(*args):
+        real_save(*args)
         raise KeyboardInterrupt  # killed right after the step-3 checkpoint
 
     monkeypatch.setattr(gan_train, "_save_checkpoint", save_then_die)
@@ -99,12 +99,22 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint(data_dir, tmp_pat
     pd.testing.assert_frame_equal(final.iloc[: len(log_at_kill)], log_at_kill)  # resumed, not restarted
 
 
-def test_checkpoint_of_other_settings_is_refused(data_dir, tmp_path):
-    train_gan(data_dir, tmp_path / "gan", SETTINGS, seed=1, progress=False)
-    (tmp_path / "gan" / "generator.pt").unlink()
-    other = GanSettings(**{**SETTINGS.__dict__, "lr": 1e-3})
-    with pytest.raises(SharpgenError, match="other GAN settings"):
-        train_gan(data_dir, tmp_path / "gan", other, seed=1, progress=False)
+@pytest.mark.parametrize("change", ["settings", "seed", "data"])
+def test_a_stale_checkpoint_is_replaced_by_training_from_scratch(data_dir, tmp_path, change, capsys):
+    settings, seed = SETTINGS, 1
+    train_gan(data_dir, tmp_path / "gan", settings, seed=seed, progress=False)
+    if change == "settings":
+        settings = GanSettings(**{**SETTINGS.__dict__, "lr": 1e-3})
+    elif change == "seed":
+        seed = 2
+    else:
+        patches = zarr.open_array(str(data_dir / "patches.zarr"), mode="r+")
+        patches[0] = -patches[0]  # the dataset was rebuilt: its first patch changed
+    train_gan(data_dir, tmp_path / "gan", settings, seed=seed, progress=False)
+    assert "from another run" in capsys.readouterr().err
+    train_gan(data_dir, tmp_path / "fresh", settings, seed=seed, progress=False)
+    stale, fresh = state_dict_of(tmp_path / "gan" / "generator.pt"), state_dict_of(tmp_path / "fresh" / "generator.pt")
+    assert all(torch.equal(stale[name], fresh[name]) for name in fresh)
 
 
 def test_patch_size_mismatch_is_a_user_error(data_dir, tmp_path):
@@ -118,3 +128,18 @@ def test_ema_warms_up_then_holds_its_decay():
     assert gan_train.ema_decay_at(0.999, 90) == pytest.approx(0.91)
     assert gan_train.ema_decay_at(0.999, 100_000) == 0.999
     assert gan_train.ema_decay_at(0.0, 500) == 0.0  # the paper's config: no averaging
+
+
+def test_raising_steps_continues_a_finished_run_instead_of_restarting(data_dir, tmp_path):
+    train_gan(data_dir, tmp_path / "long", SETTINGS, seed=1, progress=False)
+    short = GanSettings(**{**SETTINGS.__dict__, "steps": 4})
+    train_gan(data_dir, tmp_path / "extended", short, seed=1, progress=False)
+    log = train_gan(data_dir, tmp_path / "extended", SETTINGS, seed=1, progress=False)
+    assert list(log["step"]) == list(range(1, 7))
+    long, extended = (
+        state_dict_of(tmp_path / "long" / "generator.pt"),
+        state_dict_of(tmp_path / "extended" / "generator.pt"),
+    )
+    assert all(torch.equal(long[name], extended[name]) for name in long)
+    with pytest.raises(SharpgenError, match="beyond gan.steps"):
+        train_gan(data_dir, tmp_path / "extended", short, seed=1, progress=False)

@@ -1,7 +1,8 @@
-"""End to end: `snakemake` on config/test.yaml runs every stage that exists (retrieve -> ... -> sample)."""
+"""End to end: `snakemake` on config/test.yaml runs every stage that exists (retrieve -> ... -> fit_directions)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -67,13 +68,14 @@ def test_normalize_writes_aligned_patches_and_table(test_run, repo_root):
 
 
 def test_train_gan_leaves_a_generator_and_a_full_log(test_run, repo_root):
-    steps = yaml.safe_load((repo_root / "config" / "test.yaml").read_text())["gan"]["steps"]
+    gan = yaml.safe_load((repo_root / "config" / "test.yaml").read_text())["gan"]
+    steps, every = gan["steps"], gan["preview_every"]
     log = pd.read_csv(test_run / "gan" / "train_log.csv")
     assert list(log["step"]) == list(range(1, steps + 1))
     assert (test_run / "gan" / "generator.pt").is_file()
     assert (test_run / "gan" / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(path.name for path in (test_run / "gan" / "previews").iterdir()) == [
-        f"step_{step:06d}.png" for step in range(10, steps + 1, 10)
+        f"step_{step:06d}.png" for step in range(every, steps + 1, every)
     ]
 
 
@@ -90,7 +92,51 @@ def test_sample_writes_aligned_latents_patches_and_properties(test_run, repo_roo
     assert expected <= set(table.columns)  # fixed_scale run: physical units too
 
 
-@pytest.mark.parametrize("rule", ["retrieve", "normalize", "train_gan", "sample"])
+def test_fit_directions_writes_unit_directions_calibration_and_entanglement(test_run, repo_root):
+    properties = yaml.safe_load((repo_root / "config" / "test.yaml").read_text())["directions"]["properties"]
+    document = json.loads((test_run / "directions" / "directions.json").read_text())
+    assert list(document["directions"]) == properties
+    for entry in document["directions"].values():
+        assert np.linalg.norm(entry["normal"]) == pytest.approx(1.0)
+        assert np.linalg.norm(entry["conditional_normal"]) == pytest.approx(1.0)
+        assert 0.0 <= entry["heldout_accuracy"] <= 1.0
+    entanglement = json.loads((test_run / "directions" / "entanglement.json").read_text())
+    for kind in ("plain", "conditional"):
+        assert all(entanglement[kind][name][name] == pytest.approx(1.0) for name in properties)
+    curves = pd.read_parquet(test_run / "directions" / "calibration.parquet")
+    assert set(curves["direction"]) == set(properties) and set(curves["kind"]) == {"plain", "conditional"}
+    assert (curves.loc[curves["step"] == 0, "tuf_median"] == 0).all()  # changes are relative to step 0
+
+
+def test_generate_and_edit_write_fits_png_and_table_from_the_run(test_run, tmp_path):
+    target = float(pd.read_parquet(test_run / "samples" / "properties.parquet")["tuf"].median())
+    sharpgen = [sys.executable, "-m", "sharpgen.cli"]
+    out = tmp_path / "generated"
+    proc = subprocess.run(
+        [*sharpgen, "generate", "--run-dir", str(test_run), "--target", f"tuf={target}", "--n", "3",
+         "--out-dir", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = pd.read_csv(out / "generated.csv")
+    assert len(table) == 3 and {"target_tuf", "achieved_tuf", "converged"} <= set(table.columns)
+    assert (out / "generated.png").is_file() and all((out / name).is_file() for name in table["file"])
+    edited = tmp_path / "edited"
+    proc = subprocess.run(
+        [*sharpgen, "edit", "--run-dir", str(test_run), "--latents", str(out / "latents.npy"), "--step", "tuf=1.5",
+         "--keep", "psep", "--out-dir", str(edited)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert np.load(edited / "latents.npy").shape == (3, 100)
+    proc = subprocess.run(
+        [*sharpgen, "generate", "--run-dir", str(test_run), "--target", "tuf=5", "--out-dir", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "out of reach" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("rule", ["retrieve", "normalize", "train_gan", "sample", "fit_directions"])
 def test_every_rule_leaves_a_log_and_a_benchmark(test_run, rule):
     assert (test_run / "logs" / f"{rule}.log").is_file()
     assert (test_run / "benchmarks" / f"{rule}.tsv").is_file()

@@ -155,6 +155,87 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit_directions(args: argparse.Namespace) -> int:
+    from .directions_stage import DirectionSettings, fit_directions
+    from .sample import SampleSettings
+
+    config = _stage_config(args, "directions")
+    if args.normalize_settings:
+        config["normalize"].update(args.normalize_settings)
+    config = validate_config(config)
+    document = fit_directions(
+        args.samples_dir,
+        args.generator,
+        args.out_dir,
+        DirectionSettings.from_config(config),
+        SampleSettings.from_config(config),
+        seed=args.seed,
+        device=config["sample"]["device"],
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
+    for name, entry in document["directions"].items():
+        print(
+            f"{name}: held-out accuracy {entry['heldout_accuracy']:.3f}, traversal Spearman "
+            f"{entry['traversal']['plain']['median_spearman']:.3f}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .generate import load_steering, parse_assignments, random_latents, steer, write_results
+
+    torch.set_num_threads(args.threads)
+    steering = load_steering(args.run_dir, device=args.device)
+    targets = parse_assignments(args.target or [])
+    latents, table, converged, _ = steer(
+        steering, random_latents(args.n, args.seed), targets, args.keep or [], tolerance=args.tolerance
+    )
+    out_dir = args.out_dir or os.path.join(args.run_dir, "generated")
+    achieved = {name: value for name, value in targets.items() if name in table.columns}
+    write_results(out_dir, steering, latents, table, converged, achieved, args.keep or [])
+    _report_steering(out_dir, "generated", converged, targets, table, args.tolerance)
+    return 0
+
+
+def _report_steering(out_dir, prefix, converged, targets, table, tolerance) -> None:
+    hits = int(converged.sum())
+    print(f"{len(converged)} patches -> {out_dir}/{prefix}_*.fits, {prefix}.png, {prefix}.csv", file=sys.stderr)
+    if targets:
+        print(f"{hits} of {len(converged)} within {tolerance:.0%} of every target", file=sys.stderr)
+        if hits < len(converged):
+            print(f"sharpgen: warning: {len(converged) - hits} request(s) missed; see {prefix}.csv", file=sys.stderr)
+
+
+def _cmd_edit(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .generate import load_latents, load_steering, parse_assignments, steer, step_along, write_results
+
+    torch.set_num_threads(args.threads)
+    steering = load_steering(args.run_dir, device=args.device)
+    starts = load_latents(args.latents, args.rows)
+    keep = args.keep or []
+    if bool(args.step) == bool(args.target):
+        raise SharpgenError("give either --step NAME=STEPS or --target NAME=VALUE (not both)")
+    out_dir = args.out_dir or os.path.join(args.run_dir, "edited")
+    if args.step:
+        latents = step_along(steering, starts, parse_assignments(args.step), keep)
+        table = steering.measure(latents)
+        converged, targets = np.ones(len(latents), dtype=bool), {}
+    else:
+        targets = parse_assignments(args.target)
+        latents, table, converged, _ = steer(steering, starts, targets, keep, tolerance=args.tolerance)
+    achieved = {name: value for name, value in targets.items() if name in table.columns}
+    write_results(out_dir, steering, latents, table, converged, achieved, keep, prefix="edited")
+    _report_steering(out_dir, "edited", converged, targets, table, args.tolerance)
+    return 0
+
+
 def _cmd_invert(args: argparse.Namespace) -> int:
     from .invert import InversionSettings, run_invert
 
@@ -297,6 +378,71 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON object overriding keys of the normalize section (mode, scale_mm, threshold_gauss)",
     )
     sample.set_defaults(func=_cmd_sample)
+
+    fit = commands.add_parser(
+        "fit-directions",
+        help="pipeline stage: one latent direction per physical property (linear SVMs), calibrated",
+        description="Fit a linear SVM per property on the sampled latents (top vs. bottom label_fraction), take "
+        "its unit normal as the property's direction and its conditional version (orthogonal to the other "
+        "properties' normals), then traverse both from random latents to calibrate property change vs. step and "
+        "measure entanglement. Writes OUT_DIR/directions.json, traversals.parquet, calibration.parquet and "
+        "entanglement.json.",
+        epilog=EPILOG,
+    )
+    fit.add_argument("--samples-dir", required=True, help="directory holding latents.npy and properties.parquet")
+    fit.add_argument("--generator", required=True, help="generator.pt written by train-gan")
+    fit.add_argument("--out-dir", required=True, help="directory that receives directions.json and the tables")
+    _add_stage_options(
+        fit, "directions", seed_help="seed of the SVM split and traversal starts", threads_help="CPU threads"
+    )
+    fit.add_argument(
+        "--normalize-settings",
+        type=_json_mapping,
+        help="JSON object overriding keys of the normalize section (mode, scale_mm, threshold_gauss)",
+    )
+    fit.set_defaults(func=_cmd_fit_directions)
+
+    gen = commands.add_parser(
+        "generate",
+        help="generate active regions that have given physical properties",
+        description="Draw N random latents and step each along the property directions until the targets are "
+        "met (quasi-Newton on the measured properties), holding --keep properties at their starting values. "
+        "Targets are in paper units (tuf [kG], psep [fraction of the patch diagonal], r_paper, ...) or, for "
+        "a fixed_scale run, usflux [Mx] and psep_mm [Mm]. Writes OUT_DIR/generated_NNN.fits (field in G; "
+        "targets, achieved values and the latent in the header), generated.png, generated.csv (target vs. "
+        "achieved) and latents.npy (for sharpgen edit). A target outside what the model produces is refused "
+        "with the reachable range.",
+        epilog="Example: sharpgen generate --target usflux=3e22 psep_mm=40 --n 8. " + EPILOG,
+    )
+    edit = commands.add_parser(
+        "edit",
+        help="move latents (from generate or invert) along property directions",
+        description="Move latents along property directions, by steps (--step NAME=STEPS, latent units; |z| is "
+        "about 10) or to target values (--target NAME=VALUE), holding --keep properties fixed (conditional "
+        "directions). Writes OUT_DIR/edited_NNN.fits, edited.png, edited.csv and latents.npy.",
+        epilog="Example: sharpgen edit --latents results/default/generated/latents.npy --step r_paper=2 --keep tuf. "
+        + EPILOG,
+    )
+    for command in (gen, edit):
+        command.add_argument(
+            "--run-dir", default="results/default", help="a pipeline run's results_dir (default: results/default)"
+        )
+        command.add_argument("--keep", nargs="+", metavar="NAME", help="properties to hold at their starting values")
+        command.add_argument(
+            "--tolerance", type=float, default=0.05, help="relative tolerance of a met target (default: 0.05)"
+        )
+        command.add_argument("--out-dir", help="output directory (default: RUN_DIR/generated or RUN_DIR/edited)")
+        command.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
+        command.add_argument("--threads", type=_positive_int, default=1, help="CPU threads (default: 1)")
+    gen.add_argument("--target", nargs="+", metavar="NAME=VALUE", help="wanted values, e.g. usflux=3e22 psep_mm=40")
+    gen.add_argument("--n", type=_positive_int, default=8, help="patches to generate (default: 8)")
+    gen.add_argument("--seed", type=int, default=0, help="seed of the starting latents (default: 0)")
+    gen.set_defaults(func=_cmd_generate)
+    edit.add_argument("--latents", required=True, help="latents.npy written by generate, edit, sample or invert")
+    edit.add_argument("--rows", nargs="+", type=int, metavar="ROW", help="only these rows of the latents file")
+    edit.add_argument("--step", nargs="+", metavar="NAME=STEPS", help="move by STEPS along NAME's direction")
+    edit.add_argument("--target", nargs="+", metavar="NAME=VALUE", help="move until NAME reaches VALUE")
+    edit.set_defaults(func=_cmd_edit)
 
     inv = commands.add_parser(
         "invert",

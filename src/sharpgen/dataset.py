@@ -27,6 +27,7 @@ from .errors import SharpgenError
 from .fitsio import read_sharp
 from .normalize import MODES, normalize_field, normalized_pixel_mm
 from .physics import paper_properties, physical_properties
+from .progress import progress_bar
 from .units import GAUSS_PER_NORMALIZED_UNIT
 
 SPLITS = ("train", "val", "test")
@@ -178,7 +179,6 @@ def build_dataset(
     """
     import zarr
     from distributed import as_completed
-    from tqdm import tqdm
 
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     records = _usable_records(raw_dir / "manifest.parquet")
@@ -205,7 +205,7 @@ def build_dataset(
         )
         futures = client.map(task, [records.iloc[s : s + chunk] for s in starts], list(starts), pure=False)
         parts = []
-        bar = tqdm(total=len(records), desc="normalize", unit="patch", disable=not progress)
+        bar = progress_bar(total=len(records), desc="normalize", unit="patch", disable=not progress)
         for future in as_completed(futures):
             part = future.result()
             parts.append(part)

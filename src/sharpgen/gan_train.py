@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from .atomic import atomic_path
 from .errors import SharpgenError
 from .gan_models import LATENT_DIM, build_networks
 from .plotting import save_patch_grid
+from .progress import progress_bar
 
 PREVIEW_COUNT = 16
 LOG_COLUMNS = ("step", "d_loss", "g_loss", "real_acc", "fake_acc", "seconds_per_step")
@@ -131,9 +134,20 @@ def _new_state(settings: GanSettings, seed: int, device: torch.device) -> dict:
     }
 
 
-def _save_checkpoint(path: Path, state: dict, settings: GanSettings) -> None:
+def run_identity(settings: GanSettings, seed: int, patches: torch.Tensor) -> dict:
+    """What a checkpoint must share with this run to be resumed: the settings that shape training (all but
+    ``steps`` and ``checkpoint_every``, so a run can be extended), the seed, and a digest of the training data."""
+    shaping = {
+        key: value for key, value in dataclasses.asdict(settings).items() if key not in ("steps", "checkpoint_every")
+    }
+    digest = hashlib.sha256(patches.numpy().tobytes()).hexdigest()
+    return {"settings": shaping, "seed": seed, "data_sha256": digest, "data_shape": list(patches.shape)}
+
+
+def _save_checkpoint(path: Path, state: dict, settings: GanSettings, identity: dict) -> None:
     payload = {
         "settings": dataclasses.asdict(settings),
+        "identity": identity,
         "step": state["step"],
         "log": state["log"],
         "sampler": state["sampler"].get_state(),
@@ -144,15 +158,27 @@ def _save_checkpoint(path: Path, state: dict, settings: GanSettings) -> None:
         torch.save(payload, tmp)
 
 
-def _restore_checkpoint(path: Path, state: dict, settings: GanSettings) -> None:
+def _restore_checkpoint(path: Path, state: dict, settings: GanSettings, identity: dict) -> bool:
+    """Load ``path`` into ``state`` when it belongs to this run; return whether it did.
+
+    A checkpoint of another run (other settings, seed or training data: e.g. the config or the dataset
+    changed since) is stale: it is reported and training starts from scratch, overwriting it.
+    """
     payload = torch.load(path, map_location="cpu", weights_only=False)
-    if payload["settings"] != dataclasses.asdict(settings):
-        raise SharpgenError(f"{path} was made with other GAN settings; delete it to train from scratch")
+    if payload.get("identity") != identity:
+        print(f"train_gan: {path} is from another run (settings, seed or data differ): training from scratch",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return False
+    if payload["step"] > settings.steps:
+        raise SharpgenError(
+            f"{path} is at step {payload['step']}, beyond gan.steps = {settings.steps}; raise steps or delete it"
+        )
     for name in ("generator", "discriminator", "ema", "opt_g", "opt_d"):
         state[name].load_state_dict(payload[name])
     state["step"], state["log"] = payload["step"], payload["log"]
     state["sampler"].set_state(payload["sampler"])
     torch.set_rng_state(payload["torch_rng"])
+    return True
 
 
 def _write_preview(path: Path, ema: torch.nn.Module, z: torch.Tensor, step: int) -> None:
@@ -178,24 +204,24 @@ def train_gan(
 ) -> pd.DataFrame:
     """Train the GAN on the train split of ``data_dir``; write ``out_dir/generator.pt`` and return the log.
 
-    Resumes from ``out_dir/checkpoints/last.pt`` when it exists (same settings required). Every
+    Resumes from ``out_dir/checkpoints/last.pt`` when it belongs to this run (same settings but ``steps``, which
+    may be raised to train longer; same seed; same training data); a stale one is replaced. Every
     ``preview_every`` steps (0 = never) and at the end, the EMA generator's patches for 16 fixed latents go to
     ``out_dir/previews/step_NNNNNN.png``; the last one is also ``out_dir/samples.png``.
     """
-    from tqdm import tqdm
-
     torch.set_num_threads(threads)
     out_dir = Path(out_dir)
     checkpoint = out_dir / "checkpoints" / "last.pt"
     dev = pick_device(device)
     patches = load_training_patches(data_dir, settings.image_size)
     state = _new_state(settings, seed, dev)
+    identity = run_identity(settings, seed, patches)
     if checkpoint.is_file():
-        _restore_checkpoint(checkpoint, state, settings)
+        _restore_checkpoint(checkpoint, state, settings, identity)
     generator, discriminator, ema = state["generator"], state["discriminator"], state["ema"]
     preview_z = torch.from_numpy(np.random.default_rng(seed).standard_normal((PREVIEW_COUNT, LATENT_DIM)))
     preview_z = preview_z.float().to(dev)
-    bar = tqdm(total=settings.steps, initial=state["step"], desc="train_gan", unit="step", disable=not progress)
+    bar = progress_bar(total=settings.steps, initial=state["step"], desc="train_gan", unit="step", disable=not progress)
     while state["step"] < settings.steps:
         started = time.perf_counter()
         index = torch.randint(len(patches), (settings.batch_size,), generator=state["sampler"])
@@ -224,7 +250,7 @@ def train_gan(
         })  # fmt: skip
         bar.update(1)
         if state["step"] % settings.checkpoint_every == 0 or state["step"] == settings.steps:
-            _save_checkpoint(checkpoint, state, settings)
+            _save_checkpoint(checkpoint, state, settings, identity)
             _write_log(out_dir / "train_log.csv", state["log"])
         if preview_every and state["step"] % preview_every == 0:
             _write_preview(out_dir / "previews" / f"step_{state['step']:06d}.png", ema, preview_z, state["step"])

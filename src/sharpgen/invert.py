@@ -39,6 +39,7 @@ from torch import nn
 from .atomic import atomic_path, write_text_atomic
 from .errors import SharpgenError
 from .gan_models import LATENT_DIM
+from .progress import progress_bar
 from .units import GAUSS_PER_NORMALIZED_UNIT
 
 CSV_COLUMNS = ("label", "loss", "rmse_gauss", "best_restart", "latent_norm", "start_loss")
@@ -213,8 +214,6 @@ def invert_patches(
     Deterministic for a ``seed`` on CPU. Raises :class:`SharpgenError` when the patch size differs from the
     generator's output size.
     """
-    from tqdm import tqdm
-
     if batch_size < 1:
         raise SharpgenError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device)
@@ -223,7 +222,7 @@ def invert_patches(
     with _frozen(generator):
         targets = _check_targets(targets, _output_size(generator, device))
         chunks = range(0, len(targets), batch_size)
-        bar = tqdm(total=len(chunks) * settings.iterations, desc="invert", unit="step", disable=not progress)
+        bar = progress_bar(total=len(chunks) * settings.iterations, desc="invert", unit="step", disable=not progress)
         for start in chunks:
             chunk = torch.from_numpy(targets[start : start + batch_size]).to(device)
             best_z, best_loss, best_recon, start_loss = _invert_chunk(generator, chunk, starts, settings, bar)

@@ -19,6 +19,7 @@ import pandas as pd
 from .atomic import TEMP_PREFIX, atomic_path
 from .gan_models import LATENT_DIM, load_generator
 from .gan_train import pick_device
+from .progress import progress_bar
 from .properties import patch_properties
 
 
@@ -62,6 +63,18 @@ def generate(generator, z: np.ndarray, device) -> np.ndarray:
         return generator(torch.from_numpy(z).to(device)).squeeze(1).cpu().numpy()
 
 
+def latent_properties(
+    generator, latents: np.ndarray, device, threshold_gauss: float, pixel_mm: float | None, batch_size: int = 256
+) -> pd.DataFrame:
+    """Properties (:func:`sharpgen.properties.patch_properties`) of the patches generated from ``(N, 100)`` latents."""
+    latents = np.asarray(latents, dtype=np.float32)
+    parts = []
+    for start in range(0, len(latents), batch_size):
+        images = generate(generator, latents[start : start + batch_size], device)
+        parts.append(pd.DataFrame(patch_properties(images, threshold_gauss, pixel_mm)))
+    return pd.concat(parts, ignore_index=True)
+
+
 def sample_generator(
     generator_path: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -76,7 +89,6 @@ def sample_generator(
     import pyarrow.parquet as pq
     import torch
     import zarr
-    from tqdm import tqdm
 
     torch.set_num_threads(threads)
     dev = pick_device(device)
@@ -89,7 +101,7 @@ def sample_generator(
     patches = zarr.create_array(
         store=str(tmp_zarr), shape=(n, size, size), chunks=(batch, size, size), dtype="float32", zarr_format=3
     )
-    bar = tqdm(total=n, desc="sample", unit="patch", disable=not progress)
+    bar = progress_bar(total=n, desc="sample", unit="patch", disable=not progress)
     with atomic_path(out_dir / "latents.npy") as tmp_latents, atomic_path(out_dir / "properties.parquet") as tmp_table:
         latents = np.lib.format.open_memmap(tmp_latents, mode="w+", dtype=np.float32, shape=(n, LATENT_DIM))
         writer = None

@@ -47,10 +47,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import pandas as pd
-from tqdm import tqdm
 
 from ..atomic import atomic_path
 from ..errors import SharpgenError
+from ..progress import progress_bar
 from ..settings import SectionSettings, check_int, check_number, check_str
 from .validate import (
     FIELD_SEGMENTS,
@@ -597,8 +597,8 @@ class _JsocRun:
         keys = self.query_keys()
         rows: dict[tuple[int, str], dict] = {}
         windows = self.s.query_windows()
-        for start, end in tqdm(
-            windows,
+        for start, end in progress_bar(
+            iterable=windows,
             desc="jsoc keyword query",
             unit="window",
             file=sys.stderr,
@@ -864,7 +864,7 @@ class _JsocRun:
     def fetch_missing(self, missing: list[dict]) -> None:
         """Export and download ``missing`` rows chunk by chunk, filling their status."""
         queue = deque(self.plan_chunks(missing))
-        with tqdm(
+        with progress_bar(
             total=len(missing), desc="jsoc downloads", unit="file", file=sys.stderr, disable=not self.progress
         ) as bar:
             while queue:

@@ -34,12 +34,12 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from .. import __version__
 from ..atomic import write_parquet_atomic
 from ..errors import SharpgenError
 from ..fitsio import write_sharp_fits
+from ..progress import progress_bar
 from ..settings import SectionSettings, check_int, check_number, settings_from_mapping
 from ..units import CEA_PIXEL_DEG, CEA_PIXEL_MM, CM2_PER_MM2, RSUN_REF_MM
 
@@ -1015,12 +1015,12 @@ def generate_synthetic(out_dir: str | os.PathLike, settings: SyntheticSettings |
     tasks = [(i, children[i], settings, str(out), int(seed)) for i in range(n)]
     bar = {"total": n, "desc": "synthetic", "unit": "patch", "file": sys.stderr, "disable": not progress}
     if workers == 1 or n == 1:
-        rows = [_make_record_task(task) for task in tqdm(tasks, **bar)]
+        rows = [_make_record_task(task) for task in progress_bar(iterable=tasks, **bar)]
     else:
         context = multiprocessing.get_context("spawn")  # safe beside threads (servers, progress bars)
         chunk = int(np.clip(n // (8 * workers), 1, 16))
         with ProcessPoolExecutor(max_workers=min(int(workers), n), mp_context=context) as pool:
-            rows = list(tqdm(pool.map(_make_record_task, tasks, chunksize=chunk), **bar))
+            rows = list(progress_bar(iterable=pool.map(_make_record_task, tasks, chunksize=chunk), **bar))
     manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).astype(_MANIFEST_DTYPES)
     write_parquet_atomic(manifest, manifest_path)
     return manifest

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from astropy.io import fits
-from tqdm import tqdm
 
 from ..atomic import write_parquet_atomic
 from ..errors import SharpgenError
 from ..fitsio import read_sharp
+from ..progress import progress_bar
 
 MANIFEST_NAME = "manifest.parquet"
 
@@ -292,7 +292,7 @@ def check_many(
     """:func:`check_sharp_file` for each ``(path, kwargs)`` job, in order; ``workers`` > 1 uses processes."""
     if not jobs:
         return []
-    with tqdm(total=len(jobs), desc=desc, unit="file", file=sys.stderr, disable=not progress) as bar:
+    with progress_bar(total=len(jobs), desc=desc, unit="file", file=sys.stderr, disable=not progress) as bar:
         if workers <= 1 or len(jobs) < 2:
             results = []
             for job in jobs:

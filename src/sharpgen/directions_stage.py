@@ -1,0 +1,150 @@
+"""The ``fit_directions`` stage: SVM directions, conditional directions, calibration and entanglement.
+
+Reads ``samples/latents.npy`` + ``samples/properties.parquet`` (and the generator, to traverse) and writes
+into ``directions/``:
+
+- ``directions.json``: per property the unit normal (plain), its conditional version (orthogonal to every
+  other configured property's normal), SVM offset, held-out accuracy, and for both versions the median
+  traversal Spearman correlation and the median slope of every measured property per unit step;
+- ``traversals.parquet``: every measured traversal point (direction, kind, start, step, properties);
+- ``calibration.parquet``: per direction, kind and step, median and quartiles of every property's change;
+- ``entanglement.json``: the plain and conditional entanglement matrices (see :mod:`sharpgen.steering`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .atomic import write_parquet_atomic, write_text_atomic
+from .directions import conditional_normal, directions_to_json, fit_direction
+from .errors import SharpgenError
+from .gan_models import load_generator
+from .gan_train import pick_device
+from .progress import progress_bar
+from .sample import SampleSettings, latent_properties
+from .steering import calibration_curves, entanglement_row, median_slopes, median_spearman, traversal_steps, traverse
+
+KINDS = ("plain", "conditional")
+
+
+@dataclass(frozen=True)
+class DirectionSettings:
+    """Settings of ``fit_directions`` (config section ``directions``)."""
+
+    properties: tuple[str, ...]
+    label_fraction: float
+    heldout_fraction: float
+    svm_c: float
+    traversal_starts: int
+    max_step: float
+    n_steps: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> DirectionSettings:
+        """Build from a validated pipeline config."""
+        section = config["directions"]
+        return cls(
+            properties=tuple(section["properties"]),
+            label_fraction=float(section["label_fraction"]),
+            heldout_fraction=float(section["heldout_fraction"]),
+            svm_c=float(section["svm_c"]),
+            traversal_starts=int(section["traversal_starts"]),
+            max_step=float(section["max_step"]),
+            n_steps=int(section["n_steps"]),
+        )
+
+
+def fit_directions(
+    samples_dir: str | os.PathLike,
+    generator_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    settings: DirectionSettings,
+    sample_settings: SampleSettings,
+    seed: int,
+    device: str = "auto",
+    threads: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Run the stage; return the ``directions.json`` document."""
+    import torch
+
+    torch.set_num_threads(threads)
+    samples_dir, out_dir = Path(samples_dir), Path(out_dir)
+    latents = np.load(samples_dir / "latents.npy")
+    table = pd.read_parquet(samples_dir / "properties.parquet")
+    missing = [name for name in settings.properties if name not in table.columns]
+    if missing:
+        raise SharpgenError(
+            f"directions.properties: {', '.join(missing)} not measured by the sample stage "
+            f"(available: {', '.join(c for c in table.columns if c != 'sample')})"
+        )
+    plain = {
+        name: fit_direction(
+            name, latents, table[name].to_numpy(), settings.label_fraction, settings.heldout_fraction, seed,
+            settings.svm_c,
+        )
+        for name in settings.properties
+    }  # fmt: skip
+    normals = {
+        "plain": {name: d.normal for name, d in plain.items()},
+        "conditional": {
+            name: conditional_normal(d.normal, [o.normal for other, o in plain.items() if other != name])
+            for name, d in plain.items()
+        },
+    }
+    dev = pick_device(device)
+    generator, gan_settings = load_generator(generator_path, dev)
+    measured = list(dict.fromkeys([*settings.properties, *(c for c in table.columns if c != "sample")]))
+
+    def measure(points: np.ndarray) -> pd.DataFrame:
+        return latent_properties(generator, points, dev, sample_settings.threshold_gauss, sample_settings.pixel_mm)
+
+    starts = np.random.default_rng(seed).standard_normal((settings.traversal_starts, latents.shape[1]))
+    steps = traversal_steps(settings.max_step, settings.n_steps)
+    spread = {name: float(np.nanstd(table[name].to_numpy())) for name in measured}
+    traversals, curves, summary = [], [], {}
+    matrices = {kind: {} for kind in KINDS}
+    bar = progress_bar(total=len(KINDS) * len(plain), desc="fit_directions", unit="traversal set", disable=not progress)
+    for kind in KINDS:
+        for name in settings.properties:
+            traversal = traverse(measure, starts, normals[kind][name], steps)
+            slopes = median_slopes(traversal, measured)
+            own = {other: slopes[other] for other in settings.properties}
+            matrices[kind][name] = entanglement_row(own, name, spread)
+            summary.setdefault(name, {})[kind] = {
+                "median_spearman": median_spearman(traversal, name),
+                "slopes_per_step": slopes,
+            }
+            curve = calibration_curves(traversal, measured)
+            for frame in (traversal, curve):
+                frame.insert(0, "kind", kind)
+                frame.insert(0, "direction", name)
+            traversals.append(traversal)
+            curves.append(curve)
+            bar.update(1)
+    bar.close()
+    document = directions_to_json(list(plain.values()), dataclasses.asdict(settings))
+    document["measurement"] = {
+        "threshold_gauss": sample_settings.threshold_gauss,
+        "pixel_mm": sample_settings.pixel_mm,
+        "image_size": int(gan_settings["image_size"]),
+    }
+    for name, entry in document["directions"].items():
+        entry["conditional_normal"] = [float(x) for x in normals["conditional"][name]]
+        entry["conditional_on"] = [other for other in settings.properties if other != name]
+        entry["traversal"] = summary[name]
+        entry["sample_std"] = spread[name]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(pd.concat(traversals, ignore_index=True), out_dir / "traversals.parquet")
+    write_parquet_atomic(pd.concat(curves, ignore_index=True), out_dir / "calibration.parquet")
+    entanglement = {"properties": list(settings.properties), "steps": steps.tolist(), **matrices}
+    write_text_atomic(out_dir / "entanglement.json", json.dumps(entanglement, indent=2) + "\n")
+    write_text_atomic(out_dir / "directions.json", json.dumps(document, indent=2) + "\n")
+    return document

@@ -1,0 +1,104 @@
+"""Latent directions: SVM labels and normals, conditional projection, traversal statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sharpgen.directions import (
+    conditional_normal,
+    directions_from_json,
+    directions_to_json,
+    extreme_labels,
+    fit_direction,
+)
+from sharpgen.errors import SharpgenError
+from sharpgen.steering import (
+    calibration_curves,
+    entanglement_row,
+    median_slopes,
+    median_spearman,
+    solve_targets,
+    traversal_steps,
+    traverse,
+)
+
+RNG = np.random.default_rng(0)
+LATENTS = RNG.standard_normal((2000, 100))
+TRUE_NORMAL = np.zeros(100)
+TRUE_NORMAL[:2] = [0.6, 0.8]
+
+
+def linear_measure(latents: np.ndarray) -> pd.DataFrame:
+    """A stand-in for generator + physics: q = 3 z.n_true + 1, r = z[5] (independent of n_true)."""
+    latents = np.asarray(latents, dtype=np.float64)
+    return pd.DataFrame({"q": 3.0 * latents @ TRUE_NORMAL + 1.0, "r": latents[:, 5]})
+
+
+def test_extreme_labels_take_the_top_and_bottom_fraction_of_defined_values():
+    values = np.array([5.0, np.nan, 1.0, 3.0, 2.0, 4.0, np.nan, 0.0, 6.0, 7.0, 8.0, 9.0])
+    indices, labels = extreme_labels(values, 0.2)
+    assert sorted(values[indices[labels == 0]]) == [0.0, 1.0]
+    assert sorted(values[indices[labels == 1]]) == [8.0, 9.0]
+    with pytest.raises(SharpgenError, match="too few"):
+        extreme_labels(np.full(10, np.nan), 0.2)
+
+
+def test_svm_recovers_a_linear_property_direction_pointing_to_high_values():
+    values = linear_measure(LATENTS)["q"].to_numpy() + RNG.normal(0, 0.1, len(LATENTS))
+    direction = fit_direction("q", LATENTS, values, fraction=0.1, heldout=0.3, seed=1)
+    assert np.linalg.norm(direction.normal) == pytest.approx(1.0)
+    assert direction.normal @ TRUE_NORMAL > 0.95  # the right direction, oriented towards high q
+    assert direction.accuracy >= 0.98 and direction.n_heldout == 120 and direction.n_train == 280
+    high, low = np.argmax(values), np.argmin(values)
+    assert direction.score(LATENTS[[high]])[0] > 0 > direction.score(LATENTS[[low]])[0]
+    again = directions_from_json(directions_to_json([direction], {}))["q"]
+    np.testing.assert_allclose(again.normal, direction.normal)
+
+
+def test_a_property_unrelated_to_the_latent_gets_chance_accuracy():
+    noise = RNG.standard_normal(len(LATENTS))
+    assert fit_direction("noise", LATENTS, noise, fraction=0.1, seed=1).accuracy < 0.7
+
+
+def test_conditional_normal_is_unit_and_orthogonal_to_its_conditions():
+    primal, a, b = RNG.standard_normal((3, 100))
+    u = conditional_normal(primal, [a, b])
+    assert np.linalg.norm(u) == pytest.approx(1.0)
+    assert abs(u @ a) < 1e-9 and abs(u @ b) < 1e-9 and u @ primal > 0
+    with pytest.raises(SharpgenError, match="span of its conditions"):
+        conditional_normal(a + 2 * b, [a, b])
+
+
+def test_traversal_statistics_of_a_known_linear_property():
+    steps = traversal_steps(2.0, 5)
+    assert 0.0 in steps and steps[0] == -2.0 and steps[-1] == 2.0
+    traversal = traverse(linear_measure, RNG.standard_normal((8, 100)), TRUE_NORMAL, steps)
+    assert len(traversal) == 8 * len(steps)
+    slopes = median_slopes(traversal, ["q", "r"])
+    assert slopes["q"] == pytest.approx(3.0, rel=1e-5) and abs(slopes["r"]) < 1e-9
+    assert median_spearman(traversal, "q") == pytest.approx(1.0)
+    curves = calibration_curves(traversal, ["q", "r"])
+    np.testing.assert_allclose(curves["q_median"], 3.0 * curves["step"], atol=1e-5)
+    row = entanglement_row(slopes, "q", {"q": 3.0, "r": 1.0})
+    assert row["q"] == pytest.approx(1.0) and abs(row["r"]) < 1e-9
+
+
+def test_newton_steps_reach_targets_of_a_nonlinear_property_and_hold_another():
+    def measure(latents):
+        latents = np.asarray(latents, dtype=np.float64)
+        return pd.DataFrame({"q": np.exp(0.3 * latents[:, 0]), "r": latents[:, 1] + 0.5 * latents[:, 0]})
+
+    normals = np.eye(100)[:2]
+    jacobian = np.array([[0.3, 0.0], [0.5, 1.0]])  # d(q, r) / d(step0, step1) near z = 0
+    starts = RNG.standard_normal((20, 100)) * 0.5
+    held_r = measure(starts)["r"].to_numpy()
+    targets = np.stack([np.full(20, 2.5), held_r], axis=1)
+    latents, table, converged = solve_targets(
+        measure, starts, normals, jacobian, ["q", "r"], targets, tolerance=0.01, max_iterations=12
+    )
+    assert converged.all()
+    np.testing.assert_allclose(table["q"], 2.5, rtol=0.01)
+    np.testing.assert_allclose(table["r"], held_r, rtol=0.01, atol=1e-9)
+    np.testing.assert_allclose(measure(latents)["q"], table["q"])

@@ -1,0 +1,111 @@
+"""sharpgen generate / edit: targets met and written with their provenance; clear refusals."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+
+from sharpgen.errors import SharpgenError
+from sharpgen.generate import (
+    Steering,
+    load_latents,
+    parse_assignments,
+    random_latents,
+    steer,
+    step_along,
+    write_results,
+)
+from sharpgen.sample import latent_properties
+
+SIZE, PIXEL_MM = 32, 2.9154
+AXIS = np.zeros(100)
+AXIS[3] = 1.0
+
+
+class BipoleGenerator(torch.nn.Module):
+    """A stand-in generator: one bipole whose field strength grows with z[3] (so does tuf), nothing else."""
+
+    def __init__(self):
+        super().__init__()
+        yy, xx = torch.meshgrid(torch.arange(float(SIZE)), torch.arange(float(SIZE)), indexing="ij")
+        positive = torch.exp(-((xx - 11.0) ** 2 + (yy - 16.0) ** 2) / 12.0)
+        negative = torch.exp(-((xx - 21.0) ** 2 + (yy - 16.0) ** 2) / 12.0)
+        self.register_buffer("template", positive - negative)
+
+    def forward(self, z):
+        return (torch.sigmoid(z[:, 3:4]) * 0.9)[:, :, None, None] * self.template
+
+
+@pytest.fixture(scope="module")
+def steering():
+    generator = BipoleGenerator()
+    latents = random_latents(2000, seed=1)
+    samples = latent_properties(generator, latents, "cpu", 150.0, PIXEL_MM)
+    slope = float(np.polyfit(latents[:, 3], samples["tuf"], 1)[0])
+    return Steering(
+        generator=generator,
+        device="cpu",
+        image_size=SIZE,
+        threshold_gauss=150.0,
+        pixel_mm=PIXEL_MM,
+        normals={"tuf": AXIS, "psep": np.eye(100)[7]},
+        slopes={"tuf": {"tuf": slope, "psep": 0.0}, "psep": {"tuf": 0.0, "psep": 1e-3}},
+        samples=samples,
+    )
+
+
+def test_targets_in_paper_and_physical_units_are_met(steering, tmp_path):
+    latents, table, converged, wanted = steer(steering, random_latents(6, 2), {"tuf": 0.02}, tolerance=0.02)
+    assert converged.all()
+    np.testing.assert_allclose(table["tuf"], 0.02, rtol=0.02)
+    flux = 0.02 * 1000.0 * (SIZE * PIXEL_MM * 1e8) ** 2  # Mx of a 0.02 kG mean field over the patch
+    latents, table, converged, wanted = steer(steering, random_latents(6, 2), {"usflux": flux}, tolerance=0.02)
+    assert converged.all() and wanted == {"tuf": pytest.approx(0.02)}
+    np.testing.assert_allclose(table["usflux"], flux, rtol=0.02)
+
+
+def test_results_carry_targets_achieved_values_and_latents(steering, tmp_path):
+    latents, table, converged, _ = steer(steering, random_latents(3, 5), {"tuf": 0.02}, tolerance=0.02)
+    summary = write_results(tmp_path, steering, latents, table, converged, {"tuf": 0.02}, kept=[])
+    assert list(summary["file"]) == [f"generated_{i:03d}.fits" for i in range(3)]
+    assert (tmp_path / "generated.png").is_file() and (tmp_path / "generated.csv").is_file()
+    np.testing.assert_allclose(np.load(tmp_path / "latents.npy"), latents, rtol=1e-6)
+    with fits.open(tmp_path / "generated_001.fits") as hdul:
+        header, field = hdul[1].header, hdul[1].data
+    assert header["TARGET TUF"] == 0.02 and header["CONVERGE"] is True
+    assert header["ACHIEVED TUF"] == pytest.approx(table["tuf"][1])
+    assert header["Z003"] == pytest.approx(float(latents[1, 3]))
+    assert np.abs(field).mean() / 1000.0 == pytest.approx(table["tuf"][1], rel=1e-3)  # field in G
+
+
+def test_out_of_reach_and_unknown_targets_are_refused_with_the_range(steering):
+    with pytest.raises(SharpgenError, match=r"out of reach: this model produces tuf from [0-9.]+ to [0-9.]+"):
+        steer(steering, random_latents(2, 0), {"tuf": 0.9})
+    with pytest.raises(SharpgenError, match="no direction for 'area'"):
+        steer(steering, random_latents(2, 0), {"area": 0.1})
+    with pytest.raises(SharpgenError, match="NAME=VALUE"):
+        parse_assignments(["tuf:0.1"])
+    assert parse_assignments(["usflux=3e22", "psep_mm=40"]) == {"usflux": 3e22, "psep_mm": 40.0}
+
+
+def test_stepping_with_keep_moves_only_orthogonally_to_the_kept_direction(steering):
+    starts = random_latents(4, 3)
+    moved = step_along(steering, starts, {"tuf": 2.0})
+    np.testing.assert_allclose(moved[:, 3] - starts[:, 3], 2.0, rtol=1e-5)
+    held = step_along(steering, starts, {"psep": 2.0}, keep=["tuf"])
+    np.testing.assert_allclose(held[:, 3], starts[:, 3], atol=1e-6)
+    assert math.isclose(float(held[0, 7] - starts[0, 7]), 2.0, rel_tol=1e-5)
+
+
+def test_latents_files_are_checked(tmp_path):
+    np.save(tmp_path / "bad.npy", np.zeros((3, 7)))
+    with pytest.raises(SharpgenError, match=r"expected \(N, 100\)"):
+        load_latents(tmp_path / "bad.npy")
+    np.save(tmp_path / "ok.npy", np.zeros((3, 100)))
+    assert load_latents(tmp_path / "ok.npy", rows=[2]).shape == (1, 100)
+    with pytest.raises(SharpgenError, match="out of range"):
+        load_latents(tmp_path / "ok.npy", rows=[3])
