@@ -98,7 +98,7 @@ def test_masked_mse_weights_strong_pixels_one_and_weak_pixels_half():
 
 def test_inversion_recovers_a_generated_patch_far_better_than_a_random_latent(small_generator):
     target = render(small_generator, known_latents(2))
-    settings = InversionSettings(restarts=3, iterations=100, lr=1.0)
+    settings = InversionSettings(restarts=3, iterations=100, optimizer="sgd", lr=1.0)
     result = invert_patches(small_generator, target, settings, seed=1)
     random_loss = masked_mse(
         torch.from_numpy(render(small_generator, known_latents(2, seed=7))), torch.from_numpy(target)
@@ -138,7 +138,7 @@ def reference_inversion(generator, target, settings, seed, accumulate_gradients=
 
 def test_each_latent_follows_plain_sgd_without_gradient_accumulation(small_generator):
     targets = render(small_generator, known_latents(2))
-    settings = InversionSettings(restarts=2, iterations=15, lr=0.5)
+    settings = InversionSettings(restarts=2, iterations=15, optimizer="sgd", lr=0.5)
     result = invert_patches(small_generator, targets, settings, seed=3)
     for latent, target in zip(result.latents, targets, strict=True):
         target = torch.from_numpy(target)
@@ -241,6 +241,7 @@ def test_dataset_rows_can_repeat_and_come_in_any_order(data_dir):
         ({"momentum": 1.0}, r"'momentum': expected a number in \[0, 1\)"),
         ({"weak_weight": float("nan")}, "'weak_weight'"),
         ({"step": 3}, "unknown invert setting 'step'"),
+        ({"optimizer": "lbfgs"}, "'optimizer': choose one of adam, sgd"),
     ],
 )
 def test_nonsense_settings_are_rejected_in_one_line(values, message):

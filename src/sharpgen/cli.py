@@ -470,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument(
         "--settings",
         type=_json_mapping,
-        help="JSON object overriding restarts (10), iterations (1000), lr (0.01), momentum (0.9), threshold "
+        help="JSON object overriding restarts (10), iterations (1000), optimizer (adam; sgd = the paper's), "
+        "lr (0.05), momentum (0.9), threshold "
         "(0.05 = 50 G) or weak_weight (0.5)",
     )
     inv.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device (default: auto)")

@@ -1,16 +1,17 @@
 """GAN inversion: project real patches into the latent space by optimizing z through the frozen generator.
 
-The method is the paper's (research/paper.md section 3, ``latent_projector.py``): for each target patch,
-minimise the masked MSE between ``G(z)`` and the target with SGD (lr 0.01, momentum 0.9) for 1000 iterations
-from ``restarts`` = 10 random starts ``z ~ N(0, I)``, and keep the lowest-loss iterate over all iterations and
-restarts. One deliberate difference: the authors' loop never calls ``zero_grad``, so their gradients
-accumulate across iterations (each step uses the sum of all past gradients); here the gradients are cleared
-every iteration, i.e. plain SGD with momentum.
+The method follows the paper (research/paper.md section 3, ``latent_projector.py``): for each target patch,
+minimise the masked MSE between ``G(z)`` and the target for 1000 iterations from ``restarts`` = 10 random
+starts ``z ~ N(0, I)``, and keep the lowest-loss iterate over all iterations and restarts. The authors' loop
+(SGD, lr 0.01, momentum 0.9) never calls ``zero_grad``, so their gradients accumulate across iterations (each
+step uses the sum of all past gradients); here the gradients are cleared every iteration. Without that
+accumulation the paper's SGD barely moves (see :class:`InversionSettings`), so the default optimizer is Adam;
+``{"optimizer": "sgd", "lr": 0.01}`` gives the paper's optimizer, bug excluded.
 
 All ``targets x restarts`` latents are optimized in one batch: the summed per-latent losses are
-back-propagated, so each latent receives exactly the gradient (and, SGD being elementwise, the update) it
-would get if optimized alone. Every target uses the same ``restarts`` starting latents (drawn from ``seed``),
-so a target's result does not depend on which other targets are inverted with it.
+back-propagated, so each latent receives exactly the gradient (and, SGD and Adam being elementwise, the
+update) it would get if optimized alone. Every target uses the same ``restarts`` starting latents (drawn from
+``seed``), so a target's result does not depend on which other targets are inverted with it.
 
 Units: patches are in normalized units (1 unit = 1 kG, range [-1, 1]); losses are in normalized units
 squared; ``rmse_gauss`` is in G.
@@ -45,6 +46,8 @@ from .units import GAUSS_PER_NORMALIZED_UNIT
 CSV_COLUMNS = ("label", "loss", "rmse_gauss", "best_restart", "latent_norm", "start_loss")
 """Columns of ``inversion.csv``; row i describes target i and row i of ``latents.npy``."""
 
+OPTIMIZERS = ("adam", "sgd")
+
 DEFAULT_BATCH_SIZE = 16
 """Targets optimized together (each with all its restarts): ``16 x 10`` latents per forward pass."""
 
@@ -65,14 +68,19 @@ def masked_mse(
 
 @dataclass(frozen=True)
 class InversionSettings:
-    """Settings of ``invert`` (the paper's values by default); nonsense values raise a one-line error.
+    """Settings of ``invert``; nonsense values raise a one-line error.
 
     ``threshold`` is in normalized units (0.05 = 50 G); ``weak_weight`` is the loss weight of pixels at or below it.
+    ``optimizer``: ``sgd`` with ``lr`` = 0.01 and ``momentum`` = 0.9 is the paper's; without the authors'
+    gradient accumulation it barely moves the latent (the loss is a mean over pixels, ~1e-3, and so are its
+    gradients), so the default is ``adam`` (``momentum`` is its beta1), whose steps do not scale with the
+    gradient's size.
     """
 
     restarts: int = 10
     iterations: int = 1000
-    lr: float = 0.01
+    optimizer: str = "adam"
+    lr: float = 0.05
     momentum: float = 0.9
     threshold: float = 0.05
     weak_weight: float = 0.5
@@ -82,6 +90,10 @@ class InversionSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
                 raise SharpgenError(f"invert setting {name!r}: expected an integer >= {minimum}, got {value!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise SharpgenError(
+                f"invert setting 'optimizer': choose one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
         checks = {
             "lr": (lambda v: v > 0, "a number > 0"),
             "momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
@@ -170,7 +182,10 @@ def _invert_chunk(
     restarts, (n, size, _) = starts.shape[0], targets.shape
     z = starts[:, None, :].expand(restarts, n, LATENT_DIM).reshape(restarts * n, LATENT_DIM).clone()
     z.requires_grad_(True)
-    optimizer = torch.optim.SGD([z], lr=settings.lr, momentum=settings.momentum)
+    if settings.optimizer == "sgd":
+        optimizer = torch.optim.SGD([z], lr=settings.lr, momentum=settings.momentum)
+    else:  # Adam is elementwise too: each latent's update depends only on its own gradients
+        optimizer = torch.optim.Adam([z], lr=settings.lr, betas=(settings.momentum, 0.999))
     best_loss = torch.full((restarts, n), math.inf, device=targets.device)
     best_z = torch.zeros(restarts, n, LATENT_DIM, device=targets.device)
     best_recon = torch.zeros(restarts, n, size, size, device=targets.device)
