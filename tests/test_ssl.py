@@ -1,0 +1,302 @@
+"""SimSiam: networks, loss, augmentations, resumable training and embeddings of patches."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import zarr
+
+from sharpgen import ssl_train
+from sharpgen.atomic import write_parquet_atomic
+from sharpgen.augment import (
+    AugmentSettings,
+    add_noise,
+    affine,
+    augment,
+    dihedral,
+    flip_polarity,
+    gaussian_blur,
+    polarity_flip,
+    two_views,
+)
+from sharpgen.errors import SharpgenError
+from sharpgen.physics import paper_properties
+from sharpgen.ssl_models import build_simsiam, effective_rank, output_std, simsiam_loss
+from sharpgen.ssl_train import LOG_COLUMNS, SslSettings, embed_dataset, embed_patches, load_encoder, train_ssl
+
+SETTINGS = SslSettings("default", 32, 100, "projector", 3, 4, 0.05, 0.9, 1e-4, 3, AugmentSettings())
+
+
+def bipoles(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """``n`` noisy bipoles of random position, separation and strength, in [-1, 1] (kG)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    out = []
+    for _ in range(n):
+        cy, cx, half, width, strength = rng.uniform([0.3, 0.3, 0.05, 0.03, 0.2], [0.7, 0.7, 0.2, 0.1, 1.5])
+        lead = np.exp(-((xx - cx + half) ** 2 + (yy - cy) ** 2) / (2 * width**2))
+        follow = np.exp(-((xx - cx - half) ** 2 + (yy - cy) ** 2) / (2 * width**2))
+        out.append(np.tanh(strength * (lead - follow)) + rng.normal(0, 0.01, (size, size)))
+    return np.clip(np.stack(out), -1, 1).astype(np.float32)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    """A tiny normalized dataset: 20 bipoles of 32 x 32 px, 16 in the train split."""
+    zarr.create_array(store=str(tmp_path / "patches.zarr"), data=bipoles(20, 32), chunks=(8, 32, 32), zarr_format=3)
+    write_parquet_atomic(
+        pd.DataFrame({"split": ["train"] * 16 + ["val"] * 2 + ["test"] * 2}), tmp_path / "patches.parquet"
+    )
+    return tmp_path
+
+
+def batch(n: int = 6, size: int = 32) -> torch.Tensor:
+    return torch.from_numpy(bipoles(n, size, seed=3))[:, None]
+
+
+# Networks and loss
+
+
+@pytest.mark.parametrize("size", [16, 32, 128])
+def test_default_network_maps_patches_to_100d_embeddings_at_any_size(size):
+    model = build_simsiam("default", size)
+    z, p = model(torch.randn(3, 1, size, size))
+    assert z.shape == p.shape == (3, 100)
+    assert model.eval().embed(torch.randn(2, 1, size, size)).shape == (2, 100)
+
+
+def test_paper_network_is_a_one_channel_resnet18_with_the_papers_heads():
+    model = build_simsiam("paper", 128)
+    assert model.backbone.stem[0].in_channels == 1 and model.backbone.stem[0].kernel_size == (7, 7)
+    assert model.backbone.stem[0].bias is None and model.backbone.feature_dim == 512
+    assert sum(p.numel() for p in model.backbone.parameters()) == 11_170_240  # torchvision resnet18, 1 channel, no fc
+    assert [m.out_features for m in model.projector if isinstance(m, torch.nn.Linear)] == [512, 512, 100]
+    assert not model.projector[-1].affine
+    assert [m.out_features for m in model.predictor if isinstance(m, torch.nn.Linear)] == [128, 100]
+    for size in (32, 128):  # the ResNet is the same network at every size (global average pool)
+        z, p = model(torch.randn(2, 1, size, size))
+        assert z.shape == p.shape == (2, 100)
+
+
+def test_backbone_embedding_gives_the_backbone_features():
+    assert build_simsiam("default", 32, embedding="backbone").eval().embed(torch.randn(2, 1, 32, 32)).shape == (2, 256)
+
+
+def test_bad_architecture_or_size_is_a_user_error():
+    with pytest.raises(SharpgenError, match="power of two >= 16"):
+        build_simsiam("default", 48)
+    with pytest.raises(SharpgenError, match="unknown SSL architecture 'vit'"):
+        build_simsiam("vit", 32)
+
+
+def test_loss_is_symmetrised_negative_cosine_with_stop_gradient():
+    torch.manual_seed(0)
+    z1, p1, z2, p2 = (torch.randn(5, 8, requires_grad=True) for _ in range(4))
+    loss = simsiam_loss(z1, p1, z2, p2)
+    expected = -0.5 * (
+        torch.nn.functional.cosine_similarity(p1, z2).mean() + torch.nn.functional.cosine_similarity(p2, z1).mean()
+    )
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert z1.grad is None and z2.grad is None  # the targets get no gradient
+    assert p1.grad.abs().sum() > 0 and p2.grad.abs().sum() > 0
+    torch.testing.assert_close(simsiam_loss(z2, p2, z1, p1), loss)  # symmetric in the two views
+
+
+def test_collapse_indicator_is_zero_for_identical_outputs_and_near_one_for_random_ones():
+    assert output_std(torch.ones(64, 100) * torch.randn(1, 100)) == pytest.approx(0.0, abs=1e-6)
+    assert output_std(torch.randn(512, 100, generator=torch.Generator().manual_seed(0))) == pytest.approx(1.0, abs=0.05)
+
+
+def test_effective_rank_counts_the_directions_the_outputs_use():
+    g = torch.Generator().manual_seed(0)
+    assert effective_rank(torch.randn(256, 1, generator=g) * torch.randn(1, 100, generator=g)) == pytest.approx(1.0)
+    assert effective_rank(torch.randn(4096, 100, generator=g)) == pytest.approx(100, rel=0.1)
+
+
+# Augmentations
+
+
+def test_augmentations_keep_shape_and_dtype():
+    x = batch()
+    g = torch.Generator().manual_seed(0)
+    for out in (
+        dihedral(x, g),
+        affine(x, g, 10, 0.1, 0.05),
+        gaussian_blur(x, g, 1.0, 1.0),
+        add_noise(x, g, 0.01),
+        polarity_flip(x, g),
+        augment(x, g, AugmentSettings(zoom=0.1)),
+        *two_views(x, g, AugmentSettings()),
+    ):
+        assert out.shape == x.shape and out.dtype == x.dtype
+
+
+def test_polarity_flip_is_minus_x():
+    x = batch()
+    assert torch.equal(flip_polarity(x), -x)
+    flipped = polarity_flip(x, torch.Generator().manual_seed(1), probability=1.0)
+    assert torch.equal(flipped, -x)  # not 1 - x: the field of [-1, 1] data changes sign
+    some = polarity_flip(x, torch.Generator().manual_seed(1))
+    assert all(torch.equal(a, b) or torch.equal(a, -b) for a, b in zip(some, x, strict=True))
+
+
+def test_right_angle_rotations_and_mirrors_are_exact_permutations():
+    x = batch(40)
+    out = dihedral(x, torch.Generator().manual_seed(0))
+    eight = [torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]
+    eight += [torch.flip(r, dims=(-1,)) for r in eight]
+    for i in range(len(x)):
+        assert any(torch.equal(out[i], candidate[i]) for candidate in eight)
+        assert torch.equal(out[i].flatten().sort().values, x[i].flatten().sort().values)
+    assert len({tuple(out[i].flatten()[:5].tolist()) for i in range(len(x))}) > 1
+
+
+def test_augmentations_are_deterministic_for_a_seed():
+    x = batch()
+    first = two_views(x, torch.Generator().manual_seed(7), AugmentSettings(zoom=0.1))
+    again = two_views(x, torch.Generator().manual_seed(7), AugmentSettings(zoom=0.1))
+    other = two_views(x, torch.Generator().manual_seed(8), AugmentSettings(zoom=0.1))
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(first[0], other[0])
+    assert not torch.equal(first[0], first[1])  # two different views
+
+
+def test_default_augmentations_keep_total_unsigned_flux_roughly():
+    x = torch.from_numpy(bipoles(32, 64, seed=5))[:, None]
+    views = augment(x, torch.Generator().manual_seed(0), AugmentSettings())
+    before = paper_properties(x[:, 0].numpy())["tuf"]
+    after = paper_properties(views[:, 0].numpy())["tuf"]
+    assert np.median(np.abs(after / before - 1)) < 0.1
+
+
+def test_zero_magnitudes_switch_augmentations_off():
+    x = batch()
+    off = AugmentSettings(False, 0, 0, 0, 0, 0, 0, False)
+    assert torch.equal(augment(x, torch.Generator().manual_seed(0), off), x)
+
+
+def test_bad_augmentation_settings_are_user_errors():
+    with pytest.raises(SharpgenError, match="unknown augmentation key"):
+        AugmentSettings.from_mapping({"brighten": 0.5})
+    with pytest.raises(SharpgenError, match="zoom"):
+        AugmentSettings.from_mapping({"zoom": 1.5})
+
+
+# Training
+
+
+def state_dict_of(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_training_writes_encoder_log_and_checkpoint(data_dir, tmp_path):
+    log = train_ssl(data_dir, tmp_path / "ssl", SETTINGS, seed=1, progress=False)
+    assert list(log["step"]) == list(range(1, 13)) and list(log["epoch"]) == [0] * 4 + [1] * 4 + [2] * 4
+    on_disk = pd.read_csv(tmp_path / "ssl" / "train_log.csv")
+    assert tuple(on_disk.columns) == LOG_COLUMNS and len(on_disk) == 12
+    assert on_disk["loss"].between(-1, 1).all() and (on_disk["output_std"] > 0).all()
+    encoder = torch.load(tmp_path / "ssl" / "encoder.pt", map_location="cpu", weights_only=False)
+    assert (
+        encoder["settings"] == dataclasses.asdict(SETTINGS) and (tmp_path / "ssl" / "checkpoints" / "last.pt").is_file()
+    )
+
+
+def test_training_is_deterministic_for_a_seed(data_dir, tmp_path):
+    short = dataclasses.replace(SETTINGS, epochs=1)
+    first = train_ssl(data_dir, tmp_path / "a", short, seed=1, progress=False)
+    again = train_ssl(data_dir, tmp_path / "b", short, seed=1, progress=False)
+    pd.testing.assert_series_equal(first["loss"], again["loss"])
+    a, b = state_dict_of(tmp_path / "a" / "encoder.pt"), state_dict_of(tmp_path / "b" / "encoder.pt")
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_interrupted_run_resumes_to_the_same_encoder(data_dir, tmp_path, monkeypatch):
+    train_ssl(data_dir, tmp_path / "whole", SETTINGS, seed=1, progress=False)
+    real_save = ssl_train._save_checkpoint
+    saves = []
+
+    def save_then_die(path, state, settings, seed):
+        real_save(path, state, settings, seed)
+        saves.append(state["step"])
+        if state["step"] == 6:  # killed mid-run, in the middle of epoch 1
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ssl_train, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_ssl(data_dir, tmp_path / "split", SETTINGS, seed=1, progress=False)
+    assert not (tmp_path / "split" / "encoder.pt").exists() and saves == [3, 6]
+    monkeypatch.setattr(ssl_train, "_save_checkpoint", real_save)
+    log = train_ssl(data_dir, tmp_path / "split", SETTINGS, seed=1, progress=False)
+    whole, split = state_dict_of(tmp_path / "whole" / "encoder.pt"), state_dict_of(tmp_path / "split" / "encoder.pt")
+    assert all(torch.equal(whole[name], split[name]) for name in whole)
+    pd.testing.assert_series_equal(log["loss"], pd.read_csv(tmp_path / "whole" / "train_log.csv")["loss"])
+
+
+def test_checkpoint_of_other_settings_is_refused(data_dir, tmp_path):
+    short = dataclasses.replace(SETTINGS, epochs=1)
+    train_ssl(data_dir, tmp_path / "ssl", short, seed=1, progress=False)
+    with pytest.raises(SharpgenError, match="other SSL settings"):
+        train_ssl(data_dir, tmp_path / "ssl", dataclasses.replace(short, lr=0.1), seed=1, progress=False)
+
+
+def test_raising_epochs_continues_a_finished_run_to_the_same_encoder(data_dir, tmp_path):
+    train_ssl(data_dir, tmp_path / "whole", SETTINGS, seed=1, progress=False)
+    train_ssl(data_dir, tmp_path / "grown", dataclasses.replace(SETTINGS, epochs=1), seed=1, progress=False)
+    log = train_ssl(data_dir, tmp_path / "grown", SETTINGS, seed=1, progress=False)
+    assert list(log["step"]) == list(range(1, 13))
+    whole, grown = state_dict_of(tmp_path / "whole" / "encoder.pt"), state_dict_of(tmp_path / "grown" / "encoder.pt")
+    assert all(torch.equal(whole[name], grown[name]) for name in whole)
+    backbone = train_ssl(
+        data_dir, tmp_path / "grown", dataclasses.replace(SETTINGS, embedding="backbone"), seed=1, progress=False
+    )
+    assert len(backbone) == 12 and load_encoder(tmp_path / "grown" / "encoder.pt").embedding_dim == 256  # no training
+    with pytest.raises(SharpgenError, match="raise epochs or delete it"):
+        train_ssl(data_dir, tmp_path / "grown", dataclasses.replace(SETTINGS, epochs=2), seed=1, progress=False)
+
+
+def test_training_mistakes_are_user_errors(data_dir, tmp_path):
+    with pytest.raises(SharpgenError, match="exceeds the 16 train patches"):
+        train_ssl(data_dir, tmp_path / "ssl", dataclasses.replace(SETTINGS, batch_size=32), seed=1, progress=False)
+    with pytest.raises(SharpgenError, match="rerun normalize"):
+        train_ssl(data_dir, tmp_path / "ssl", dataclasses.replace(SETTINGS, image_size=64), seed=1, progress=False)
+    with pytest.raises(SharpgenError, match="ssl.embedding"):
+        dataclasses.replace(SETTINGS, embedding="predictor")
+    with pytest.raises(SharpgenError, match="no SSL encoder"):
+        load_encoder(tmp_path / "missing.pt")
+
+
+def test_settings_from_config_read_the_ssl_section():
+    config = {
+        "image_size": 64,
+        "ssl": {
+            "architecture": "paper", "embedding_dim": 100, "embedding": "projector", "epochs": 10, "batch_size": 64,
+            "lr": 0.0125, "momentum": 0.0, "weight_decay": 0.0, "checkpoint_every": 100, "device": "auto",
+            "augment": {"zoom": 0.2, "rotation_deg": 180},
+        },
+    }  # fmt: skip
+    settings = SslSettings.from_config(config)
+    assert settings.image_size == 64 and settings.architecture == "paper" and settings.augment.zoom == 0.2
+    assert SslSettings.from_dict(dataclasses.asdict(settings)) == settings
+
+
+# Embeddings
+
+
+def test_embed_patches_streams_a_zarr_array_and_matches_a_direct_forward(data_dir, tmp_path):
+    train_ssl(data_dir, tmp_path / "ssl", dataclasses.replace(SETTINGS, epochs=1), seed=1, progress=False)
+    encoder = load_encoder(tmp_path / "ssl" / "encoder.pt")
+    patches = zarr.open_array(str(data_dir / "patches.zarr"), mode="r")
+    embeddings = embed_patches(encoder, patches, batch_size=7)
+    assert embeddings.shape == (20, 100) and embeddings.dtype == np.float32
+    with torch.no_grad():
+        direct = encoder.projector(encoder.backbone(torch.from_numpy(patches[:])[:, None])).numpy()
+    np.testing.assert_allclose(embeddings, direct, rtol=1e-4, atol=1e-5)
+    written = embed_dataset(data_dir, tmp_path / "ssl" / "encoder.pt", tmp_path / "embeddings.npy", progress=False)
+    np.testing.assert_array_equal(np.load(tmp_path / "embeddings.npy"), written)
+    with pytest.raises(SharpgenError, match=r"embeds \(N, 32, 32\) patches"):
+        embed_patches(encoder, np.zeros((2, 16, 16), np.float32))
