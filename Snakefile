@@ -21,6 +21,7 @@ include: "workflow/rules/normalize.smk"
 include: "workflow/rules/gan.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/directions.smk"
+include: "workflow/rules/retrieval.smk"
 
 
 rule all:
@@ -32,6 +33,7 @@ rule all:
         generator=f"{RESULTS}/gan/generator.pt",
         samples=f"{RESULTS}/samples/properties.parquet",
         directions=f"{RESULTS}/directions/directions.json",
+        index=f"{RESULTS}/retrieval/index/index.json",
     localrule: True
 
 

@@ -237,11 +237,15 @@ def test_interrupted_run_resumes_to_the_same_encoder(data_dir, tmp_path, monkeyp
     pd.testing.assert_series_equal(log["loss"], pd.read_csv(tmp_path / "whole" / "train_log.csv")["loss"])
 
 
-def test_checkpoint_of_other_settings_is_refused(data_dir, tmp_path):
+def test_a_stale_checkpoint_is_replaced_by_training_from_scratch(data_dir, tmp_path, capsys):
     short = dataclasses.replace(SETTINGS, epochs=1)
     train_ssl(data_dir, tmp_path / "ssl", short, seed=1, progress=False)
-    with pytest.raises(SharpgenError, match="other SSL settings"):
-        train_ssl(data_dir, tmp_path / "ssl", dataclasses.replace(short, lr=0.1), seed=1, progress=False)
+    other = dataclasses.replace(short, lr=0.1)
+    train_ssl(data_dir, tmp_path / "ssl", other, seed=1, progress=False)
+    assert "from another run" in capsys.readouterr().err
+    train_ssl(data_dir, tmp_path / "fresh", other, seed=1, progress=False)
+    stale, fresh = state_dict_of(tmp_path / "ssl" / "encoder.pt"), state_dict_of(tmp_path / "fresh" / "encoder.pt")
+    assert all(torch.equal(stale[name], fresh[name]) for name in fresh)
 
 
 def test_raising_epochs_continues_a_finished_run_to_the_same_encoder(data_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""End to end: `snakemake` on config/test.yaml runs every stage that exists (retrieve -> ... -> fit_directions)."""
+"""End to end: `snakemake` on config/test.yaml runs every stage that exists (retrieve -> ... -> build_index)."""
 
 from __future__ import annotations
 
@@ -136,7 +136,25 @@ def test_generate_and_edit_write_fits_png_and_table_from_the_run(test_run, tmp_p
     assert proc.returncode == 2 and "out of reach" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("rule", ["retrieve", "normalize", "train_gan", "sample", "fit_directions"])
+def test_train_ssl_and_build_index_make_a_searchable_index_of_every_patch(test_run):
+    from sharpgen.index import read_index, search
+
+    log = pd.read_csv(test_run / "retrieval" / "ssl" / "train_log.csv")
+    assert {"loss", "output_std", "effective_rank"} <= set(log.columns) and np.isfinite(log["loss"]).all()
+    table = pd.read_parquet(test_run / "data" / "patches.parquet")
+    embeddings = np.load(test_run / "retrieval" / "embeddings.npy")
+    assert embeddings.shape[0] == len(table) and np.isfinite(embeddings).all()
+    index = read_index(test_run / "retrieval" / "index")
+    assert len(index) == len(table)
+    found = search(index, embeddings[:5], k=3)
+    assert list(found.rows[:, 0]) == [0, 1, 2, 3, 4]  # each patch is its own nearest neighbour
+    only_test = search(index, embeddings[:5], k=2, filters={"splits": ["test"]})
+    assert set(table["split"].to_numpy()[only_test.rows.ravel()]) == {"test"}
+
+
+@pytest.mark.parametrize(
+    "rule", ["retrieve", "normalize", "train_gan", "sample", "fit_directions", "train_ssl", "build_index"]
+)
 def test_every_rule_leaves_a_log_and_a_benchmark(test_run, rule):
     assert (test_run / "logs" / f"{rule}.log").is_file()
     assert (test_run / "benchmarks" / f"{rule}.tsv").is_file()

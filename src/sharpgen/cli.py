@@ -155,6 +155,48 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_ssl(args: argparse.Namespace) -> int:
+    from .ssl_train import SslSettings, train_ssl
+
+    config = _stage_config(args, "ssl")
+    log = train_ssl(
+        args.data_dir,
+        args.out_dir,
+        SslSettings.from_config(config),
+        seed=args.seed,
+        device=config["ssl"]["device"],
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
+    print(f"{len(log)} steps -> {os.path.join(args.out_dir, 'encoder.pt')}", file=sys.stderr)
+    return 0
+
+
+def _cmd_build_index(args: argparse.Namespace) -> int:
+    from .index import IndexSettings, build_index_from_files
+    from .ssl_train import embed_dataset
+
+    config = _stage_config(args, "index")
+    embeddings = os.path.join(args.out_dir, "embeddings.npy")
+    embed_dataset(
+        args.data_dir,
+        args.encoder,
+        embeddings,
+        device=config["ssl"]["device"],
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
+    index = build_index_from_files(
+        embeddings,
+        os.path.join(args.data_dir, "patches.parquet"),
+        os.path.join(args.out_dir, "index"),
+        IndexSettings.from_config(config),
+        threads=args.threads,
+    )
+    print(f"{len(index)} patches indexed -> {os.path.join(args.out_dir, 'index')}", file=sys.stderr)
+    return 0
+
+
 def _cmd_fit_directions(args: argparse.Namespace) -> int:
     from .directions_stage import DirectionSettings, fit_directions
     from .sample import SampleSettings
@@ -268,12 +310,13 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_stage_options(parser: argparse.ArgumentParser, section: str, seed_help: str, threads_help: str) -> None:
+def _add_stage_options(parser: argparse.ArgumentParser, section: str, seed_help: str | None, threads_help: str) -> None:
     """Options shared by stage commands whose config is a ``section`` plus the top-level ``image_size``."""
     parser.add_argument("--configfile", help=f"pipeline config YAML whose {section} section and image_size are used")
     parser.add_argument("--settings", type=_json_mapping, help=f"JSON object overriding keys of the {section} section")
     parser.add_argument("--image-size", type=_positive_int, help="patch side S in px (default: the config's)")
-    parser.add_argument("--seed", type=int, default=23, help=f"{seed_help} (default: 23)")
+    if seed_help is not None:
+        parser.add_argument("--seed", type=int, default=23, help=f"{seed_help} (default: 23)")
     parser.add_argument("--threads", type=_positive_int, default=1, help=f"{threads_help} (default: 1)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -378,6 +421,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON object overriding keys of the normalize section (mode, scale_mm, threshold_gauss)",
     )
     sample.set_defaults(func=_cmd_sample)
+
+    ssl = commands.add_parser(
+        "train-ssl",
+        help="pipeline stage: train the SimSiam encoder of real patches (resumes from its last checkpoint)",
+        description="Train SimSiam on the train split of DATA_DIR/patches.zarr (two augmented views per patch, "
+        "symmetrised negative cosine loss with stop-gradient). Writes OUT_DIR/encoder.pt, "
+        "OUT_DIR/checkpoints/last.pt and OUT_DIR/train_log.csv (loss, output_std and effective_rank: collapse "
+        "shows as output_std or effective_rank near 0 or 1). Rerunning after an interruption resumes.",
+        epilog=EPILOG,
+    )
+    ssl.add_argument("--data-dir", required=True, help="directory holding patches.zarr and patches.parquet")
+    ssl.add_argument("--out-dir", required=True, help="directory that receives encoder.pt, checkpoints/, the log")
+    _add_stage_options(ssl, "ssl", seed_help="random seed", threads_help="CPU threads for PyTorch")
+    ssl.set_defaults(func=_cmd_train_ssl)
+
+    idx = commands.add_parser(
+        "build-index",
+        help="pipeline stage: embed every real patch and build the nearest-neighbour index",
+        description="Embed every patch of DATA_DIR/patches.zarr (all splits) with ENCODER into "
+        "OUT_DIR/embeddings.npy (row i = patch i), then build a FAISS index (cosine similarity; exact or "
+        "approximate, see the index section of the config) in OUT_DIR/index/ (index.faiss, index_rows.parquet "
+        "with the id and metadata of each row, index.json written last).",
+        epilog=EPILOG,
+    )
+    idx.add_argument("--data-dir", required=True, help="directory holding patches.zarr and patches.parquet")
+    idx.add_argument("--encoder", required=True, help="encoder.pt written by train-ssl")
+    idx.add_argument("--out-dir", required=True, help="directory that receives embeddings.npy and index/")
+    _add_stage_options(idx, "index", seed_help=None, threads_help="CPU threads")
+    idx.set_defaults(func=_cmd_build_index)
 
     fit = commands.add_parser(
         "fit-directions",

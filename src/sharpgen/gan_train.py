@@ -140,8 +140,12 @@ def run_identity(settings: GanSettings, seed: int, patches: torch.Tensor) -> dic
     shaping = {
         key: value for key, value in dataclasses.asdict(settings).items() if key not in ("steps", "checkpoint_every")
     }
-    digest = hashlib.sha256(patches.numpy().tobytes()).hexdigest()
-    return {"settings": shaping, "seed": seed, "data_sha256": digest, "data_shape": list(patches.shape)}
+    return {"settings": shaping, "seed": seed, **data_fingerprint(patches)}
+
+
+def data_fingerprint(patches: torch.Tensor) -> dict:
+    """Digest and shape of a training set: a checkpoint made on other patches is not resumed."""
+    return {"data_sha256": hashlib.sha256(patches.numpy().tobytes()).hexdigest(), "data_shape": list(patches.shape)}
 
 
 def _save_checkpoint(path: Path, state: dict, settings: GanSettings, identity: dict) -> None:

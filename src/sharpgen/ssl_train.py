@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,8 @@ import torch
 from .atomic import atomic_path
 from .augment import AugmentSettings, two_views
 from .errors import SharpgenError
-from .gan_train import load_training_patches, pick_device
+from .gan_train import data_fingerprint, load_training_patches, pick_device
+from .progress import progress_bar
 from .ssl_models import ARCHITECTURES, EMBEDDINGS, SimSiam, build_simsiam, effective_rank, output_std, simsiam_loss
 
 LOG_COLUMNS = ("step", "epoch", "loss", "output_std", "effective_rank", "seconds_per_step")
@@ -118,7 +120,7 @@ def _save_checkpoint(path: Path, state: dict, settings: SslSettings, seed: int) 
     payload = {
         "settings": dataclasses.asdict(settings),
         "seed": seed,
-        "train_patches": state["train_patches"],
+        "data": state["data"],
         "step": state["step"],
         "log": state["log"],
         "augmenter": state["augmenter"].get_state(),
@@ -131,13 +133,18 @@ def _save_checkpoint(path: Path, state: dict, settings: SslSettings, seed: int) 
 
 
 def _restore_checkpoint(path: Path, state: dict, settings: SslSettings, seed: int, total_steps: int) -> None:
+    """Load ``path`` into ``state`` when it belongs to this run; a checkpoint of another run (other settings,
+    seed or training data) is stale: it is reported and training starts from scratch, overwriting it."""
     payload = torch.load(path, map_location="cpu", weights_only=False)
-    if _trajectory(payload["settings"]) != _trajectory(dataclasses.asdict(settings)) or payload["seed"] != seed:
-        raise SharpgenError(f"{path} was made with other SSL settings or seed; delete it to train from scratch")
-    if payload["train_patches"] != state["train_patches"]:
-        raise SharpgenError(
-            f"{path} was made on {payload['train_patches']} train patches, not {state['train_patches']}; delete it"
-        )
+    same_run = (
+        _trajectory(payload["settings"]) == _trajectory(dataclasses.asdict(settings))
+        and payload["seed"] == seed
+        and payload.get("data") == state["data"]
+    )
+    if not same_run:
+        print(f"train_ssl: {path} is from another run (settings, seed or data differ): training from scratch",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return
     if payload["step"] > total_steps:
         raise SharpgenError(
             f"{path} is at step {payload['step']}, beyond the {total_steps} steps of ssl.epochs = {settings.epochs}; "
@@ -171,8 +178,6 @@ def train_ssl(
     the learning rate being constant). The whole
     train split is held in memory (as ``train_gan`` does): 44k patches of 128 px are 2.9 GB.
     """
-    from tqdm import tqdm
-
     torch.set_num_threads(threads)
     out_dir = Path(out_dir)
     checkpoint = out_dir / "checkpoints" / "last.pt"
@@ -185,12 +190,12 @@ def train_ssl(
         )
     total = settings.epochs * steps_per_epoch
     state = _new_state(settings, seed, dev)
-    state["train_patches"] = len(patches)
+    state["data"] = data_fingerprint(patches)
     if checkpoint.is_file():
         _restore_checkpoint(checkpoint, state, settings, seed, total)
     model, optimizer = state["model"], state["optimizer"]
     model.train()
-    bar = tqdm(total=total, initial=state["step"], desc="train_ssl", unit="step", disable=not progress)
+    bar = progress_bar(total=total, initial=state["step"], desc="train_ssl", unit="step", disable=not progress)
     order, order_epoch = None, -1
     while state["step"] < total:
         started = time.perf_counter()
@@ -250,8 +255,6 @@ def embed_patches(
     Reads ``batch_size`` rows at a time, so memory beyond the output does not grow with N. ``device``:
     where to run (default: the encoder's). The encoder is put in eval mode (BatchNorm running statistics).
     """
-    from tqdm import tqdm
-
     shape = tuple(patches.shape)
     size = encoder.image_size
     if len(shape) != 3 or shape[1:] != (size, size):
@@ -262,7 +265,9 @@ def embed_patches(
     encoder.eval()
     out = np.empty((shape[0], encoder.embedding_dim), dtype=np.float32)
     with torch.inference_mode():
-        for start in tqdm(range(0, shape[0], batch_size), desc="embed", unit="batch", disable=not progress):
+        for start in progress_bar(
+            iterable=range(0, shape[0], batch_size), desc="embed", unit="batch", disable=not progress
+        ):
             chunk = np.asarray(patches[start : start + batch_size], dtype=np.float32)
             out[start : start + len(chunk)] = encoder.embed(torch.from_numpy(chunk)[:, None].to(dev)).cpu().numpy()
     return out
