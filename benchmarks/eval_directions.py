@@ -4,7 +4,7 @@ Per property: held-out SVM accuracy and the median Spearman correlation between 
 fit_directions traversals (from ``directions/directions.json``); entanglement before and after conditioning
 (``directions/entanglement.json``); the change of ``tuf`` when ``r_paper`` is edited plainly vs. holding
 ``tuf`` (fresh traversals); and ``sharpgen generate``'s hit rate for a grid of targets inside the reachable
-range of each property.
+range of each property, from random starting latents and from ``sharpgen generate``'s nearest-sample starts.
 
     .venv/bin/python benchmarks/eval_directions.py --results results/default
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from sharpgen.directions import conditional_normal
-from sharpgen.generate import load_steering, random_latents, steer
+from sharpgen.generate import load_steering, random_latents, starting_latents, steer
 from sharpgen.steering import median_slopes, traversal_steps, traverse
 
 
@@ -39,20 +39,27 @@ def conditional_edit(steering, primal: str, held: str, starts: np.ndarray, max_s
     return result
 
 
-def hit_rate(steering, name: str, grid: int, requests: int, tolerance: float, seed: int) -> dict:
-    """Fraction of ``generate`` requests within ``tolerance`` of targets spread over the 5-95 % sample range."""
+def hit_rate(steering, name: str, grid: int, requests: int, tolerance: float, seed: int, starts: str) -> dict:
+    """Fraction of ``generate`` requests within ``tolerance`` of targets spread over the 5-95 % sample range.
+
+    ``starts``: ``random`` latents (what the directions alone achieve) or ``nearest`` (``sharpgen generate``'s
+    default: sampled latents near the target, then refined).
+    """
     values = steering.samples[name].to_numpy(dtype=np.float64)
     targets = np.nanquantile(values, np.linspace(0.05, 0.95, grid))
     errors = []
     for i, target in enumerate(targets):
-        _, table, _, _ = steer(
-            steering, random_latents(requests, seed + i), {name: float(target)}, tolerance=tolerance / 2
-        )
+        if starts == "random":
+            latents = random_latents(requests, seed + i)
+        else:
+            latents = starting_latents(steering, {name: float(target)}, requests, seed + i)
+        _, table, _, _ = steer(steering, latents, {name: float(target)}, tolerance=tolerance / 2)
         errors.append(np.abs(table[name].to_numpy() - target) / abs(target))
     errors = np.concatenate(errors)
     return {
         "metric": "generate_hit_rate",
         "property": name,
+        "starts": starts,
         "requests": int(errors.size),
         "tolerance": tolerance,
         "hit_rate": float(np.mean(errors <= tolerance)),
@@ -94,7 +101,8 @@ def main() -> int:
     if {"r_paper", "tuf"} <= set(steering.normals):
         emit(conditional_edit(steering, "r_paper", "tuf", starts, document["settings"]["max_step"]))
     for name in args.hit_properties:
-        emit(hit_rate(steering, name, args.grid, args.requests, args.tolerance, args.seed))
+        for starts in ("random", "nearest"):
+            emit(hit_rate(steering, name, args.grid, args.requests, args.tolerance, args.seed, starts))
     return 0
 
 

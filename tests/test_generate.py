@@ -15,6 +15,7 @@ from sharpgen.generate import (
     load_latents,
     parse_assignments,
     random_latents,
+    starting_latents,
     steer,
     step_along,
     write_results,
@@ -55,6 +56,7 @@ def steering():
         normals={"tuf": AXIS, "psep": np.eye(100)[7]},
         slopes={"tuf": {"tuf": slope, "psep": 0.0}, "psep": {"tuf": 0.0, "psep": 1e-3}},
         samples=samples,
+        sample_latents=latents,
     )
 
 
@@ -109,3 +111,14 @@ def test_latents_files_are_checked(tmp_path):
     assert load_latents(tmp_path / "ok.npy", rows=[2]).shape == (1, 100)
     with pytest.raises(SharpgenError, match="out of range"):
         load_latents(tmp_path / "ok.npy", rows=[3])
+
+
+def test_starts_are_sampled_latents_near_the_target_and_differ_between_requests(steering):
+    starts = starting_latents(steering, {"tuf": 0.02}, 8, seed=4)
+    assert len({tuple(z) for z in starts}) == 8
+    pool = steering.samples["tuf"].to_numpy()
+    nearest = np.sort(np.abs(pool - 0.02))[49]
+    measured = steering.measure(starts)["tuf"].to_numpy()
+    assert np.all(np.abs(measured - 0.02) <= nearest + 1e-9)  # among the 50 sampled latents nearest 0.02
+    np.testing.assert_array_equal(starts, starting_latents(steering, {"tuf": 0.02}, 8, seed=4))
+    assert starting_latents(steering, {}, 3, seed=4).shape == (3, 100)  # no target: random latents

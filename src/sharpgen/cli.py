@@ -228,14 +228,13 @@ def _cmd_fit_directions(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from .generate import load_steering, parse_assignments, random_latents, steer, write_results
+    from .generate import load_steering, parse_assignments, starting_latents, steer, write_results
 
     torch.set_num_threads(args.threads)
     steering = load_steering(args.run_dir, device=args.device)
     targets = parse_assignments(args.target or [])
-    latents, table, converged, _ = steer(
-        steering, random_latents(args.n, args.seed), targets, args.keep or [], tolerance=args.tolerance
-    )
+    starts = starting_latents(steering, targets, args.n, args.seed)
+    latents, table, converged, _ = steer(steering, starts, targets, args.keep or [], tolerance=args.tolerance)
     out_dir = args.out_dir or os.path.join(args.run_dir, "generated")
     achieved = {name: value for name, value in targets.items() if name in table.columns}
     write_results(out_dir, steering, latents, table, converged, achieved, args.keep or [])
@@ -477,8 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser(
         "generate",
         help="generate active regions that have given physical properties",
-        description="Draw N random latents and step each along the property directions until the targets are "
-        "met (quasi-Newton on the measured properties), holding --keep properties at their starting values. "
+        description="Start from N sampled latents near the targets (drawn among the 5N nearest, at least 50) and "
+        "step each along the property directions until the targets are met (quasi-Newton on the measured "
+        "properties), holding --keep properties at their starting values. "
         "Targets are in paper units (tuf [kG], psep [fraction of the patch diagonal], r_paper, ...) or, for "
         "a fixed_scale run, usflux [Mx] and psep_mm [Mm]. Writes OUT_DIR/generated_NNN.fits (field in G; "
         "targets, achieved values and the latent in the header), generated.png, generated.csv (target vs. "

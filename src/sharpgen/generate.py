@@ -46,6 +46,7 @@ class Steering:
     normals: dict[str, np.ndarray]
     slopes: dict[str, dict[str, float]]
     samples: pd.DataFrame
+    sample_latents: np.ndarray | None = None  # (M, 100), row i = the latent of samples row i
 
     def measure(self, latents: np.ndarray) -> pd.DataFrame:
         """Generate and measure ``(N, 100)`` latents."""
@@ -90,6 +91,7 @@ def load_steering(run_dir: str | os.PathLike, device: str = "auto") -> Steering:
         normals={name: d.normal for name, d in directions_from_json(document).items()},
         slopes={name: entry["traversal"]["plain"]["slopes_per_step"] for name, entry in document["directions"].items()},
         samples=pd.read_parquet(run_dir / "samples" / "properties.parquet"),
+        sample_latents=np.load(run_dir / "samples" / "latents.npy", mmap_mode="r"),
     )
 
 
@@ -217,6 +219,30 @@ def write_results(
         json.dumps({"targets": dict(requested), "kept": list(kept), "count": len(latents)}, indent=2) + "\n",
     )
     return summary
+
+
+def starting_latents(steering: Steering, targets: Mapping[str, float], n: int, seed: int) -> np.ndarray:
+    """``n`` starting latents for ``targets``: drawn (seeded) among the sampled latents whose properties are
+    nearest the targets (distance in standard deviations of the samples), so the search starts close and
+    the results stay diverse; random latents when the run kept no samples or no target is given."""
+    if steering.sample_latents is None or not targets:
+        return random_latents(n, seed)
+    distance = np.zeros(len(steering.samples))
+    for name, value in targets.items():
+        paper_name, paper_value = steering.to_paper_units(name, value)
+        if paper_name not in steering.samples.columns:
+            return random_latents(n, seed)
+        values = steering.samples[paper_name].to_numpy(dtype=np.float64)
+        distance += ((values - paper_value) / np.nanstd(values)) ** 2
+    distance = np.where(np.isfinite(distance), distance, np.inf)
+    pool = np.argsort(distance, kind="stable")[: max(NEAREST_POOL_PER_REQUEST * n, NEAREST_POOL_MIN)]
+    picks = np.sort(np.random.default_rng(seed).choice(pool, size=n, replace=n > len(pool)))
+    return np.asarray(steering.sample_latents[picks], dtype=np.float32)
+
+
+NEAREST_POOL_PER_REQUEST = 5
+NEAREST_POOL_MIN = 50
+"""Starts are drawn among the ``max(5 n, 50)`` sampled latents nearest the targets."""
 
 
 def random_latents(n: int, seed: int) -> np.ndarray:
