@@ -88,9 +88,11 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
 
 
 def _stage_config(args: argparse.Namespace, section: str) -> dict:
-    """Validated config of a stage command: --configfile (or defaults), --settings into ``section``, --image-size."""
+    """Validated config of a stage command: --configfile (or defaults), --settings into ``section``,
+    --normalize-settings into ``normalize`` (commands that measure patches), --image-size."""
     config = load_config(args.configfile) if args.configfile else validate_config({})
     config[section].update(args.settings or {})
+    config["normalize"].update(getattr(args, "normalize_settings", None) or {})
     if args.image_size is not None:
         config["image_size"] = args.image_size
     return validate_config(config)
@@ -139,9 +141,6 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from .sample import SampleSettings, sample_generator
 
     config = _stage_config(args, "sample")
-    if args.normalize_settings:
-        config["normalize"].update(args.normalize_settings)
-    config = validate_config(config)
     count = sample_generator(
         args.generator,
         args.out_dir,
@@ -202,9 +201,6 @@ def _cmd_fit_directions(args: argparse.Namespace) -> int:
     from .sample import SampleSettings
 
     config = _stage_config(args, "directions")
-    if args.normalize_settings:
-        config["normalize"].update(args.normalize_settings)
-    config = validate_config(config)
     document = fit_directions(
         args.samples_dir,
         args.generator,
@@ -320,6 +316,15 @@ def _add_stage_options(parser: argparse.ArgumentParser, section: str, seed_help:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _add_normalize_option(parser: argparse.ArgumentParser) -> None:
+    """``--normalize-settings``: commands that measure generated patches need the run's normalization."""
+    parser.add_argument(
+        "--normalize-settings",
+        type=_json_mapping,
+        help="JSON object overriding keys of the normalize section (mode, scale_mm, threshold_gauss)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``sharpgen`` command."""
     parser = argparse.ArgumentParser(
@@ -414,11 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--generator", required=True, help="generator.pt written by train-gan")
     sample.add_argument("--out-dir", required=True, help="directory that receives the samples")
     _add_stage_options(sample, "sample", seed_help="seed of the latent stream", threads_help="CPU threads")
-    sample.add_argument(
-        "--normalize-settings",
-        type=_json_mapping,
-        help="JSON object overriding keys of the normalize section (mode, scale_mm, threshold_gauss)",
-    )
+    _add_normalize_option(sample)
     sample.set_defaults(func=_cmd_sample)
 
     ssl = commands.add_parser(
@@ -466,11 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stage_options(
         fit, "directions", seed_help="seed of the SVM split and traversal starts", threads_help="CPU threads"
     )
-    fit.add_argument(
-        "--normalize-settings",
-        type=_json_mapping,
-        help="JSON object overriding keys of the normalize section (mode, scale_mm, threshold_gauss)",
-    )
+    _add_normalize_option(fit)
     fit.set_defaults(func=_cmd_fit_directions)
 
     gen = commands.add_parser(
