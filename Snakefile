@@ -11,6 +11,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 envvars:
     "PATH",
 
@@ -22,6 +25,7 @@ include: "workflow/rules/gan.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/directions.smk"
 include: "workflow/rules/retrieval.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
@@ -34,6 +38,8 @@ rule all:
         samples=f"{RESULTS}/samples/properties.parquet",
         directions=f"{RESULTS}/directions/directions.json",
         index=f"{RESULTS}/retrieval/index/index.json",
+        retrieval_evaluation=f"{RESULTS}/retrieval/evaluation.json",
+        figures=FIGURE_FILES,
     localrule: True
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from sharpgen.directions import conditional_normal
 from sharpgen.generate import load_steering, random_latents, starting_latents, steer
 from sharpgen.steering import median_slopes, traversal_steps, traverse
 
@@ -32,8 +31,9 @@ def conditional_edit(steering, primal: str, held: str, starts: np.ndarray, max_s
     steps = traversal_steps(max_step, 9)
     result = {"metric": "conditional_edit", "direction": primal, "held": held}
     for kind, keep in (("plain", []), ("conditional", [held])):
-        normal = conditional_normal(steering.normals[primal], [steering.normals[k] for k in keep])
-        slopes = median_slopes(traverse(steering.measure, starts, normal, steps), [primal, held])
+        normals = steering.directions.normals(primal, starts, keep)
+        traversal = traverse(steering.measure, starts, normals, steps, steering.directions.keep_sides)
+        slopes = median_slopes(traversal, [primal, held])
         result[f"{kind}_{held}_per_{primal}"] = slopes[held] / slopes[primal]
     result["ratio"] = abs(result[f"conditional_{held}_per_{primal}"] / result[f"plain_{held}_per_{primal}"])
     return result
@@ -87,6 +87,7 @@ def main() -> int:
             "property": name,
             "heldout_accuracy": entry["heldout_accuracy"],
             "median_spearman_plain": entry["traversal"]["plain"]["median_spearman"],
+            "median_spearman_plain_upward": entry["traversal"]["plain"]["median_spearman_upward"],
             "median_spearman_conditional": entry["traversal"]["conditional"]["median_spearman"],
             "traversals": document["settings"]["traversal_starts"],
         })  # fmt: skip
@@ -98,7 +99,10 @@ def main() -> int:
         emit({"metric": "entanglement", "kind": kind, "median_abs_off_diagonal": float(np.nanmedian(off_diagonal))})
     steering = load_steering(results)
     starts = random_latents(args.starts, args.seed)
-    if {"r_paper", "tuf"} <= set(steering.normals):
+    if document["split"] is not None:
+        emit({"metric": "split", "property": document["split"]["property"],
+              "heldout_accuracy": document["split"]["heldout_accuracy"]})  # fmt: skip
+    if {"r_paper", "tuf"} <= set(steering.directions):
         emit(conditional_edit(steering, "r_paper", "tuf", starts, document["settings"]["max_step"]))
     for name in args.hit_properties:
         for starts in ("random", "nearest"):

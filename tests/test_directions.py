@@ -7,11 +7,14 @@ import pandas as pd
 import pytest
 
 from sharpgen.directions import (
+    DirectionSet,
     conditional_normal,
     directions_from_json,
     directions_to_json,
     extreme_labels,
     fit_direction,
+    fit_split,
+    sides_of,
 )
 from sharpgen.errors import SharpgenError
 from sharpgen.steering import (
@@ -53,8 +56,46 @@ def test_svm_recovers_a_linear_property_direction_pointing_to_high_values():
     assert direction.accuracy >= 0.98 and direction.n_heldout == 120 and direction.n_train == 280
     high, low = np.argmax(values), np.argmin(values)
     assert direction.score(LATENTS[[high]])[0] > 0 > direction.score(LATENTS[[low]])[0]
-    again = directions_from_json(directions_to_json([direction], {}))["q"]
-    np.testing.assert_allclose(again.normal, direction.normal)
+    again = directions_from_json(directions_to_json(DirectionSet(None, {"q": {"all": direction}}), {}))
+    np.testing.assert_allclose(again.plain["q"]["all"].normal, direction.normal)
+    np.testing.assert_allclose(again.normals("q", LATENTS[:3]), np.tile(direction.normal, (3, 1)))
+
+
+def test_a_property_folded_by_polarity_gets_one_direction_per_side():
+    """q grows towards both ends of the polarity axis (like the unsigned flux of a mirrored bipole): one
+    hyperplane cannot separate high from low q, one per side of the polarity boundary can."""
+    polarity = np.eye(100)[0]
+    q = 2.0 * np.abs(LATENTS @ polarity) + 0.3 * LATENTS[:, 1]
+    sign = np.sign(LATENTS @ polarity)
+    assert fit_direction("q", LATENTS, q, fraction=0.1, seed=1).accuracy < 0.8
+    split = fit_split("lead_sign", LATENTS, sign, seed=1)
+    assert split.accuracy > 0.97 and split.normal @ polarity > 0.95
+    sides = sides_of(split, LATENTS)
+    plain = {
+        "q": {
+            side: fit_direction("q", LATENTS[sides == side], q[sides == side], 0.1, 0.3, 1) for side in ("low", "high")
+        }
+    }
+    directions = DirectionSet(split, plain)
+    assert directions.accuracy("q") > 0.9
+    assert plain["q"]["high"].normal @ polarity > 0.5 and plain["q"]["low"].normal @ polarity < -0.5
+    again = directions_from_json(directions_to_json(directions, {}))
+    np.testing.assert_array_equal(again.side_of(LATENTS), sides)
+    normals = again.normals("q", LATENTS[:50])
+    assert np.all(np.sign(normals @ polarity) == np.sign(LATENTS[:50] @ polarity))  # each side's own direction
+
+
+def test_moves_stop_at_the_split_boundary_and_keep_the_side():
+    split = fit_split("lead_sign", LATENTS, np.sign(LATENTS[:, 0]), seed=1)
+    plain = {"q": {side: fit_direction("q", LATENTS, LATENTS[:, 1], 0.1, 0.3, 1) for side in ("low", "high")}}
+    directions = DirectionSet(split, plain)
+    origins = np.zeros((2, 100))
+    origins[:, 0] = [2.0, -2.0]
+    moved = directions.keep_sides(origins - np.array([[10.0], [-10.0]]) * split.normal, origins)
+    assert list(directions.side_of(moved)) == ["high", "low"]  # still on their sides ...
+    np.testing.assert_allclose(split.score(moved), 0.0, atol=1e-5)  # ... stopped at the boundary
+    inside = origins + 0.5 * np.eye(100)[1]
+    np.testing.assert_array_equal(directions.keep_sides(inside, origins), inside)  # moves that stay are untouched
 
 
 def test_a_property_unrelated_to_the_latent_gets_chance_accuracy():

@@ -9,6 +9,7 @@ import pytest
 import torch
 from astropy.io import fits
 
+from sharpgen.directions import Direction, DirectionSet
 from sharpgen.errors import SharpgenError
 from sharpgen.generate import (
     Steering,
@@ -25,6 +26,11 @@ from sharpgen.sample import latent_properties
 SIZE, PIXEL_MM = 32, 2.9154
 AXIS = np.zeros(100)
 AXIS[3] = 1.0
+
+
+def unsplit(name: str, normal: np.ndarray) -> dict[str, Direction]:
+    """One direction for all latents (no split boundary)."""
+    return {"all": Direction(name, normal, offset=0.0, accuracy=1.0, n_train=1, n_heldout=1)}
 
 
 class BipoleGenerator(torch.nn.Module):
@@ -53,7 +59,7 @@ def steering():
         image_size=SIZE,
         threshold_gauss=150.0,
         pixel_mm=PIXEL_MM,
-        normals={"tuf": AXIS, "psep": np.eye(100)[7]},
+        directions=DirectionSet(None, {"tuf": unsplit("tuf", AXIS), "psep": unsplit("psep", np.eye(100)[7])}),
         slopes={"tuf": {"tuf": slope, "psep": 0.0}, "psep": {"tuf": 0.0, "psep": 1e-3}},
         samples=samples,
         sample_latents=latents,

@@ -33,12 +33,8 @@ def snakemake(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
-def test_run(repo_root, tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
-    proc = snakemake(repo_root, "--configfile", "config/test.yaml", "--config", f"results_dir={results}")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return results
+# `test_run` (the results directory of one complete run of config/test.yaml) is a session fixture in conftest.py,
+# shared with tests/test_caching.py so that the pipeline runs once per test session.
 
 
 def test_retrieve_writes_every_synthetic_record_and_its_manifest(test_run, repo_root):
@@ -96,9 +92,11 @@ def test_fit_directions_writes_unit_directions_calibration_and_entanglement(test
     properties = yaml.safe_load((repo_root / "config" / "test.yaml").read_text())["directions"]["properties"]
     document = json.loads((test_run / "directions" / "directions.json").read_text())
     assert list(document["directions"]) == properties
+    assert document["split"]["property"] == "lead_sign"  # the default: one direction per leading polarity
     for entry in document["directions"].values():
-        assert np.linalg.norm(entry["normal"]) == pytest.approx(1.0)
-        assert np.linalg.norm(entry["conditional_normal"]) == pytest.approx(1.0)
+        assert set(entry["sides"]) == {"low", "high"}
+        for fit in entry["sides"].values():
+            assert np.linalg.norm(fit["normal"]) == pytest.approx(1.0)
         assert 0.0 <= entry["heldout_accuracy"] <= 1.0
     entanglement = json.loads((test_run / "directions" / "entanglement.json").read_text())
     for kind in ("plain", "conditional"):
@@ -152,8 +150,62 @@ def test_train_ssl_and_build_index_make_a_searchable_index_of_every_patch(test_r
     assert set(table["split"].to_numpy()[only_test.rows.ravel()]) == {"test"}
 
 
+def test_evaluate_retrieval_scores_ssl_and_every_baseline(test_run):
+    document = json.loads((test_run / "retrieval" / "evaluation.json").read_text())
+    assert document["n_queries"] == 20 and document["k"] == 3
+    assert set(document["methods"]) == {"ssl", "pixel", "pca", "random"}
+    for scores in document["methods"].values():
+        for kind in ("top1", "topk_mean"):
+            assert set(scores[kind]) == {"tuf", "psep", "r_paper", "tpf", "tnf"}
+            assert -1.0 <= scores[kind]["tuf"]["pearson"] <= 1.0 and scores[kind]["tuf"]["n"] == 20
+    for name in ("evaluation_scatter.png", "examples.png"):
+        assert (test_run / "retrieval" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_query_from_targets_latents_and_fits_returns_real_matches(test_run, tmp_path, real_sharp_files):
+    sharpgen = [sys.executable, "-m", "sharpgen.cli"]
+    table = pd.read_parquet(test_run / "data" / "patches.parquet")
+    target = float(pd.read_parquet(test_run / "samples" / "properties.parquet")["tuf"].median())
+    runs = {
+        "targets": ["--target", f"tuf={target}", "--n", "2", "--split", "train"],
+        "latents": ["--latents", str(test_run / "samples" / "latents.npy"), "--rows", "0", "3"],
+        "fits": ["--fits", str(real_sharp_files[0]), "--configfile", "config/test.yaml"],
+    }
+    for name, options in runs.items():
+        out = tmp_path / name
+        proc = subprocess.run(
+            [*sharpgen, "query", "--run-dir", str(test_run), "--k", "4", "--out-dir", str(out), *options],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        matches = pd.read_csv(out / "matches.csv")
+        queries = 1 if name == "fits" else 2
+        assert len(matches) == 4 * queries and list(matches["rank"][:4]) == [1, 2, 3, 4]
+        assert {"harpnum", "t_rec", "similarity", "tuf", "query_tuf", "query_label"} <= set(matches.columns)
+        assert (matches.groupby("query")["similarity"].diff().dropna() <= 1e-6).all()  # best first
+        np.testing.assert_array_equal(matches["harpnum"], table["harpnum"].to_numpy()[matches["row"]])
+        assert (out / "query.png").is_file()
+    assert set(pd.read_csv(tmp_path / "targets" / "matches.csv")["split"]) == {"train"}
+    assert (tmp_path / "targets" / "generated.csv").is_file()
+    proc = subprocess.run(
+        [*sharpgen, "query", "--run-dir", str(test_run), "--fits", "missing.fits", "--out-dir", str(tmp_path / "x")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "missing.fits" in proc.stderr and "Traceback" not in proc.stderr
+
+
 @pytest.mark.parametrize(
-    "rule", ["retrieve", "normalize", "train_gan", "sample", "fit_directions", "train_ssl", "build_index"]
+    "rule",
+    [
+        "retrieve",
+        "normalize",
+        "train_gan",
+        "sample",
+        "fit_directions",
+        "train_ssl",
+        "build_index",
+        "evaluate_retrieval",
+    ],
 )
 def test_every_rule_leaves_a_log_and_a_benchmark(test_run, rule):
     assert (test_run / "logs" / f"{rule}.log").is_file()

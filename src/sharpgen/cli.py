@@ -196,6 +196,24 @@ def _cmd_build_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate_retrieval(args: argparse.Namespace) -> int:
+    from .retrieval_eval import RetrievalEvalSettings, evaluate_retrieval
+
+    config = _stage_config(args, "retrieval_eval")
+    document = evaluate_retrieval(
+        args.run_dir,
+        args.out_dir or os.path.join(args.run_dir, "retrieval"),
+        RetrievalEvalSettings.from_config(config),
+        seed=args.seed,
+        device=config["ssl"]["device"],
+        threads=args.threads,
+    )
+    for method, scores in document["methods"].items():
+        tuf = scores["top1"]["tuf"]
+        print(f"{method}: tuf top-1 Pearson {tuf['pearson']:.3f}, Spearman {tuf['spearman']:.3f}", file=sys.stderr)
+    return 0
+
+
 def _cmd_fit_directions(args: argparse.Namespace) -> int:
     from .directions_stage import DirectionSettings, fit_directions
     from .sample import SampleSettings
@@ -218,6 +236,9 @@ def _cmd_fit_directions(args: argparse.Namespace) -> int:
             f"{entry['traversal']['plain']['median_spearman']:.3f}",
             file=sys.stderr,
         )
+    if document["split"] is not None:
+        split = document["split"]
+        print(f"split by {split['property']}: held-out accuracy {split['heldout_accuracy']:.3f}", file=sys.stderr)
     return 0
 
 
@@ -273,6 +294,66 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_query(args: argparse.Namespace) -> int:
+    import pandas as pd
+    import torch
+
+    from .dataset import NormalizeSettings
+    from .properties import patch_properties
+    from .query import Retriever, write_query_results
+
+    torch.set_num_threads(args.threads)
+    retriever = Retriever.from_run(args.run_dir, device=args.device)
+    out_dir = args.out_dir or os.path.join(args.run_dir, "query")
+    if args.fits:
+        from .invert import targets_from_fits
+
+        config = load_config(args.configfile) if args.configfile else validate_config({})
+        config["image_size"] = retriever.image_size
+        normalize = NormalizeSettings.from_config(validate_config(config))
+        patches, labels = targets_from_fits(args.fits, normalize)
+        pixel_mm = normalize.scale_mm if normalize.mode == "fixed_scale" else None
+        queries = pd.DataFrame(patch_properties(patches, normalize.threshold_gauss, pixel_mm))
+        queries.insert(0, "label", labels)
+    else:
+        from .generate import load_latents, load_steering, parse_assignments, starting_latents, steer, write_results
+        from .sample import generate
+
+        steering = load_steering(args.run_dir, device=args.device)
+        if args.latents:
+            latents = load_latents(args.latents, args.rows)
+            queries = steering.measure(latents)
+            labels = [f"{args.latents}[{row}]" for row in (args.rows or range(len(latents)))]
+        else:
+            targets = parse_assignments(args.target)
+            starts = starting_latents(steering, targets, args.n, args.seed)
+            latents, queries, converged, _ = steer(steering, starts, targets, args.keep or [], args.tolerance)
+            achieved = {name: value for name, value in targets.items() if name in queries.columns}
+            write_results(out_dir, steering, latents, queries, converged, achieved, args.keep or [])
+            _report_steering(out_dir, "generated", converged, targets, queries, args.tolerance)
+            labels = [f"generated_{i:03d}" for i in range(len(latents))]
+        patches = generate(steering.generator, latents, steering.device)
+        queries = queries.reset_index(drop=True)
+        queries.insert(0, "label", labels)
+    filters = {
+        "time_range": args.time_range,
+        "harpnums": args.harp,
+        "latitude": args.latitude,
+        "abs_latitude": args.abs_latitude,
+        "splits": args.split,
+    }
+    table = write_query_results(out_dir, retriever, patches, queries, args.k, filters)
+    best = table[table["rank"] == 1]
+    print(f"{len(queries)} queries, {len(table)} matches -> {out_dir}/matches.csv, query.png", file=sys.stderr)
+    for _, row in best.iterrows():
+        print(
+            f"{row['query_label']}: best match HARP {row.get('harpnum', '?')} at {row.get('t_rec', '?')} "
+            f"(cosine {row['similarity']:.3f})",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _cmd_invert(args: argparse.Namespace) -> int:
     from .invert import InversionSettings, run_invert
 
@@ -303,6 +384,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
     config = load_config(args.configfile)
     sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
     return 0
+
+
+def _cmd_explore(args: argparse.Namespace) -> int:
+    from .explore import command
+
+    return command(args)
 
 
 def _add_stage_options(parser: argparse.ArgumentParser, section: str, seed_help: str | None, threads_help: str) -> None:
@@ -451,6 +538,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stage_options(idx, "index", seed_help=None, threads_help="CPU threads")
     idx.set_defaults(func=_cmd_build_index)
 
+    ev = commands.add_parser(
+        "evaluate-retrieval",
+        help="pipeline stage: correlate generated queries' properties with their real matches' (+ baselines)",
+        description="Use the first n_queries generated samples of RUN_DIR/samples as queries, match them to the "
+        "real patches with the run's SimSiam index and with pixel-space, PCA-space and random baselines, and "
+        "write the Pearson and Spearman correlations of tuf, psep, r_paper, tpf and tnf between query and top-1 "
+        "match (and top-k mean) to OUT_DIR/evaluation.json, with evaluation_scatter.png and examples.png.",
+        epilog=EPILOG,
+    )
+    ev.add_argument("--run-dir", required=True, help="a pipeline run's results_dir (samples, data, retrieval)")
+    ev.add_argument("--out-dir", help="output directory (default: RUN_DIR/retrieval)")
+    _add_stage_options(
+        ev, "retrieval_eval", seed_help="seed of the random baseline and the PCA", threads_help="CPU threads"
+    )
+    ev.set_defaults(func=_cmd_evaluate_retrieval)
+
     fit = commands.add_parser(
         "fit-directions",
         help="pipeline stage: one latent direction per physical property (linear SVMs), calibrated",
@@ -513,6 +616,44 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--target", nargs="+", metavar="NAME=VALUE", help="move until NAME reaches VALUE")
     edit.set_defaults(func=_cmd_edit)
 
+    query = commands.add_parser(
+        "query",
+        help="find real SHARP patches that look like a generated patch or a FITS file",
+        description="Make query patches (generated for --target values as in `sharpgen generate`, generated from "
+        "--latents, or read from --fits files and normalized as --configfile says), embed them with the run's "
+        "SimSiam encoder and return the K most similar real patches of its index, optionally filtered by time, "
+        "HARP number, latitude or split. Writes OUT_DIR/matches.csv (per query and match: rank, dataset row, "
+        "cosine similarity, record, HARP and NOAA numbers, T_REC, latitude, split, the match's properties and "
+        "the query's as query_<name>) and query.png (queries and matches side by side); --target also writes "
+        "the generated queries as in `sharpgen generate`.",
+        epilog="Example: sharpgen query --target usflux=3e22 psep_mm=40 --k 9 --abs-latitude 10 30. " + EPILOG,
+    )
+    query.add_argument(
+        "--run-dir", default="results/default", help="a pipeline run's results_dir (default: results/default)"
+    )
+    source = query.add_mutually_exclusive_group(required=True)
+    source.add_argument("--target", nargs="+", metavar="NAME=VALUE", help="generate queries with these properties")
+    source.add_argument("--latents", help="latents.npy (from generate, edit, sample or invert) to generate queries")
+    source.add_argument("--fits", nargs="+", metavar="FILE.fits", help="SHARP CEA FITS files (field in G)")
+    query.add_argument("--rows", nargs="+", type=int, metavar="ROW", help="only these rows of --latents")
+    query.add_argument("--configfile", help="config whose normalize section applies to --fits (default: defaults)")
+    query.add_argument("--n", type=_positive_int, default=1, help="queries to generate for --target (default: 1)")
+    query.add_argument("--seed", type=int, default=0, help="seed of the generated queries' starts (default: 0)")
+    query.add_argument("--keep", nargs="+", metavar="NAME", help="with --target: hold these properties fixed")
+    query.add_argument("--tolerance", type=float, default=0.05, help="relative tolerance of a met target")
+    query.add_argument("--k", type=_positive_int, default=9, help="matches per query (default: 9)")
+    query.add_argument("--time-range", nargs=2, metavar=("START", "END"), help="T_REC range, JSOC or ISO format")
+    query.add_argument("--harp", nargs="+", type=int, metavar="HARPNUM", help="only these HARP numbers")
+    query.add_argument("--latitude", nargs=2, type=float, metavar=("MIN", "MAX"), help="latitude band [deg]")
+    query.add_argument(
+        "--abs-latitude", nargs=2, type=float, metavar=("MIN", "MAX"), help="|latitude| band [deg], both hemispheres"
+    )
+    query.add_argument("--split", nargs="+", choices=("train", "val", "test"), help="only these dataset splits")
+    query.add_argument("--out-dir", help="output directory (default: RUN_DIR/query)")
+    query.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
+    query.add_argument("--threads", type=_positive_int, default=1, help="CPU threads (default: 1)")
+    query.set_defaults(func=_cmd_query)
+
     inv = commands.add_parser(
         "invert",
         help="project real patches into the GAN latent space (for sharpgen edit)",
@@ -549,6 +690,29 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     inv.set_defaults(func=_cmd_invert)
 
+    expl = commands.add_parser(
+        "explore",
+        help="serve an interactive page over a finished run: sliders -> generated patch -> real matches",
+        description="Serve a page (http://127.0.0.1:PORT/) over the artefacts of a finished run: one slider per "
+        "steerable property (paper units; Mx and Mm on fixed_scale runs), a seed, 'hold' toggles, the generated "
+        "patch with its polarity centroids and PIL mask, target vs. achieved properties, a traversal strip and "
+        "the most similar real SHARP patches (HARP/NOAA, T_REC, similarity), with FITS and CSV downloads. "
+        "Binds to the loopback interface unless --host says otherwise. Ctrl-C stops it.",
+        epilog="Example: sharpgen explore --results results/default --port 8765. " + EPILOG,
+    )
+    expl.add_argument(
+        "--results", "--run-dir", dest="results", metavar="DIR", default="results/default",
+        help="a finished run's results_dir (default: results/default)",
+    )  # fmt: skip
+    expl.add_argument("--port", type=int, metavar="N", default=8765, help="TCP port; 0: any free one (default: 8765)")
+    expl.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; anything else is reachable by others)"
+    )
+    expl.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="torch device (default: cpu)")
+    expl.add_argument("--threads", type=_positive_int, default=1, help="CPU threads (default: 1)")
+    expl.add_argument("--verbose", action="store_true", help="log every request")
+    expl.set_defaults(func=_cmd_explore)
+
     conf = commands.add_parser(
         "config",
         help="validate a pipeline config file and print it with every default filled in",
@@ -556,7 +720,59 @@ def build_parser() -> argparse.ArgumentParser:
     )
     conf.add_argument("configfile", help="config YAML, e.g. config/config.yaml")
     conf.set_defaults(func=_cmd_config)
+    _add_figure_command(commands)
     return parser
+
+
+def _cmd_figure(args: argparse.Namespace) -> int:
+    from .figures import Options, make_figure, numbers_path
+
+    options = Options(
+        seed=args.seed,
+        n_patches=args.n_patches,
+        max_patches=args.max_patches,
+        split=args.split,
+        n_thumbnails=args.thumbnails,
+        rulegraph=args.rulegraph,
+        renderer=args.renderer,
+    )
+    make_figure(args.name, args.results, args.out, options)
+    print(f"figure {args.name} -> {args.out} (numbers: {numbers_path(args.out)})", file=sys.stderr)
+    return 0
+
+
+def _add_figure_command(commands) -> None:
+    """``sharpgen figure NAME``: one figure of a finished run (what the figure_* rules call)."""
+    from .figures import FIGURES
+
+    names = "\n".join(f"  {name:<14}{spec.help}" for name, spec in FIGURES.items())
+    fig = commands.add_parser(
+        "figure",
+        help="draw one figure of a pipeline run (PNG + its key numbers as JSON)",
+        description="Draw figure NAME of the run in --results into the PNG --out (written atomically) and its key "
+        "numbers (KS statistics, spectral slopes, final losses, ...) into the same path with .json. Names "
+        f"(figure numbers as in the paper):\n{names}",
+        epilog="Example: sharpgen figure properties --results results/default --out /tmp/properties.png. " + EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fig.add_argument("name", choices=list(FIGURES), metavar="NAME", help="which figure (see the list above)")
+    fig.add_argument("--results", default="results/default", help="a run's results_dir (default: results/default)")
+    fig.add_argument("--out", required=True, help="PNG to write; NAME's numbers go beside it as .json")
+    fig.add_argument("--seed", type=int, default=23, help="seed of the random patches shown (default: 23)")
+    fig.add_argument("--split", default="train", help="real patches compared with generated ones (default: train)")
+    fig.add_argument("--n-patches", type=_positive_int, default=16, help="patches per side in 'patches' (default: 16)")
+    fig.add_argument(
+        "--max-patches", type=_positive_int, default=2000, help="patches per set in 'spectra' (default: 2000)"
+    )
+    fig.add_argument("--thumbnails", type=_positive_int, default=36, help="thumbnails in 'embedding' (default: 36)")
+    fig.add_argument("--rulegraph", metavar="DOT", help="'pipeline': the output of `snakemake --rulegraph`")
+    fig.add_argument(
+        "--renderer",
+        choices=("auto", "dot", "matplotlib"),
+        default="auto",
+        help="'pipeline': Graphviz dot, matplotlib, or dot when installed (default: auto)",
+    )
+    fig.set_defaults(func=_cmd_figure)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -124,6 +124,10 @@ def dask_client(scheduler_address: str | None, workers: int) -> Iterator:
             client = Client(scheduler_address, timeout="20s")
         except OSError as exc:
             raise SharpgenError(f"cannot reach the Dask scheduler at {scheduler_address} ({exc})") from exc
+        except (ValueError, TypeError) as exc:  # a malformed address: no port, unknown scheme
+            raise SharpgenError(
+                f"not a Dask scheduler address: {scheduler_address!r} ({exc}; expected e.g. tcp://10.0.0.5:8786)"
+            ) from exc
         with client:
             yield client
         return

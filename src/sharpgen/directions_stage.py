@@ -3,10 +3,13 @@
 Reads ``samples/latents.npy`` + ``samples/properties.parquet`` (and the generator, to traverse) and writes
 into ``directions/``:
 
-- ``directions.json``: per property the unit normal (plain), its conditional version (orthogonal to every
-  other configured property's normal), SVM offset, held-out accuracy, and for both versions the median
-  traversal Spearman correlation and the median slope of every measured property per unit step;
-- ``traversals.parquet``: every measured traversal point (direction, kind, start, step, properties);
+- ``directions.json``: the split boundary (``directions.split_by``, e.g. the leading polarity; or null), per
+  property and side the unit normal, SVM offset and held-out accuracy, and for both the plain direction and
+  its conditional version (orthogonal to every other configured property's direction on the same side) the
+  median traversal Spearman correlation (over all steps, and over steps >= 0 as in the paper's traversals)
+  and the median slope of every measured property per unit step;
+- ``traversals.parquet``: every measured traversal point (direction, kind, start, side, step, properties);
+  each start moves along the direction of its own side;
 - ``calibration.parquet``: per direction, kind and step, median and quartiles of every property's change;
 - ``entanglement.json``: the plain and conditional entanglement matrices (see :mod:`sharpgen.steering`).
 """
@@ -23,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import write_parquet_atomic, write_text_atomic
-from .directions import conditional_normal, directions_to_json, fit_direction
+from .directions import ALL_LATENTS, SIDES, DirectionSet, directions_to_json, fit_direction, fit_split, sides_of
 from .errors import SharpgenError
 from .gan_models import load_generator
 from .gan_train import pick_device
@@ -39,6 +42,7 @@ class DirectionSettings:
     """Settings of ``fit_directions`` (config section ``directions``)."""
 
     properties: tuple[str, ...]
+    split_by: str | None
     label_fraction: float
     heldout_fraction: float
     svm_c: float
@@ -52,6 +56,7 @@ class DirectionSettings:
         section = config["directions"]
         return cls(
             properties=tuple(section["properties"]),
+            split_by=section.get("split_by"),
             label_fraction=float(section["label_fraction"]),
             heldout_fraction=float(section["heldout_fraction"]),
             svm_c=float(section["svm_c"]),
@@ -85,20 +90,26 @@ def fit_directions(
             f"directions.properties: {', '.join(missing)} not measured by the sample stage "
             f"(available: {', '.join(c for c in table.columns if c != 'sample')})"
         )
-    plain = {
-        name: fit_direction(
-            name, latents, table[name].to_numpy(), settings.label_fraction, settings.heldout_fraction, seed,
+    if settings.split_by is not None and settings.split_by not in table.columns:
+        raise SharpgenError(f"directions.split_by: {settings.split_by!r} is not measured by the sample stage")
+    split = None
+    if settings.split_by is not None:
+        split = fit_split(
+            settings.split_by, latents, table[settings.split_by].to_numpy(), settings.heldout_fraction, seed,
             settings.svm_c,
-        )
+        )  # fmt: skip
+    sides = sides_of(split, latents)
+    plain = {
+        name: {
+            side: fit_direction(
+                name, latents[sides == side], table[name].to_numpy()[sides == side], settings.label_fraction,
+                settings.heldout_fraction, seed, settings.svm_c,
+            )
+            for side in ((ALL_LATENTS,) if split is None else SIDES)
+        }
         for name in settings.properties
     }  # fmt: skip
-    normals = {
-        "plain": {name: d.normal for name, d in plain.items()},
-        "conditional": {
-            name: conditional_normal(d.normal, [o.normal for other, o in plain.items() if other != name])
-            for name, d in plain.items()
-        },
-    }
+    directions = DirectionSet(split, plain)
     dev = pick_device(device)
     generator, gan_settings = load_generator(generator_path, dev)
     measured = list(dict.fromkeys([*settings.properties, *(c for c in table.columns if c != "sample")]))
@@ -111,15 +122,21 @@ def fit_directions(
     spread = {name: float(np.nanstd(table[name].to_numpy())) for name in measured}
     traversals, curves, summary = [], [], {}
     matrices = {kind: {} for kind in KINDS}
-    bar = progress_bar(total=len(KINDS) * len(plain), desc="fit_directions", unit="traversal set", disable=not progress)
+    bar = progress_bar(
+        total=len(KINDS) * len(settings.properties), desc="fit_directions", unit="traversal set", disable=not progress
+    )
     for kind in KINDS:
         for name in settings.properties:
-            traversal = traverse(measure, starts, normals[kind][name], steps)
+            conditions = settings.properties if kind == "conditional" else ()
+            normals = directions.normals(name, starts, conditions)
+            traversal = traverse(measure, starts, normals, steps, directions.keep_sides)
+            traversal.insert(2, "side", np.repeat(directions.side_of(starts), len(steps)))
             slopes = median_slopes(traversal, measured)
             own = {other: slopes[other] for other in settings.properties}
             matrices[kind][name] = entanglement_row(own, name, spread)
             summary.setdefault(name, {})[kind] = {
                 "median_spearman": median_spearman(traversal, name),
+                "median_spearman_upward": median_spearman(traversal[traversal["step"] >= 0], name),
                 "slopes_per_step": slopes,
             }
             curve = calibration_curves(traversal, measured)
@@ -130,14 +147,13 @@ def fit_directions(
             curves.append(curve)
             bar.update(1)
     bar.close()
-    document = directions_to_json(list(plain.values()), dataclasses.asdict(settings))
+    document = directions_to_json(directions, dataclasses.asdict(settings))
     document["measurement"] = {
         "threshold_gauss": sample_settings.threshold_gauss,
         "pixel_mm": sample_settings.pixel_mm,
         "image_size": int(gan_settings["image_size"]),
     }
     for name, entry in document["directions"].items():
-        entry["conditional_normal"] = [float(x) for x in normals["conditional"][name]]
         entry["conditional_on"] = [other for other in settings.properties if other != name]
         entry["traversal"] = summary[name]
         entry["sample_std"] = spread[name]

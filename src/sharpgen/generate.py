@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path, write_text_atomic
-from .directions import conditional_normal, directions_from_json
+from .directions import DirectionSet, directions_from_json
 from .errors import SharpgenError
 from .fitsio import write_sharp_fits
 from .gan_models import LATENT_DIM, load_generator
@@ -43,7 +43,7 @@ class Steering:
     image_size: int
     threshold_gauss: float
     pixel_mm: float | None
-    normals: dict[str, np.ndarray]
+    directions: DirectionSet
     slopes: dict[str, dict[str, float]]
     samples: pd.DataFrame
     sample_latents: np.ndarray | None = None  # (M, 100), row i = the latent of samples row i
@@ -55,7 +55,7 @@ class Steering:
     def to_paper_units(self, name: str, value: float) -> tuple[str, float]:
         """Map a physical target to the property that has a direction: ``usflux`` [Mx] -> ``tuf`` [kG],
         ``psep_mm`` [Mm] -> ``psep`` (fraction of the patch diagonal); other names pass through."""
-        if name in self.normals or name not in PHYSICAL_TWINS:
+        if name in self.directions or name not in PHYSICAL_TWINS:
             return name, value
         if self.pixel_mm is None:
             raise SharpgenError(f"target {name!r} needs a fixed_scale run (this one used resize: paper units only)")
@@ -88,7 +88,7 @@ def load_steering(run_dir: str | os.PathLike, device: str = "auto") -> Steering:
         image_size=int(settings["image_size"]),
         threshold_gauss=float(measurement["threshold_gauss"]),
         pixel_mm=measurement["pixel_mm"],
-        normals={name: d.normal for name, d in directions_from_json(document).items()},
+        directions=directions_from_json(document),
         slopes={name: entry["traversal"]["plain"]["slopes_per_step"] for name, entry in document["directions"].items()},
         samples=pd.read_parquet(run_dir / "samples" / "properties.parquet"),
         sample_latents=np.load(run_dir / "samples" / "latents.npy", mmap_mode="r"),
@@ -135,16 +135,16 @@ def steer(
     wanted = {}
     for name, value in (targets or {}).items():
         paper_name, paper_value = steering.to_paper_units(name, value)
-        if paper_name not in steering.normals:
+        if paper_name not in steering.directions:
             raise SharpgenError(
-                f"no direction for {name!r} (directions exist for: {', '.join(steering.normals)}; "
+                f"no direction for {name!r} (directions exist for: {', '.join(steering.directions)}; "
                 "add it to directions.properties)"
             )
         _check_reachable(steering, paper_name, paper_value, (name, value))
         wanted[paper_name] = paper_value
-    unknown = [name for name in keep if name not in steering.normals]
+    unknown = [name for name in keep if name not in steering.directions]
     if unknown:
-        raise SharpgenError(f"cannot keep {', '.join(unknown)}: no direction (have: {', '.join(steering.normals)})")
+        raise SharpgenError(f"cannot keep {', '.join(unknown)}: no direction (have: {', '.join(steering.directions)})")
     names = list(dict.fromkeys([*wanted, *(k for k in keep if k not in wanted)]))
     if not names:
         raise SharpgenError("nothing to do: give at least one target (NAME=VALUE) or a property to keep")
@@ -154,10 +154,11 @@ def steer(
     )
     jacobian = np.array([[steering.slopes[d][p] for d in names] for p in names])
     floors = np.array([0.1 * np.nanstd(steering.samples[n].to_numpy(dtype=np.float64)) for n in names])
-    normals = np.stack([steering.normals[n] for n in names])
+    normals = np.stack([steering.directions.normals(n, starts) for n in names], axis=1)  # (N, D, 100)
     latents, table, converged = solve_targets(
-        steering.measure, starts, normals, jacobian, names, goal, tolerance=tolerance, floors=floors
-    )
+        steering.measure, starts, normals, jacobian, names, goal, tolerance=tolerance, floors=floors,
+        constrain=steering.directions.keep_sides,
+    )  # fmt: skip
     return latents, table, converged, wanted
 
 
@@ -253,15 +254,18 @@ def random_latents(n: int, seed: int) -> np.ndarray:
 def step_along(
     steering: Steering, latents: np.ndarray, steps: Mapping[str, float], keep: Sequence[str] = ()
 ) -> np.ndarray:
-    """Move ``latents`` by ``steps[name]`` (latent units) along each named direction; with ``keep``, along its
-    conditional version orthogonal to the kept properties' directions (their SVM scores do not change)."""
-    unknown = [name for name in [*steps, *keep] if name not in steering.normals]
+    """Move ``latents`` by ``steps[name]`` (latent units) along each named direction (that of the side each
+    latent starts on); with ``keep``, along its conditional version orthogonal to the kept properties'
+    directions (their SVM scores do not change). A latent never crosses the split boundary (it keeps its
+    leading polarity; see :meth:`DirectionSet.keep_sides`)."""
+    unknown = [name for name in [*steps, *keep] if name not in steering.directions]
     if unknown:
-        raise SharpgenError(f"no direction for {', '.join(unknown)} (have: {', '.join(steering.normals)})")
-    moved = np.asarray(latents, dtype=np.float64).copy()
+        raise SharpgenError(f"no direction for {', '.join(unknown)} (have: {', '.join(steering.directions)})")
+    start = np.asarray(latents, dtype=np.float64)
+    moved = start.copy()
     for name, step in steps.items():
-        conditions = [steering.normals[k] for k in keep if k != name]
-        moved += step * conditional_normal(steering.normals[name], conditions)
+        moved += step * steering.directions.normals(name, start, keep)
+    moved = steering.directions.keep_sides(moved, start)
     return moved.astype(np.float32)
 
 

@@ -20,6 +20,22 @@ def _pyplot():
     return pyplot
 
 
+def draw_patch(axis, patch: np.ndarray):
+    """Show one normalized patch (1 unit = 1 kG) on ``axis``: gray from -1 kG (black) to +1 kG (white), row 0 at
+    the bottom (north up, as a CEA map), no axes. Returns the image (for a colour bar)."""
+    axis.set_axis_off()
+    return axis.imshow(patch, cmap="gray", vmin=-1.0, vmax=1.0, origin="lower", interpolation="nearest")
+
+
+def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> None:
+    """Write a matplotlib ``figure`` to the PNG ``path`` atomically, then close it."""
+    try:
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, format="png", dpi=dpi)
+    finally:
+        _pyplot().close(figure)
+
+
 def save_patch_grid(
     patches: np.ndarray,
     path: str | os.PathLike,
@@ -41,12 +57,10 @@ def save_patch_grid(
     for i, axis in enumerate(np.atleast_1d(axes).ravel()):
         axis.set_axis_off()
         if i < n:
-            axis.imshow(patches[i], cmap="gray", vmin=-1.0, vmax=1.0, origin="lower", interpolation="nearest")
+            draw_patch(axis, patches[i])
             if titles is not None:
                 axis.set_title(titles[i], fontsize=6)
     if title:
         figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
-    pyplot.close(figure)
+    save_figure(figure, path)

@@ -60,7 +60,7 @@ def generate(generator, z: np.ndarray, device) -> np.ndarray:
     import torch
 
     with torch.no_grad():
-        return generator(torch.from_numpy(z).to(device)).squeeze(1).cpu().numpy()
+        return generator(torch.from_numpy(np.asarray(z, dtype=np.float32)).to(device)).squeeze(1).cpu().numpy()
 
 
 def latent_properties(

@@ -20,16 +20,24 @@ from scipy import stats
 
 Measure = Callable[[np.ndarray], pd.DataFrame]
 """Generate and measure ``(N, 100)`` latents: a table of properties, row i for latent i."""
+Constrain = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``(moved latents, their origins) -> allowed latents`` (e.g. :meth:`DirectionSet.keep_sides`)."""
 
 
-def traverse(measure: Measure, starts: np.ndarray, normal: np.ndarray, steps: np.ndarray) -> pd.DataFrame:
-    """Measure ``starts[r] + steps[k] * normal`` for every start r and step k.
+def traverse(
+    measure: Measure, starts: np.ndarray, normals: np.ndarray, steps: np.ndarray, constrain: Constrain | None = None
+) -> pd.DataFrame:
+    """Measure ``starts[r] + steps[k] * normals[r]`` for every start r and step k (``normals``: one ``(100,)``
+    direction for all starts, or ``(R, 100)``, one per start), passed through ``constrain`` if given.
 
     Returns one row per (start, step), with columns ``start``, ``step`` and every measured property.
     """
     starts, steps = np.asarray(starts, dtype=np.float32), np.asarray(steps, dtype=np.float32)
-    latents = starts[:, None, :] + steps[None, :, None] * np.asarray(normal, dtype=np.float32)
-    table = measure(latents.reshape(-1, starts.shape[1]))
+    normals = np.broadcast_to(np.asarray(normals, dtype=np.float32), starts.shape)
+    latents = (starts[:, None, :] + steps[None, :, None] * normals[:, None, :]).reshape(-1, starts.shape[1])
+    if constrain is not None:
+        latents = constrain(latents, np.repeat(starts, len(steps), axis=0)).astype(np.float32)
+    table = measure(latents)
     table.insert(0, "step", np.tile(steps.astype(np.float64), len(starts)))
     table.insert(0, "start", np.repeat(np.arange(len(starts)), len(steps)))
     return table
@@ -100,25 +108,34 @@ def solve_targets(
     floors: np.ndarray | None = None,
     max_iterations: int = 10,
     max_step: float = 8.0,
+    constrain: Constrain | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
     """Step each start along ``normals`` until properties ``names`` reach ``targets`` (quasi-Newton).
 
-    ``normals``: ``(D, 100)`` unit directions; ``jacobian``: ``(P, D)`` median change of property p per unit
-    step along direction d (from the calibration traversals), the first estimate; ``targets``: ``(N, P)``
-    wanted values, one row per start (a held property's target is its start's own value). Each iteration
-    measures the current latents, moves every unconverged one by the least-squares step ``J^+ (target -
-    value)`` and refines that request's own ``J`` from what the step did (Broyden's update), so curved
+    ``normals``: ``(D, 100)`` unit directions, or ``(N, D, 100)``, one set per start; ``jacobian``: ``(P, D)``
+    median change of property p per unit step along direction d (from the calibration traversals), the first
+    estimate; ``targets``: ``(N, P)`` wanted values, one row per start (a held property's target is its start's own
+    value). Each iteration measures the current latents, moves every unconverged one by the least-squares step ``J^+
+    (target - value)`` and refines that request's own ``J`` from what the step did (Broyden's update), so curved
     responses converge. When a property becomes undefined (NaN) the last step is halved back. A request
     converges when every property is within ``tolerance`` of its target, relative to ``max(|target|, floor)``.
-    Total steps are clipped to ``+-max_step`` per direction, keeping latents where the generator was trained.
+    Total steps are clipped to ``+-max_step`` per direction, keeping latents where the generator was trained;
+    ``constrain`` (if given) maps every moved latent to an allowed one before it is measured.
 
     Returns ``(latents (N, 100), measured table of the final latents, converged (N,) bool)``.
     """
     starts = np.asarray(starts, dtype=np.float64)
-    normals = np.asarray(normals, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)
+    n = len(starts)
+    normals = np.asarray(normals, dtype=np.float64)
+    normals = np.broadcast_to(normals, (n, *normals.shape[-2:]))
+    dims = normals.shape[1]
+
+    def latents_at(steps: np.ndarray) -> np.ndarray:
+        latents = starts + np.einsum("nd,ndk->nk", steps, normals)
+        return latents if constrain is None else constrain(latents, starts)
+
     scale = np.maximum(np.abs(targets), 1e-12 if floors is None else np.asarray(floors, dtype=np.float64))
-    n, dims = len(starts), len(normals)
     jacobians = np.repeat(np.asarray(jacobian, dtype=np.float64)[None], n, axis=0)
     steps, last_step = np.zeros((n, dims)), np.zeros((n, dims))
     table = measure(starts)
@@ -141,8 +158,8 @@ def solve_targets(
         new_steps = np.clip(steps + update, -max_step, max_step)
         last_step, steps = new_steps - steps, new_steps
         last_values, last_defined = values, defined
-        table = measure(starts + steps @ normals)
+        table = measure(latents_at(steps))
         values = table[list(names)].to_numpy(dtype=np.float64)
     defined = np.all(np.isfinite(values), axis=1)
     converged = defined & np.all(np.abs(values - targets) <= tolerance * scale, axis=1)
-    return starts + steps @ normals, table, converged
+    return latents_at(steps), table, converged

@@ -33,3 +33,21 @@ RAW_MANIFEST = f"{RAW_DIR}/manifest.parquet"
 def as_json_arg(mapping):
     """Quote a config section as one shell word of JSON, for the CLI's --settings option."""
     return shlex.quote(json.dumps(mapping, sort_keys=True))
+
+
+def figure_output(name, category, subcategory):
+    """The report-marked PNG of figure `name` (caption workflow/report/<name>.rst) and its numbers' JSON."""
+    return {
+        "png": report(
+            f"{RESULTS}/figures/{name}.png",
+            caption=f"../report/{name}.rst",
+            category=category,
+            subcategory=subcategory,
+        ),
+        "numbers": f"{RESULTS}/figures/{name}.json",
+    }
+
+
+def run_dir_of_figure(wildcards, output):
+    """The results_dir a figure belongs to (`sharpgen figure --results`): two levels above figures/<name>.png."""
+    return os.path.dirname(os.path.dirname(output.png))

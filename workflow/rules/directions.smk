@@ -26,7 +26,7 @@ rule fit_directions:
         mem_mb=4000,
         runtime=60,
     conda:
-        "../../envs/sharpgen.yaml"
+        "../../envs/torch.yaml"
     shell:
         "sharpgen fit-directions --samples-dir {params.samples_dir} --generator {input.generator} "
         "--out-dir {params.out_dir} --settings {params.settings} --normalize-settings {params.normalize} "

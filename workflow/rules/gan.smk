@@ -24,7 +24,7 @@ rule train_gan:
         mem_mb=8000,
         runtime=240,
     conda:
-        "../../envs/sharpgen.yaml"
+        "../../envs/torch.yaml"
     shell:
         "sharpgen train-gan --data-dir {params.data_dir} --out-dir {params.out_dir} --settings {params.settings} "
         "--image-size {params.image_size} --seed {params.seed} --threads {threads} > {log} 2>&1"

@@ -27,7 +27,7 @@ rule normalize:
         mem_mb=8000,
         runtime=120,
     conda:
-        "../../envs/sharpgen.yaml"
+        "../../envs/data.yaml"
     shell:
         "sharpgen normalize --raw-dir {params.raw_dir} --out-dir {params.out_dir} --settings {params.settings} "
         "--image-size {params.image_size} --seed {params.seed} --threads {threads} {params.scheduler} > {log} 2>&1"

@@ -18,7 +18,7 @@ rule retrieve:
         mem_mb=4000,
         runtime=60,
     conda:
-        "../../envs/sharpgen.yaml"
+        "../../envs/data.yaml"
     shell:
         "sharpgen retrieve --source {params.source} --out-dir {params.out_dir} "
         "--settings {params.settings} --seed {params.seed} --threads {threads} > {log} 2>&1"

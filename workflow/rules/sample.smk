@@ -22,7 +22,7 @@ rule sample:
         mem_mb=4000,
         runtime=60,
     conda:
-        "../../envs/sharpgen.yaml"
+        "../../envs/torch.yaml"
     shell:
         "sharpgen sample --generator {input.generator} --out-dir {params.out_dir} --settings {params.settings} "
         "--normalize-settings {params.normalize} --seed {params.seed} --threads {threads} > {log} 2>&1"

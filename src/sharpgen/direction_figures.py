@@ -1,0 +1,307 @@
+"""Figures of the latent directions (paper figs. 4-6): latent space with the SVM boundary, traversal grids,
+property-vs-step calibration curves, the entanglement matrices, and plain vs. conditional editing.
+
+Each ``plot_*`` function takes arrays/tables, writes one PNG atomically and returns the key numbers it shows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .directions import DirectionSet
+from .errors import SharpgenError
+from .plotting import _pyplot, draw_patch, save_figure
+
+Generate = Callable[[np.ndarray], np.ndarray]
+"""``(N, 100)`` latents -> ``(N, S, S)`` normalized patches."""
+Measure = Callable[[np.ndarray], pd.DataFrame]
+
+
+def plot_latent_space(
+    directions: DirectionSet,
+    latents: np.ndarray,
+    values: pd.DataFrame,
+    patches: np.ndarray,
+    properties: Sequence[str],
+    path: str | os.PathLike,
+    thumbnails: int = 12,
+) -> dict:
+    """Paper fig. 4: per property, the sampled latents at (signed distance to the property's SVM boundary on
+    their side, signed distance to the split boundary), coloured by the property, with thumbnails of a few
+    generated patches. The vertical line is the property's boundary, the horizontal one the split's."""
+    missing = [name for name in properties if name not in directions or name not in values]
+    if missing:
+        raise SharpgenError(f"latent-space figure: no direction or values for {', '.join(missing)}")
+    pyplot = _pyplot()
+    figure, axes = pyplot.subplots(1, len(properties), figsize=(4.2 * len(properties), 4.2), squeeze=False)
+    sides = directions.side_of(latents)
+    vertical = directions.split.score(latents) if directions.split is not None else np.zeros(len(latents))
+    shown = np.random.default_rng(0).choice(len(latents), size=min(thumbnails, len(latents)), replace=False)
+    numbers = {}
+    for axis, name in zip(axes[0], properties, strict=True):
+        score = np.empty(len(latents))
+        for side in directions.sides:
+            on_side = sides == side
+            score[on_side] = directions.plain[name][side].score(latents[on_side])
+        color = np.log10(np.clip(values[name].to_numpy(dtype=np.float64), 1e-6, None))
+        points = axis.scatter(score, vertical, c=color, s=3, cmap="viridis", linewidths=0)
+        figure.colorbar(points, ax=axis, label=f"log10 {name}", fraction=0.046)
+        width, height = 0.12 * max(np.ptp(score), 1e-6), 0.07 * max(np.ptp(vertical), 1e-6)
+        for i in shown:  # thumbnails centred on their latents, in data coordinates
+            bounds = [score[i] - width / 2, vertical[i] - height / 2, width, height]
+            draw_patch(axis.inset_axes(bounds, transform=axis.transData), patches[i])
+        axis.axvline(0.0, color="k", linewidth=0.8)
+        axis.axhline(0.0, color="0.4", linewidth=0.8, linestyle="--")
+        accuracy = directions.accuracy(name)
+        axis.set_title(f"{name}: held-out SVM accuracy {accuracy:.2f}", fontsize=9)
+        axis.set_xlabel(f"distance to the {name} boundary (latent units)", fontsize=8)
+        axis.set_ylabel("distance to the polarity boundary" if directions.split is not None else "", fontsize=8)
+        numbers[name] = {"heldout_accuracy": accuracy}
+    figure.suptitle("latent space of the generator: SVM boundaries (solid) and polarity split (dashed)", fontsize=10)
+    figure.tight_layout()
+    save_figure(figure, path)
+    return numbers
+
+
+def plot_traversal_grid(
+    generate: Generate,
+    measure: Measure,
+    directions: DirectionSet,
+    start: np.ndarray,
+    properties: Sequence[str],
+    steps: np.ndarray,
+    path: str | os.PathLike,
+    conditions: Sequence[str] = (),
+) -> dict:
+    """Paper fig. 5: one row per property, the patch generated at ``start + step * n`` for each step (the
+    direction of ``start``'s side, kept on that side), titled with the property's measured value."""
+    pyplot = _pyplot()
+    steps = np.asarray(steps, dtype=np.float64)
+    start = np.asarray(start, dtype=np.float64).reshape(1, -1)
+    figure, axes = pyplot.subplots(
+        len(properties), len(steps), figsize=(1.5 * len(steps), 1.7 * len(properties)), squeeze=False
+    )
+    numbers = {}
+    for row, name in enumerate(properties):
+        normal = directions.normals(name, start, [c for c in conditions if c != name])
+        latents = directions.keep_sides(start + steps[:, None] * normal, np.repeat(start, len(steps), axis=0))
+        patches, table = generate(latents), measure(latents)
+        for column, (patch, value) in enumerate(zip(patches, table[name], strict=True)):
+            draw_patch(axes[row, column], patch)
+            axes[row, column].set_title(f"{name}={value:.3g}", fontsize=6)
+        axes[row, 0].text(
+            -0.15, 0.5, name, transform=axes[row, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8
+        )
+        numbers[name] = [float(v) for v in table[name]]
+    labels = ", ".join(f"{s:+.1f}" for s in steps)
+    figure.suptitle(f"latent traversals along each property's direction; steps {labels} (latent units)", fontsize=9)
+    save_figure(figure, path)
+    return {"steps": steps.tolist(), "values": numbers}
+
+
+def plot_calibration(calibration: pd.DataFrame, properties: Sequence[str], path: str | os.PathLike) -> dict:
+    """Property change vs. step along its own direction: median and interquartile band over the random starts,
+    plain (solid) and conditional (dashed) directions."""
+    needed = {"direction", "kind", "step"}
+    if not needed <= set(calibration.columns):
+        raise SharpgenError(f"calibration table: missing columns {', '.join(sorted(needed - set(calibration)))}")
+    pyplot = _pyplot()
+    columns = min(4, len(properties))
+    rows = -(-len(properties) // columns)
+    figure, axes = pyplot.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False)
+    numbers = {}
+    for axis, name in zip(axes.ravel(), properties, strict=False):
+        for kind, style in (("plain", "-"), ("conditional", "--")):
+            curve = calibration[(calibration["direction"] == name) & (calibration["kind"] == kind)]
+            if curve.empty:
+                continue
+            axis.plot(
+                curve["step"], curve[f"{name}_median"], style, color="C0" if kind == "plain" else "C1", label=kind
+            )
+            axis.fill_between(
+                curve["step"], curve[f"{name}_q25"], curve[f"{name}_q75"], alpha=0.2,
+                color="C0" if kind == "plain" else "C1",
+            )  # fmt: skip
+            numbers.setdefault(name, {})[kind] = {
+                "step": curve["step"].tolist(), "median_change": curve[f"{name}_median"].tolist()
+            }  # fmt: skip
+        axis.axhline(0.0, color="0.6", linewidth=0.6)
+        axis.set_title(f"{name} along its direction", fontsize=9)
+        axis.set_xlabel("step (latent units)", fontsize=8)
+        axis.set_ylabel(f"change of {name}", fontsize=8)
+        axis.tick_params(labelsize=7)
+    for axis in axes.ravel()[len(properties) :]:
+        axis.set_axis_off()
+    axes.ravel()[0].legend(fontsize=7)
+    figure.suptitle("calibration: median and interquartile range over random starting latents", fontsize=10)
+    figure.tight_layout()
+    save_figure(figure, path)
+    return numbers
+
+
+def plot_entanglement(entanglement: dict, path: str | os.PathLike) -> dict:
+    """The plain and conditional entanglement matrices side by side: row = direction, column = property,
+    slope in units of the property's sample spread relative to the row's own property (diagonal = 1)."""
+    properties = entanglement["properties"]
+    pyplot = _pyplot()
+    figure, axes = pyplot.subplots(1, 2, figsize=(5.0 + 0.9 * len(properties), 0.5 * len(properties) + 2.2))
+    numbers = {}
+    for axis, kind in zip(axes, ("plain", "conditional"), strict=True):
+        matrix = np.array([[entanglement[kind][row][col] for col in properties] for row in properties])
+        image = axis.imshow(matrix, cmap="RdBu_r", vmin=-1.5, vmax=1.5)
+        for i in range(len(properties)):
+            for j in range(len(properties)):
+                axis.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7)
+        axis.set_xticks(range(len(properties)), properties, rotation=45, fontsize=8)
+        axis.set_yticks(range(len(properties)), properties, fontsize=8)
+        off = np.abs(matrix[~np.eye(len(properties), dtype=bool)])
+        median = float(np.nanmedian(off)) if off.size else float("nan")
+        axis.set_title(f"{kind} directions (median |off-diagonal| {median:.2f})", fontsize=9)
+        axis.set_xlabel("property that changes", fontsize=8)
+        axis.set_ylabel("direction moved along", fontsize=8)
+        numbers[kind] = {"median_abs_off_diagonal": median}
+    figure.colorbar(image, ax=list(axes), fraction=0.03, label="slope / own slope (in sample std)")
+    save_figure(figure, path)
+    return numbers
+
+
+def plot_conditional_edit(
+    generate: Generate,
+    measure: Measure,
+    directions: DirectionSet,
+    start: np.ndarray,
+    primal: str,
+    held: str,
+    steps: np.ndarray,
+    path: str | os.PathLike,
+) -> dict:
+    """Paper fig. 6: ``primal`` edited along its plain direction (top row) and along the direction that holds
+    ``held`` (bottom row), each panel titled with both values, and the two properties vs. step below."""
+    if primal not in directions or held not in directions:
+        raise SharpgenError(f"conditional-edit figure: needs directions for {primal!r} and {held!r}")
+    pyplot = _pyplot()
+    steps = np.asarray(steps, dtype=np.float64)
+    start = np.asarray(start, dtype=np.float64).reshape(1, -1)
+    figure = pyplot.figure(figsize=(1.5 * len(steps), 6.2))
+    grid = figure.add_gridspec(3, len(steps), height_ratios=[1, 1, 1.6])
+    numbers, curves = {}, {}
+    for row, (kind, conditions) in enumerate((("plain", ()), ("conditional", (held,)))):
+        normal = directions.normals(primal, start, conditions)
+        latents = directions.keep_sides(start + steps[:, None] * normal, np.repeat(start, len(steps), axis=0))
+        patches, table = generate(latents), measure(latents)
+        for column, patch in enumerate(patches):
+            axis = figure.add_subplot(grid[row, column])
+            draw_patch(axis, patch)
+            axis.set_title(
+                f"{primal}={table[primal].iloc[column]:.3g}\n{held}={table[held].iloc[column]:.3g}", fontsize=6
+            )
+        curves[kind] = table
+        change = {name: float(table[name].iloc[-1] - table[name].iloc[0]) for name in (primal, held)}
+        numbers[kind] = change
+    axis_primal = figure.add_subplot(grid[2, : len(steps) // 2])
+    axis_held = figure.add_subplot(grid[2, len(steps) // 2 :])
+    for kind, style in (("plain", "-o"), ("conditional", "--s")):
+        axis_primal.plot(steps, curves[kind][primal], style, markersize=3, label=kind)
+        axis_held.plot(steps, curves[kind][held], style, markersize=3, label=kind)
+    for axis, name in ((axis_primal, primal), (axis_held, held)):
+        axis.set_xlabel("step (latent units)", fontsize=8)
+        axis.set_ylabel(name, fontsize=8)
+        axis.tick_params(labelsize=7)
+        axis.legend(fontsize=7)
+    figure.suptitle(f"editing {primal}: plain direction (top) vs. holding {held} (middle)", fontsize=10)
+    figure.tight_layout()
+    save_figure(figure, path)
+    return numbers
+
+
+TRAVERSAL_COLUMNS = 9
+"""Patches per row of the traversal figures (steps from -max_step to +max_step of the run's directions)."""
+
+
+def _run_steering(results):
+    from .generate import load_steering
+
+    steering = load_steering(results)
+    if steering.sample_latents is None:
+        raise SharpgenError(f"{results}/samples/latents.npy not found: run the sample stage first")
+    return steering
+
+
+def _generate(steering) -> Generate:
+    from .sample import generate
+
+    return lambda latents: generate(steering.generator, latents, steering.device)
+
+
+def _median_start(steering, name: str = "tuf") -> np.ndarray:
+    """The sampled latent whose ``name`` is the median of the samples (a typical active region)."""
+    values = steering.samples[name if name in steering.samples else steering.samples.columns[1]].to_numpy(float)
+    order = np.argsort(np.where(np.isfinite(values), values, np.inf), kind="stable")
+    return np.asarray(steering.sample_latents[order[np.isfinite(values).sum() // 2]], dtype=np.float64)
+
+
+def _steps(results) -> np.ndarray:
+    import json
+    from pathlib import Path
+
+    settings = json.loads((Path(results) / "directions" / "directions.json").read_text())["settings"]
+    return np.linspace(-settings["max_step"], settings["max_step"], TRAVERSAL_COLUMNS)
+
+
+def figure_latent_space(results, out, options) -> dict:
+    """``sharpgen figure latent-space``: :func:`plot_latent_space` of the first ``max_patches`` samples."""
+    import zarr
+
+    steering = _run_steering(results)
+    count = min(options.max_patches, len(steering.samples))
+    shown = [name for name in ("tuf", "psep", "r_paper") if name in steering.directions] or list(steering.directions)
+    patches = zarr.open_array(str(results / "samples" / "patches.zarr"), mode="r")[:count]
+    latents = np.asarray(steering.sample_latents[:count], dtype=np.float64)
+    return plot_latent_space(steering.directions, latents, steering.samples.iloc[:count], patches, shown, out)
+
+
+def figure_traversals(results, out, options) -> dict:
+    """``sharpgen figure traversals``: :func:`plot_traversal_grid` from the median-flux sample."""
+    steering = _run_steering(results)
+    properties = list(steering.directions)
+    start = _median_start(steering)
+    return plot_traversal_grid(
+        _generate(steering), steering.measure, steering.directions, start, properties, _steps(results), out
+    )
+
+
+def figure_calibration(results, out, options) -> dict:
+    """``sharpgen figure calibration``: :func:`plot_calibration` of ``directions/calibration.parquet``."""
+    path = results / "directions" / "calibration.parquet"
+    if not path.is_file():
+        raise SharpgenError(f"{path} not found: run fit_directions first")
+    calibration = pd.read_parquet(path)
+    return plot_calibration(calibration, list(dict.fromkeys(calibration["direction"])), out)
+
+
+def figure_entanglement(results, out, options) -> dict:
+    """``sharpgen figure entanglement``: :func:`plot_entanglement` of ``directions/entanglement.json``."""
+    import json
+
+    path = results / "directions" / "entanglement.json"
+    if not path.is_file():
+        raise SharpgenError(f"{path} not found: run fit_directions first")
+    return plot_entanglement(json.loads(path.read_text()), out)
+
+
+def figure_conditional_edit(results, out, options) -> dict:
+    """``sharpgen figure conditional-edit``: :func:`plot_conditional_edit` of ``r_paper`` holding ``tuf``
+    (the first two directions when the run has not both)."""
+    steering = _run_steering(results)
+    names = list(steering.directions)
+    primal, held = ("r_paper", "tuf") if {"r_paper", "tuf"} <= set(names) else (names[-1], names[0])
+    if primal == held:
+        raise SharpgenError("the conditional-edit figure needs at least two directions")
+    return plot_conditional_edit(
+        _generate(steering), steering.measure, steering.directions, _median_start(steering), primal, held,
+        _steps(results), out,
+    )  # fmt: skip

@@ -1,0 +1,802 @@
+"""``sharpgen explore``: an interactive page over a finished run (sliders -> generated patch -> real matches).
+
+The server is the standard library's :class:`http.server.ThreadingHTTPServer`, bound to 127.0.0.1 unless told
+otherwise. It serves one static page (``explore_page.html``, no external resources) and a small JSON API whose
+answers are pure functions of the request, so every state of the page is a URL:
+
+- ``GET /api/config``: the run, and per steerable property its reachable range (0.5th to 99.5th percentile of
+  the sampled patches, :data:`sharpgen.generate.REACHABLE_QUANTILES`), units and physical twin (``usflux`` [Mx],
+  ``psep_mm`` [Mm] on ``fixed_scale`` runs);
+- ``GET /api/state?seed=S&tuf=0.03&hold=psep&k=9``: the seed's latent steered to the targets (any steerable
+  property, or its physical twin) while the ``hold`` properties keep the seed's values, as
+  :func:`sharpgen.generate.steer` does; answers the patch (PNG), its overlay (PIL mask PNG, polarity
+  centroids), target vs. achieved per property (with misses flagged), every measured property and the top-k
+  real matches (:class:`sharpgen.query.Retriever`) with thumbnails;
+- ``GET /api/traversal?...&along=tuf``: the patch moved along one property's direction (a strip of frames);
+- ``GET /api/generated.fits?...`` and ``GET /api/matches.csv?...``: downloads of the same state.
+
+A bad request (unknown property, out-of-range or malformed value, a missing artefact) is answered with a
+4xx status and ``{"error": "<one line>"}``; the page shows that line. Solved states and thumbnails are cached.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import struct
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import zlib
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import numpy as np
+import pandas as pd
+
+from .errors import SharpgenError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+DEFAULT_K = 9
+MAX_K = 50
+MAX_SEED = 2**32 - 1
+TOLERANCE = 0.05
+"""Relative tolerance of a met target (as ``sharpgen generate``'s default)."""
+TRAVERSAL_FRAMES = 7
+CACHE_SIZE = 256
+PRELOAD_BYTES = 256 * 2**20
+"""Real patches are held in memory for thumbnails when the whole dataset is at most this large."""
+RESERVED_KEYS = ("seed", "hold", "k", "along")
+"""Query keys that are not properties."""
+
+UNITS = {
+    "tuf": "kG", "tpf": "kG", "tnf": "kG", "psep": "× diagonal", "r_paper": "kG px", "tilt_paper": "deg",
+    "area": "fraction", "eflux": "kG px²", "lead_pol": "px", "usflux": "Mx", "pos_flux": "Mx", "neg_flux": "Mx",
+    "psep_mm": "Mm", "tilt_joy": "deg", "pil_length_mm": "Mm", "r_value": "", "imbalance": "",
+    "lead_sign": "",
+}  # fmt: skip
+"""Display units of the measured properties (paper units: 1 unit of field = 1 kG on the normalized patch)."""
+
+DESCRIPTIONS = {
+    "tuf": "total unsigned field: mean |B| over the patch",
+    "psep": "distance of the strong positive and negative centroids / patch diagonal",
+    "r_paper": "unsigned field near the polarity inversion line (the paper's R)",
+    "tpf": "mean field of the positive pixels",
+    "tnf": "mean |field| of the negative pixels",
+    "tilt_paper": "tilt of the bipole axis (the paper's convention)",
+    "area": "fraction of strong-field (|B| > threshold) pixels",
+    "usflux": "unsigned flux",
+    "psep_mm": "polarity separation",
+    "tilt_joy": "Joy's-law tilt (northern convention)",
+    "r_value": "Schrijver's R on the patch pixels",
+    "pil_length_mm": "length of the strong-field polarity inversion line",
+    "imbalance": "(positive - negative) / (positive + negative) strong flux",
+}
+
+PHYSICAL_UNITS = {"usflux": "Mx", "psep_mm": "Mm"}
+
+
+class RequestError(SharpgenError):
+    """A bad API request: answered with ``status`` (4xx) and the message, never a crash."""
+
+    def __init__(self, message: str, status: int = HTTPStatus.BAD_REQUEST):
+        super().__init__(message)
+        self.status = int(status)
+
+
+@dataclass(frozen=True)
+class PropertySpec:
+    """One steerable property as the page shows it."""
+
+    name: str
+    low: float
+    high: float
+    median: float
+    twin: str | None = None  # physical twin (usflux, psep_mm) on fixed_scale runs
+    twin_per_unit: float = math.nan  # physical value of one paper unit
+    floor: float = 0.0  # a target is met within TOLERANCE * max(|target|, floor), as steer judges it
+
+    def to_json(self) -> dict:
+        return _clean(
+            {
+                "name": self.name,
+                "unit": UNITS.get(self.name, ""),
+                "description": DESCRIPTIONS.get(self.name, ""),
+                "low": self.low,
+                "high": self.high,
+                "median": self.median,
+                "twin": self.twin,
+                "twin_unit": PHYSICAL_UNITS.get(self.twin or "", None),
+                "twin_per_unit": self.twin_per_unit if self.twin else None,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Request:
+    """A parsed, validated state: ``targets`` in paper units (sorted), ``hold`` sorted."""
+
+    seed: int
+    targets: tuple[tuple[str, float], ...]
+    hold: tuple[str, ...]
+    k: int = DEFAULT_K
+    along: str | None = None
+
+    @property
+    def key(self) -> tuple:
+        return (self.seed, self.targets, self.hold)
+
+    def query(self) -> str:
+        """The URL query string of this state (for download links)."""
+        pairs = [("seed", str(self.seed))]
+        pairs += [(name, repr(value)) for name, value in self.targets]
+        pairs += [("hold", name) for name in self.hold]
+        pairs.append(("k", str(self.k)))
+        return urlencode(pairs)
+
+
+@dataclass
+class Solution:
+    """The latent of a state and what was measured on its patch."""
+
+    latent: np.ndarray  # (1, 100) float32
+    patch: np.ndarray  # (S, S) float32, 1 unit = 1 kG
+    measured: pd.DataFrame  # one row, every property
+    converged: bool
+    goals: dict[str, float]  # paper-unit target of every targeted or held property
+    held: dict[str, float]  # held property -> the seed's value
+    start: str  # "seed" or "near": where the search started
+
+
+def _clean(value):
+    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python."""
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """A PNG file of ``(H, W)`` uint8 gray or ``(H, W, 4)`` uint8 RGBA ``pixels`` (row 0 at the top)."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    height, width = pixels.shape[:2]
+    rows = np.concatenate([np.zeros((height, 1), np.uint8), pixels.reshape(height, -1)], axis=1)  # filter 0
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0 if pixels.ndim == 2 else 6, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+        + chunk(b"IEND", b"")
+    )
+
+
+def png_data_uri(image: np.ndarray, vmin: float = -1.0, vmax: float = 1.0) -> str:
+    """A ``data:image/png`` URI of a 2-d normalized patch (gray from ``vmin`` black to ``vmax`` white, as
+    :func:`sharpgen.plotting.save_patch_grid`; row 0 at the bottom, north up as a CEA map) or of an
+    ``(H, W, 4)`` uint8 RGBA image in the same orientation."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        scaled = (np.clip(np.nan_to_num(image, nan=0.5 * (vmin + vmax)), vmin, vmax) - vmin) / (vmax - vmin)
+        image = np.rint(scaled * 255.0).astype(np.uint8)
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image[::-1])).decode("ascii")
+
+
+def overlay(patch: np.ndarray, threshold: float) -> dict:
+    """The polarity centroids and the PIL mask of one normalized patch, as ``sharpgen.physics`` measures them
+    for ``psep`` and ``r_paper``: the ``|B|``-weighted centroids of the strong masks ``B > T`` / ``B < -T``
+    (``threshold`` T in kG) and the overlap of their 7x7 dilations (the pixels ``r_paper`` sums).
+
+    Returns pixel coordinates (column, row; row 0 at the bottom) and the mask as an RGBA PNG data URI.
+    """
+    from .physics import PAPER_DILATION_RADIUS, _centroid, _dilate, _polarity_moments
+
+    field = np.ascontiguousarray(patch[None], dtype=np.float32)
+    pos, neg, pos_moments, neg_moments = _polarity_moments(field, np.abs(field), threshold)
+    radius = PAPER_DILATION_RADIUS
+    mask = (_dilate(pos, radius, radius) & _dilate(neg, radius, radius))[0]
+    rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
+    rgba[mask] = (255, 200, 0, 110)
+    centroids = {}
+    for sign, moments in (("positive", pos_moments), ("negative", neg_moments)):
+        row, col = _centroid(moments)
+        centroids[sign] = None if not np.isfinite(row[0]) else {"x": float(col[0]), "y": float(row[0])}
+    return {"centroids": centroids, "pil_mask": png_data_uri(rgba), "pil_pixels": int(mask.sum())}
+
+
+def _steerable(steering) -> list[str]:
+    """Names of the properties that have a direction (``Steering.directions`` or, before it, ``.normals``)."""
+    names = getattr(steering, "directions", None)
+    if names is None:
+        names = steering.normals
+    return [str(name) for name in names]
+
+
+class Explorer:
+    """The state behind the page: a run's steering and retriever, caches, and the API answers."""
+
+    def __init__(self, run_dir: str | os.PathLike, steering, retriever=None, retrieval_problem: str | None = None):
+        self.run_dir = Path(run_dir)
+        self.steering = steering
+        self.retriever = retriever
+        self.retrieval_problem = retrieval_problem
+        self.properties = self._property_specs()
+        self.max_step = self._max_step()
+        self._lock = threading.Lock()  # torch and FAISS calls one at a time (a slider sends many requests)
+        self._solutions: OrderedDict = OrderedDict()
+        self._thumbnails: OrderedDict = OrderedDict()
+        self._searches: OrderedDict = OrderedDict()
+        self._real = None  # every real patch in memory when the dataset is small (thumbnails without Zarr reads)
+        if retriever is not None and retriever.patches.nbytes <= PRELOAD_BYTES:
+            self._real = np.asarray(retriever.patches[:], dtype=np.float32)
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, device: str = "cpu") -> Explorer:
+        """Load a finished run. Without directions or a generator there is nothing to explore (one-line
+        :class:`SharpgenError`); without the retrieval artefacts the page works and says why it has no matches."""
+        from .generate import load_steering
+        from .query import Retriever
+
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise SharpgenError(f"{run_dir}: no such results directory (run the pipeline first, e.g. `make run`)")
+        needed = (
+            ("gan/generator.pt", "train_gan"),
+            ("samples/properties.parquet", "sample"),
+            ("samples/latents.npy", "sample"),
+            ("directions/directions.json", "fit_directions"),
+        )
+        for relative, stage in needed:
+            if not (run_dir / relative).is_file():
+                raise SharpgenError(f"{run_dir / relative}: not found (run the pipeline through {stage} first)")
+        steering = load_steering(run_dir, device=device)
+        retriever, problem = None, None
+        try:
+            retriever = Retriever.from_run(run_dir, device=device)
+        except SharpgenError as exc:
+            problem = f"no real matches: {exc}"
+        if retriever is not None and retriever.image_size != steering.image_size:
+            problem = (
+                f"no real matches: the encoder embeds {retriever.image_size} px patches, the generator makes "
+                f"{steering.image_size} px"
+            )
+            retriever = None
+        return cls(run_dir, steering, retriever, problem)
+
+    # -- configuration ----------------------------------------------------------------------------------
+
+    def _property_specs(self) -> dict[str, PropertySpec]:
+        from .generate import PHYSICAL_TWINS, REACHABLE_QUANTILES
+
+        twins = {paper: physical for physical, paper in PHYSICAL_TWINS.items()}
+        specs = {}
+        for name in _steerable(self.steering):
+            values = self.steering.samples[name].to_numpy(dtype=np.float64)
+            low, high = (float(v) for v in np.nanquantile(values, REACHABLE_QUANTILES))
+            twin, per_unit = None, math.nan
+            if self.steering.pixel_mm is not None and name in twins:
+                twin = twins[name]
+                per_unit = 1.0 / self.steering.to_paper_units(twin, 1.0)[1]
+            floor = 0.1 * float(np.nanstd(values))
+            specs[name] = PropertySpec(name, low, high, float(np.nanmedian(values)), twin, per_unit, floor)
+        return specs
+
+    def _max_step(self) -> float:
+        try:
+            document = json.loads((self.run_dir / "directions" / "directions.json").read_text())
+            return float(document["settings"]["max_step"])
+        except (OSError, KeyError, TypeError, ValueError):
+            return 4.0
+
+    def config(self) -> dict:
+        """What the page needs to build its controls."""
+        steering = self.steering
+        return _clean(
+            {
+                "run_dir": str(self.run_dir),
+                "image_size": steering.image_size,
+                "pixel_mm": steering.pixel_mm,
+                "threshold_gauss": steering.threshold_gauss,
+                "mode": "fixed_scale" if steering.pixel_mm is not None else "resize",
+                "properties": [spec.to_json() for spec in self.properties.values()],
+                "tolerance": TOLERANCE,
+                "k": DEFAULT_K,
+                "max_k": MAX_K,
+                "max_seed": MAX_SEED,
+                "traversal_max_step": self.max_step,
+                "retrieval": self.retriever is not None,
+                "retrieval_problem": self.retrieval_problem,
+                "index_size": len(self.retriever.index) if self.retriever is not None else 0,
+            }
+        )
+
+    # -- requests -----------------------------------------------------------------------------------------
+
+    def parse(self, query: Mapping[str, Sequence[str]] | str) -> Request:
+        """Validate a query (``parse_qs`` mapping or query string) into a :class:`Request`; 400 on any problem."""
+        if isinstance(query, str):
+            query = parse_qs(query, keep_blank_values=True)
+        names = ", ".join(self.properties)
+        twins = {spec.twin: spec for spec in self.properties.values() if spec.twin}
+        allowed = f"steerable here: {names}" + (f" (or {', '.join(twins)} in physical units)" if twins else "")
+
+        def single(key: str) -> str | None:
+            values = query.get(key, [])
+            if len(values) > 1:
+                raise RequestError(f"{key} given {len(values)} times")
+            return values[0] if values else None
+
+        seed = _parse_int(single("seed"), "seed", 0, 0, MAX_SEED)
+        k = _parse_int(single("k"), "k", DEFAULT_K, 1, MAX_K)
+        hold = []
+        for item in query.get("hold", []):
+            for name in filter(None, (part.strip() for part in item.split(","))):
+                if name not in self.properties:
+                    raise RequestError(f"cannot hold {name!r}: unknown property ({allowed})")
+                hold.append(name)
+        along = single("along")
+        if along is not None and along not in self.properties:
+            raise RequestError(f"cannot traverse along {along!r}: unknown property ({allowed})")
+        targets: dict[str, float] = {}
+        for key, values in query.items():
+            if key in RESERVED_KEYS:
+                continue
+            if key not in self.properties and key not in twins:
+                raise RequestError(f"unknown property {key!r} ({allowed})")
+            if len(values) != 1:
+                raise RequestError(f"{key} given {len(values)} times")
+            value = _parse_float(values[0], key)
+            spec = twins.get(key) or self.properties[key]
+            paper_value = value / spec.twin_per_unit if key in twins else value
+            if spec.name in targets:
+                raise RequestError(f"{spec.name} targeted twice (as {spec.name} and {spec.twin}): give one")
+            if not spec.low <= paper_value <= spec.high:
+                scale = spec.twin_per_unit if key in twins else 1.0
+                unit = f" {UNITS[key]}" if UNITS.get(key) else ""
+                raise RequestError(
+                    f"{key}={value:.4g} is out of range: this model makes {key} from {spec.low * scale:.4g} to "
+                    f"{spec.high * scale:.4g}{unit} (0.5th to 99.5th percentile of its samples)"
+                )
+            targets[spec.name] = float(paper_value)
+        both = sorted(set(targets) & set(hold))
+        if both:
+            raise RequestError(f"{', '.join(both)}: either hold a property or give it a target, not both")
+        return Request(seed, tuple(sorted(targets.items())), tuple(sorted(set(hold))), k, along)
+
+    # -- computation --------------------------------------------------------------------------------------
+
+    def solve(self, request: Request) -> Solution:
+        """The state's latent: the seed's latent steered to the targets with the held properties at the seed's
+        values. When that misses, a second search starts from the sampled latent nearest the targets (the
+        answer says so); a miss of both is reported as a miss, never hidden."""
+        cached = _cache_get(self._solutions, request.key)
+        if cached is not None:
+            return cached
+        from .generate import starting_latents, steer
+
+        steering = self.steering
+        targets = dict(request.targets)
+        with self._lock:
+            start = starting_latents(steering, {}, 1, request.seed)
+            start_table = steering.measure(start)
+            held = {name: float(start_table[name].iloc[0]) for name in request.hold}
+            if not targets:
+                latent, table, converged, origin = start, start_table, True, "seed"
+            else:
+                latents, table, ok, _ = steer(steering, start, targets, list(request.hold), tolerance=TOLERANCE)
+                latent, converged, origin = latents, bool(ok[0]), "seed"
+                if not converged:
+                    latent, table, converged, origin = self._retry(request, targets, held, latent, table)
+            patch = _generate(steering, latent)[0]
+        solution = Solution(
+            latent=np.asarray(latent, dtype=np.float32).reshape(1, -1),
+            patch=patch,
+            measured=table.reset_index(drop=True),
+            converged=converged,
+            goals={**targets, **held},
+            held=held,
+            start=origin,
+        )
+        _cache_put(self._solutions, request.key, solution)
+        return solution
+
+    def _retry(self, request: Request, targets: dict, held: dict, latent, table):
+        from .generate import starting_latents, steer
+
+        try:
+            near = starting_latents(self.steering, targets, 1, request.seed)
+            latents, near_table, ok, _ = steer(self.steering, near, {**targets, **held}, tolerance=TOLERANCE)
+        except SharpgenError:  # e.g. a held value of the seed outside the reachable range
+            return latent, table, False, "seed"
+        if ok[0]:
+            return latents, near_table, True, "near"
+        return latent, table, False, "seed"
+
+    def matches(self, request: Request, solution: Solution) -> pd.DataFrame:
+        """The top-k real matches of the state's patch (409 when the run has no retrieval artefacts)."""
+        if self.retriever is None:
+            raise RequestError(self.retrieval_problem or "no retrieval index in this run", HTTPStatus.CONFLICT)
+        key = (request.key, request.k)
+        cached = _cache_get(self._searches, key)
+        if cached is None:
+            k = min(request.k, len(self.retriever.index))
+            with self._lock:
+                cached = self.retriever.search(solution.patch[None], k=k)[0]
+            _cache_put(self._searches, key, cached)
+        return cached
+
+    def _thumbnails_for(self, rows: Sequence[int]) -> list[str]:
+        """PNG data URIs of the real patches ``rows`` (cached)."""
+        uris = {int(row): _cache_get(self._thumbnails, int(row)) for row in rows}
+        missing = [row for row, uri in uris.items() if uri is None]
+        if missing:
+            if self._real is not None:
+                patches = self._real[missing]
+            else:
+                with self._lock:
+                    patches = self.retriever.real_patches(missing)
+            for row, patch in zip(missing, patches, strict=True):
+                uris[row] = png_data_uri(patch)
+                _cache_put(self._thumbnails, row, uris[row], size=4 * CACHE_SIZE)
+        return [uris[int(row)] for row in rows]
+
+    # -- API answers --------------------------------------------------------------------------------------
+
+    def state(self, request: Request) -> dict:
+        """``/api/state``: the patch, its overlay, target vs. achieved, every measured property, the matches."""
+        begin = time.perf_counter()
+        cached = request.key in self._solutions
+        solution = self.solve(request)
+        solved = time.perf_counter()
+        matches, problem = None, self.retrieval_problem
+        if self.retriever is not None:
+            table = self.matches(request, solution)
+            searched = time.perf_counter()
+            thumbnails = self._thumbnails_for(table["row"].to_numpy())
+            matches = [
+                {**_match_record(row), "thumbnail": thumbnail}
+                for row, thumbnail in zip(table.to_dict("records"), thumbnails, strict=True)
+            ]
+        else:
+            searched = solved
+        measured = {name: float(value) for name, value in solution.measured.iloc[0].items()}
+        rows = []
+        for name, spec in self.properties.items():
+            goal = solution.goals.get(name)
+            achieved = measured.get(name, math.nan)
+            scale = max(abs(goal), spec.floor) if goal is not None else 1.0
+            met = None if goal is None else bool(np.isfinite(achieved) and abs(achieved - goal) <= TOLERANCE * scale)
+            rows.append(
+                {
+                    "name": name,
+                    "role": "held" if name in solution.held else ("target" if goal is not None else "free"),
+                    "target": goal,
+                    "achieved": achieved,
+                    "error": (achieved - goal) / goal if goal else None,
+                    "met": met,
+                    "twin": spec.twin,
+                    "twin_target": goal * spec.twin_per_unit if spec.twin and goal is not None else None,
+                    "twin_achieved": measured.get(spec.twin) if spec.twin else None,
+                }
+            )
+        drawn = overlay(solution.patch, self.steering.threshold_gauss / 1000.0)
+        answer = {
+            "query": request.query(),
+            "seed": request.seed,
+            "targets": dict(request.targets),
+            "hold": list(request.hold),
+            "converged": solution.converged,
+            "start": solution.start,
+            "image": png_data_uri(solution.patch),
+            "overlay": drawn,
+            "image_size": self.steering.image_size,
+            "rows": rows,
+            "measured": measured,
+            "units": {name: UNITS.get(name, "") for name in measured},
+            "matches": matches,
+            "matches_problem": problem,
+            "latent_norm": float(np.linalg.norm(solution.latent)),
+        }
+        done = time.perf_counter()
+        answer["timing_ms"] = {
+            "solve": (solved - begin) * 1e3,
+            "search": (searched - solved) * 1e3,
+            "render": (done - searched) * 1e3,
+            "total": (done - begin) * 1e3,
+            "cached": cached,
+        }
+        return _clean(answer)
+
+    def traversal(self, request: Request, frames: int = TRAVERSAL_FRAMES) -> dict:
+        """``/api/traversal``: the state's patch stepped along ``request.along``'s direction (conditional on the
+        held properties), ``frames`` evenly spaced steps in ``[-max_step, max_step]`` latent units."""
+        from .generate import step_along
+        from .properties import patch_properties
+
+        along = request.along or (request.targets[0][0] if request.targets else next(iter(self.properties)))
+        if along not in self.properties:
+            raise RequestError(f"cannot traverse along {along!r}: unknown property")
+        solution = self.solve(request)
+        steps = np.linspace(-self.max_step, self.max_step, frames)
+        with self._lock:
+            direction = step_along(self.steering, solution.latent, {along: 1.0}, list(request.hold)) - solution.latent
+            latents = (solution.latent + steps[:, None] * direction).astype(np.float32)
+            patches = _generate(self.steering, latents)
+        values = patch_properties(patches, self.steering.threshold_gauss, self.steering.pixel_mm)
+        spec = self.properties[along]
+        return _clean(
+            {
+                "along": along,
+                "hold": list(request.hold),
+                "frames": [
+                    {
+                        "step": float(step),
+                        "value": float(values[along][i]),
+                        "twin_value": float(values[spec.twin][i]) if spec.twin in values else None,
+                        "image": png_data_uri(patches[i]),
+                    }
+                    for i, step in enumerate(steps)
+                ],
+                "unit": UNITS.get(along, ""),
+                "twin": spec.twin,
+                "twin_unit": PHYSICAL_UNITS.get(spec.twin or ""),
+            }
+        )
+
+    def matches_csv(self, request: Request) -> bytes:
+        """``/api/matches.csv``: the matches' metadata and properties as CSV."""
+        return self.matches(request, self.solve(request)).to_csv(index=False).encode("utf-8")
+
+    def fits_bytes(self, request: Request) -> bytes:
+        """``/api/generated.fits``: the state's patch as ``sharpgen generate`` writes it (field in G; targets,
+        achieved values and the latent in the header)."""
+        from .generate import write_results
+
+        solution = self.solve(request)
+        with self._lock, tempfile.TemporaryDirectory(prefix="sharpgen-explore-") as folder:
+            write_results(
+                folder,
+                self.steering,
+                solution.latent,
+                solution.measured,
+                np.array([solution.converged]),
+                solution.goals,
+                list(request.hold),
+                prefix="explored",
+            )
+            return (Path(folder) / "explored_000.fits").read_bytes()
+
+    def page(self) -> bytes:
+        """The static page."""
+        return resources.files("sharpgen").joinpath("explore_page.html").read_bytes()
+
+
+def _generate(steering, latents: np.ndarray) -> np.ndarray:
+    from .sample import generate
+
+    return generate(steering.generator, np.asarray(latents, dtype=np.float32), steering.device)
+
+
+def _match_record(row: Mapping) -> dict:
+    keep = ("rank", "row", "similarity", "record", "harpnum", "noaa_ar", "t_rec", "lat_fwt", "lon_fwt", "split")
+    record = {key: row[key] for key in keep if key in row}
+    record["properties"] = {key: value for key, value in row.items() if key not in keep}
+    return record
+
+
+def _parse_int(text: str | None, name: str, default: int, low: int, high: int) -> int:
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise RequestError(f"{name}={text!r}: expected an integer from {low} to {high}") from None
+    if not low <= value <= high:
+        raise RequestError(f"{name}={value} is out of range: expected {low} to {high}")
+    return value
+
+
+def _parse_float(text: str, name: str) -> float:
+    try:
+        value = float(text.strip().replace(" ", "+"))  # an unescaped '+' (1e+22) arrives as a space
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise RequestError(f"{name}={text!r}: expected a finite number")
+    return value
+
+
+def _cache_get(cache: OrderedDict, key):
+    try:
+        value = cache[key]
+    except KeyError:
+        return None
+    try:
+        cache.move_to_end(key)
+    except KeyError:  # evicted by another thread meanwhile
+        pass
+    return value
+
+
+def _cache_put(cache: OrderedDict, key, value, size: int = CACHE_SIZE) -> None:
+    cache[key] = value
+    while len(cache) > size:
+        try:
+            cache.popitem(last=False)
+        except KeyError:
+            break
+
+
+# -- HTTP ---------------------------------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "sharpgen-explore"
+    protocol_version = "HTTP/1.1"
+
+    @property
+    def explorer(self) -> Explorer:
+        return self.server.explorer  # type: ignore[attr-defined]
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        url = urlsplit(self.path)
+        query = parse_qs(url.query, keep_blank_values=True)
+        explorer = self.explorer
+        try:
+            if url.path in ("/", "/index.html"):
+                self._send(HTTPStatus.OK, explorer.page(), "text/html; charset=utf-8")
+            elif url.path == "/api/config":
+                self._json(HTTPStatus.OK, explorer.config())
+            elif url.path == "/api/state":
+                self._json(HTTPStatus.OK, explorer.state(explorer.parse(query)))
+            elif url.path == "/api/traversal":
+                self._json(HTTPStatus.OK, explorer.traversal(explorer.parse(query)))
+            elif url.path == "/api/matches.csv":
+                request = explorer.parse(query)
+                self._send(
+                    HTTPStatus.OK,
+                    explorer.matches_csv(request),
+                    "text/csv; charset=utf-8",
+                    filename=f"sharpgen_matches_seed{request.seed}.csv",
+                )
+            elif url.path == "/api/generated.fits":
+                request = explorer.parse(query)
+                self._send(
+                    HTTPStatus.OK,
+                    explorer.fits_bytes(request),
+                    "application/fits",
+                    filename=f"sharpgen_generated_seed{request.seed}.fits",
+                )
+            elif url.path == "/favicon.ico":
+                self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
+            else:
+                raise RequestError(f"{url.path}: no such page or API endpoint", HTTPStatus.NOT_FOUND)
+        except RequestError as exc:
+            self._json(exc.status, {"error": str(exc)})
+        except SharpgenError as exc:  # a user-level problem found deeper (e.g. a target steer refuses)
+            self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception as exc:  # never let one request take the server down
+            traceback.print_exc(file=sys.stderr)
+            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {exc.__class__.__name__}: {exc}"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "the explorer only answers GET requests"})
+
+    def _json(self, status: int, payload: dict) -> None:
+        self._send(status, json.dumps(payload, allow_nan=False).encode("utf-8"), "application/json")
+
+    def _send(self, status: int, body: bytes, content_type: str, filename: str | None = None) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            if filename:
+                self.send_header("Content-Disposition", f'attachment; filename="{filename}"')
+            self.end_headers()
+            if body and self.command != "HEAD":
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (http.server's signature)
+        if getattr(self.server, "verbose", False):
+            super().log_message(format, *args)
+
+
+class ExploreServer(ThreadingHTTPServer):
+    """The explorer's HTTP server (one thread per connection; computation is serialized by the explorer)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, explorer: Explorer, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, verbose=False):
+        self.explorer = explorer
+        self.verbose = verbose
+        try:
+            super().__init__((host, port), _Handler)
+        except OSError as exc:
+            raise SharpgenError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (try another --port)") from None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        host = f"[{host}]" if ":" in str(host) else host
+        return f"http://{host}:{port}/"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads in PyTorch and FAISS (one is fastest for single patches on a shared CPU)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+    except ImportError:  # pragma: no cover - faiss is a dependency
+        pass
+
+
+def serve(explorer: Explorer, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, verbose: bool = False) -> int:
+    """Serve the page until Ctrl-C; returns 0 after a clean shutdown."""
+    if not is_loopback(host):
+        print(
+            f"sharpgen: warning: serving on {host}: anyone who can reach this machine can use the explorer "
+            "(there is no authentication)",
+            file=sys.stderr,
+        )
+    server = ExploreServer(explorer, host, port, verbose=verbose)
+    print(f"sharpgen explore: {explorer.run_dir} on {server.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    if explorer.retrieval_problem:
+        print(f"sharpgen: warning: {explorer.retrieval_problem}", file=sys.stderr)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        print("sharpgen explore: stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+    return 0
+
+
+def command(args) -> int:
+    """``sharpgen explore``: load the run in ``args.results`` and serve the page until Ctrl-C."""
+    if not 0 <= args.port <= 65535:
+        raise SharpgenError(f"--port {args.port}: expected 0 (any free port) to 65535")
+    set_threads(args.threads)
+    explorer = Explorer.from_run(args.results, device=args.device)
+    return serve(explorer, args.host, args.port, verbose=args.verbose)

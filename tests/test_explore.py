@@ -1,0 +1,390 @@
+"""`sharpgen explore`: the API answers, its 4xx for bad requests, the CLI, and the page in a real headless browser.
+
+Every test here uses the session's finished run of config/test.yaml (conftest's `test_run`; SHARPGEN_TEST_RUN
+names another finished run to reuse instead).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sharpgen.cli import build_parser, main
+from sharpgen.errors import SharpgenError
+from sharpgen.explore import Explorer, ExploreServer, is_loopback, overlay, png_data_uri
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run_dir(request) -> Path:
+    """The session's finished run of config/test.yaml (conftest's `test_run`), or SHARPGEN_TEST_RUN: the
+    results_dir of a finished run to reuse (then the pipeline does not run)."""
+    if os.environ.get("SHARPGEN_TEST_RUN"):
+        return Path(os.environ["SHARPGEN_TEST_RUN"])
+    return Path(request.getfixturevalue("test_run"))
+
+
+@pytest.fixture(scope="module")
+def explorer(run_dir) -> Explorer:
+    return Explorer.from_run(run_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def server(explorer):
+    """The explorer served on a free loopback port, in a thread."""
+    httpd = ExploreServer(explorer, port=0)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=10)
+
+
+def get(server, path: str) -> tuple[int, bytes, str]:
+    """``(status, body, content type)`` of a GET on the test server (4xx/5xx included)."""
+    try:
+        with urllib.request.urlopen(server.url.rstrip("/") + path, timeout=120) as response:
+            return response.status, response.read(), response.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read(), error.headers.get("Content-Type", "")
+
+
+def median_target(explorer: Explorer, name: str = "tuf", quantile: float = 0.5) -> float:
+    values = explorer.steering.samples[name].to_numpy(dtype=np.float64)
+    return float(np.nanquantile(values, quantile))
+
+
+def png_array(uri: str) -> np.ndarray:
+    from matplotlib import image
+
+    assert uri.startswith("data:image/png;base64,")
+    return image.imread(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])), format="png")
+
+
+# -- the API -------------------------------------------------------------------------------------------------
+
+
+def test_config_lists_every_steerable_property_with_its_reachable_range(explorer, server):
+    status, body, kind = get(server, "/api/config")
+    assert status == 200 and kind.startswith("application/json")
+    config = json.loads(body)
+    names = [p["name"] for p in config["properties"]]
+    assert names == [str(name) for name in explorer.properties] and "tuf" in names
+    for p in config["properties"]:
+        assert p["low"] < p["median"] < p["high"]
+    tuf = next(p for p in config["properties"] if p["name"] == "tuf")
+    assert config["mode"] == "fixed_scale" and tuf["twin"] == "usflux" and tuf["twin_unit"] == "Mx"
+    assert config["retrieval"] is True and config["index_size"] > 0
+
+
+def test_a_good_request_returns_the_patch_its_numbers_and_the_real_matches(explorer, server):
+    target = median_target(explorer)
+    status, body, _ = get(server, f"/api/state?seed=3&tuf={target}&k=5")
+    assert status == 200
+    answer = json.loads(body)
+    size = explorer.steering.image_size
+    image = png_array(answer["image"])
+    assert image.shape[:2] == (size, size)
+    assert png_array(answer["overlay"]["pil_mask"]).shape[:2] == (size, size)
+    row = next(r for r in answer["rows"] if r["name"] == "tuf")
+    assert row["role"] == "target" and row["target"] == pytest.approx(target)
+    assert np.isfinite(row["achieved"]) and row["twin"] == "usflux" and row["twin_achieved"] > 0
+    assert row["met"] in (True, False) and (not row["met"] or abs(row["error"]) <= 0.05)
+    assert answer["converged"] == all(r["met"] for r in answer["rows"] if r["role"] != "free")
+    assert {"tuf", "psep", "usflux", "psep_mm"} <= set(answer["measured"])
+    matches = answer["matches"]
+    assert len(matches) == min(5, config_index_size(explorer))
+    assert [m["rank"] for m in matches] == list(range(1, len(matches) + 1))
+    similarities = [m["similarity"] for m in matches]
+    assert similarities == sorted(similarities, reverse=True) and all(-1.0001 <= s <= 1.0001 for s in similarities)
+    table = pd.read_parquet(Path(explorer.run_dir) / "data" / "patches.parquet")
+    for match in matches:
+        assert match["harpnum"] == table["harpnum"].iloc[match["row"]]
+        assert match["t_rec"] == str(table["t_rec"].iloc[match["row"]])
+        assert png_array(match["thumbnail"]).shape[:2] == (size, size)
+    # The same state again: same answer, from the cache.
+    again = json.loads(get(server, f"/api/state?seed=3&tuf={target}&k=5")[1])
+    assert again["image"] == answer["image"] and again["timing_ms"]["cached"] is True
+
+
+def config_index_size(explorer: Explorer) -> int:
+    return len(explorer.retriever.index)
+
+
+def test_the_seed_alone_gives_its_own_patch_and_holding_keeps_the_seeds_value(explorer):
+    free = explorer.state(explorer.parse("seed=7"))
+    assert all(r["role"] == "free" for r in free["rows"]) and free["converged"] is True
+    other = explorer.state(explorer.parse("seed=8"))
+    assert other["image"] != free["image"]
+    target = median_target(explorer, "tuf", 0.7)
+    held = explorer.state(explorer.parse(f"seed=7&tuf={target}&hold=psep"))
+    psep = next(r for r in held["rows"] if r["name"] == "psep")
+    assert psep["role"] == "held" and psep["target"] == pytest.approx(free["measured"]["psep"])
+
+
+def test_physical_units_are_converted_to_the_papers(explorer):
+    spec = explorer.properties["tuf"]
+    value = median_target(explorer)
+    physical = explorer.parse(f"seed=1&usflux={value * spec.twin_per_unit!r}")
+    assert dict(physical.targets)["tuf"] == pytest.approx(value)
+    with pytest.raises(SharpgenError, match="targeted twice"):
+        explorer.parse(f"tuf={value}&usflux={value * spec.twin_per_unit}")
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("seed=0&tuf=5", "tuf=5 is out of range: this model makes tuf from"),
+        ("seed=0&usflux=1e30", "usflux=1e+30 is out of range"),
+        ("seed=0&tuf=-1", "out of range"),
+        ("seed=0&bogus=1", "unknown property 'bogus' (steerable here: tuf"),
+        ("seed=0&hold=bogus", "cannot hold 'bogus': unknown property"),
+        ("seed=0&tuf=abc", "tuf='abc': expected a finite number"),
+        ("seed=0&tuf=nan", "expected a finite number"),
+        ("seed=-1", "seed=-1 is out of range"),
+        ("seed=x", "seed='x': expected an integer"),
+        ("seed=0&k=0", "k=0 is out of range"),
+        ("seed=0&tuf={tuf}&hold=tuf", "either hold a property or give it a target"),
+        ("seed=0&seed=1", "seed given 2 times"),
+    ],
+)
+def test_bad_requests_get_a_400_with_a_clear_message(explorer, server, query, message):
+    query = query.replace("{tuf}", repr(median_target(explorer)))
+    for endpoint in ("/api/state", "/api/traversal", "/api/generated.fits", "/api/matches.csv"):
+        status, body, kind = get(server, f"{endpoint}?{query}")
+        assert status == 400 and kind.startswith("application/json"), (endpoint, status, body[:200])
+        assert message in json.loads(body)["error"]
+
+
+def test_unknown_paths_get_a_404_and_posts_a_405(server):
+    status, body, _ = get(server, "/api/nothing")
+    assert status == 404 and "no such page" in json.loads(body)["error"]
+    request = urllib.request.Request(server.url + "api/state", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=30)
+    assert error.value.code == 405
+
+
+def test_traversal_strip_moves_the_patch_along_the_direction(explorer, server):
+    status, body, _ = get(server, f"/api/traversal?seed=2&tuf={median_target(explorer)}&along=tuf")
+    assert status == 200
+    answer = json.loads(body)
+    frames = answer["frames"]
+    assert answer["along"] == "tuf" and len(frames) == 7
+    assert [f["step"] for f in frames] == pytest.approx(np.linspace(-explorer.max_step, explorer.max_step, 7))
+    values = [f["value"] for f in frames]
+    assert all(np.isfinite(values)) and len({f["image"] for f in frames}) == 7
+    assert values[-1] > values[0]  # the tuf direction raises tuf
+
+
+def test_downloads_give_the_generated_fits_and_the_matches_csv(explorer, server):
+    from astropy.io import fits
+
+    target = median_target(explorer)
+    status, body, kind = get(server, f"/api/generated.fits?seed=4&tuf={target}")
+    assert status == 200 and kind == "application/fits"
+    with fits.open(io.BytesIO(body)) as hdul:
+        header, data = hdul[1].header, hdul[1].data
+        size = explorer.steering.image_size
+        assert data.shape == (size, size) and np.nanmax(np.abs(data)) <= 1000.0
+        assert header["HIERARCH TARGET TUF"] == pytest.approx(target)
+        state = explorer.state(explorer.parse(f"seed=4&tuf={target}"))
+        assert header["HIERARCH ACHIEVED TUF"] == pytest.approx(state["measured"]["tuf"])
+    status, body, kind = get(server, f"/api/matches.csv?seed=4&tuf={target}&k=4")
+    assert status == 200 and kind.startswith("text/csv")
+    table = pd.read_csv(io.BytesIO(body))
+    assert len(table) == min(4, config_index_size(explorer))
+    assert {"rank", "similarity", "harpnum", "noaa_ar", "t_rec", "record"} <= set(table.columns)
+    assert list(table["harpnum"]) == [m["harpnum"] for m in state["matches"][:4]]
+
+
+def test_png_rows_put_north_up_and_the_overlay_finds_both_polarities():
+    patch = np.zeros((16, 16), dtype=np.float32)
+    patch[-1, :] = 1.0  # the northernmost row (largest index) is white ...
+    image = png_array(png_data_uri(patch))
+    assert image.shape == (16, 16) and np.all(image[0] == 1.0) and np.all(np.abs(image[1:] - 0.5) < 0.01)  # top row
+    bipole = np.zeros((32, 32), dtype=np.float32)
+    bipole[14:18, 10:13] = 0.8
+    bipole[14:18, 14:17] = -0.8
+    drawn = overlay(bipole, threshold=0.15)
+    assert drawn["centroids"]["positive"]["x"] == pytest.approx(11.0)
+    assert drawn["centroids"]["negative"]["x"] == pytest.approx(15.0)
+    assert drawn["centroids"]["positive"]["y"] == pytest.approx(15.5)
+    assert drawn["pil_pixels"] > 0
+    unipolar = overlay(np.abs(bipole), threshold=0.15)
+    assert unipolar["centroids"]["negative"] is None and unipolar["pil_pixels"] == 0
+
+
+# -- missing artefacts, binding, the CLI -----------------------------------------------------------------------
+
+
+def test_missing_artefacts_stop_the_start_with_one_line(tmp_path, capsys):
+    with pytest.raises(SharpgenError, match=r"gan/generator.pt: not found \(run the pipeline through train_gan"):
+        Explorer.from_run(tmp_path)
+    assert main(["explore", "--results", str(tmp_path / "nowhere")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("sharpgen: error: ") and "no such results directory" in error
+    assert error.count("\n") == 1 and "Traceback" not in error
+
+
+def test_a_run_without_retrieval_artefacts_explores_and_says_why_there_are_no_matches(run_dir, tmp_path):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for stage in ("gan", "samples", "directions"):
+        (partial / stage).symlink_to(Path(run_dir) / stage, target_is_directory=True)
+    explorer = Explorer.from_run(partial, device="cpu")
+    assert explorer.config()["retrieval"] is False
+    assert "build_index" in explorer.config()["retrieval_problem"]
+    answer = explorer.state(explorer.parse("seed=0"))
+    assert answer["matches"] is None and "no real matches" in answer["matches_problem"]
+    httpd = ExploreServer(explorer, port=0)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        status, body, _ = get(httpd, "/api/matches.csv?seed=0")
+        assert status == 409 and "build_index" in json.loads(body)["error"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_the_server_binds_loopback_by_default(explorer):
+    assert build_parser().parse_args(["explore"]).host == "127.0.0.1"
+    httpd = ExploreServer(explorer, port=0)
+    try:
+        assert httpd.server_address[0] == "127.0.0.1"
+    finally:
+        httpd.server_close()
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+
+
+def test_cli_serves_until_ctrl_c_and_stops_cleanly(run_dir):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sharpgen.cli", "explore", "--results", str(run_dir), "--port", "0"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        lines = []  # the URL line comes after whatever the imports may warn about
+        while not lines or "http://" not in lines[-1]:
+            lines.append(proc.stderr.readline())
+            assert lines[-1] or proc.poll() is None, "".join(lines)
+        assert "http://127.0.0.1:" in lines[-1], "".join(lines)
+        url = lines[-1].split(" on ", 1)[1].split(" ", 1)[0]
+        with urllib.request.urlopen(url + "api/config", timeout=60) as response:
+            assert response.status == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        rest = proc.stderr.read()
+        assert "stopped" in rest and "Traceback" not in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# -- the page in a real browser --------------------------------------------------------------------------------
+
+
+def _skip_or_fail(reason: str):
+    if os.environ.get("SHARPGEN_REQUIRE_BROWSER"):  # set by .ci/run: CI must run the browser test
+        pytest.fail(f"{reason}, and SHARPGEN_REQUIRE_BROWSER is set")
+    pytest.skip(reason)
+
+
+def _browser():
+    """Headless Debian Chromium driven by its own chromedriver (nothing is downloaded), or a skip reason."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _skip_or_fail("selenium is not installed (pip install -e '.[dev]')")
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        _skip_or_fail("no chromium/chromedriver on PATH (Debian: apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1400,1250"):  # fmt: skip
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
+
+
+def test_page_in_a_headless_browser_slider_changes_image_numbers_and_matches(server, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _browser()
+    try:
+        wait = WebDriverWait(driver, 60)
+        driver.get(server.url + "?seed=5")
+
+        def renders() -> int:
+            return int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-renders") or 0)
+
+        def snapshot() -> dict:
+            return {
+                "image": driver.find_element(By.ID, "patch").get_attribute("src"),
+                "query": driver.find_element(By.ID, "patch").get_attribute("data-query"),
+                "tuf": driver.find_element(By.CSS_SELECTOR, "#measured tr[data-name='tuf'] td.achieved").text,
+                "matches_version": driver.find_element(By.ID, "matches").get_attribute("data-version"),
+                "matches_query": driver.find_element(By.ID, "matches").get_attribute("data-query"),
+                "matches": [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#matches li.match")],
+            }
+
+        wait.until(lambda _: renders() >= 1)
+        before = snapshot()
+        assert before["image"].startswith("data:image/png") and before["matches"]
+        assert "HARP" in before["matches"][0] and "similarity" in before["matches"][0]
+        wait.until(lambda _: len(driver.find_elements(By.CSS_SELECTOR, "#strip figure")) == 7)
+
+        slider = driver.find_element(By.ID, "slider-tuf")
+        count = renders()
+        offset = int(slider.size["width"] * 0.35)
+        ActionChains(driver).click_and_hold(slider).move_by_offset(offset, 0).release().perform()
+        wait.until(lambda _: renders() > count and "tuf=" in (snapshot()["query"] or ""))
+        wait.until(lambda _: not driver.find_elements(By.CSS_SELECTOR, "body.busy"))
+        after = snapshot()
+        assert after["image"] != before["image"]
+        assert after["tuf"] != before["tuf"]
+        assert int(after["matches_version"]) > int(before["matches_version"])
+        assert after["matches_query"] == after["query"] and after["matches"] != before["matches"]
+        row = driver.find_element(By.CSS_SELECTOR, "#measured tr[data-name='tuf']").text
+        assert "target" in row
+        assert driver.find_element(By.ID, "status").text
+        assert "tuf=" in driver.current_url  # the state is in the URL
+        driver.save_screenshot(str(tmp_path / "explorer.png"))
+        assert (tmp_path / "explorer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+        # An out-of-range value typed into the box: a clear message on the page, the last good patch stays.
+        box = driver.find_element(By.ID, "value-tuf")
+        box.clear()
+        box.send_keys("5", Keys.ENTER)
+        wait.until(lambda _: driver.find_element(By.ID, "error").is_displayed())
+        assert "out of range" in driver.find_element(By.ID, "error").text
+        time.sleep(0.2)
+        assert snapshot()["image"] == after["image"]
+        driver.save_screenshot(str(tmp_path / "explorer_error.png"))
+        print(f"screenshots: {tmp_path / 'explorer.png'}, {tmp_path / 'explorer_error.png'}")
+    finally:
+        driver.quit()
