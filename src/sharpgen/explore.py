@@ -208,27 +208,18 @@ def overlay(patch: np.ndarray, threshold: float) -> dict:
 
     Returns pixel coordinates (column, row; row 0 at the bottom) and the mask as an RGBA PNG data URI.
     """
-    from .physics import PAPER_DILATION_RADIUS, _centroid, _dilate, _polarity_moments
+    from .physics import paper_geometry
 
-    field = np.ascontiguousarray(patch[None], dtype=np.float32)
-    pos, neg, pos_moments, neg_moments = _polarity_moments(field, np.abs(field), threshold)
-    radius = PAPER_DILATION_RADIUS
-    mask = (_dilate(pos, radius, radius) & _dilate(neg, radius, radius))[0]
+    found, mask = paper_geometry(patch, threshold)
     rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
     rgba[mask] = (255, 200, 0, 110)
-    centroids = {}
-    for sign, moments in (("positive", pos_moments), ("negative", neg_moments)):
-        row, col = _centroid(moments)
-        centroids[sign] = None if not np.isfinite(row[0]) else {"x": float(col[0]), "y": float(row[0])}
+    centroids = {sign: None if at is None else {"x": at[1], "y": at[0]} for sign, at in found.items()}
     return {"centroids": centroids, "pil_mask": png_data_uri(rgba), "pil_pixels": int(mask.sum())}
 
 
 def _steerable(steering) -> list[str]:
-    """Names of the properties that have a direction (``Steering.directions`` or, before it, ``.normals``)."""
-    names = getattr(steering, "directions", None)
-    if names is None:
-        names = steering.normals
-    return [str(name) for name in names]
+    """Names of the properties that have a direction."""
+    return [str(name) for name in steering.directions]
 
 
 class Explorer:

@@ -146,6 +146,24 @@ def _dilate(masks: np.ndarray, radius_y: int, radius_x: int) -> np.ndarray:
 # paper units
 
 
+def paper_geometry(
+    patch: np.ndarray, threshold: float = 0.15
+) -> tuple[dict[str, tuple[float, float] | None], np.ndarray]:
+    """What ``psep`` and ``r_paper`` measure on one normalized ``(H, W)`` patch, for drawing: the ``|B|``-weighted
+    centroids ``(row, col)`` (pixel indices; None without strong pixels) of the strong masks ``B > T`` and
+    ``B < -T`` (keys ``positive``, ``negative``; ``threshold`` T in kG), and the ``(H, W)`` bool mask of the
+    overlap of their dilations (the pixels ``r_paper`` sums, near the polarity inversion line)."""
+    field = np.ascontiguousarray(np.asarray(patch)[None], dtype=np.float32)
+    pos, neg, pos_moments, neg_moments = _polarity_moments(field, np.abs(field), threshold)
+    radius = PAPER_DILATION_RADIUS
+    mask = (_dilate(pos, radius, radius) & _dilate(neg, radius, radius))[0]
+    centroids = {}
+    for sign, moments in (("positive", pos_moments), ("negative", neg_moments)):
+        row, col = _centroid(moments)
+        centroids[sign] = (float(row[0]), float(col[0])) if np.isfinite(row[0]) else None
+    return centroids, mask
+
+
 def paper_properties(patches: np.ndarray, threshold: float = 0.15) -> dict[str, np.ndarray]:
     """The paper's properties of normalized patches (research/paper.md section 4a, ``calculate_params_``).
 
