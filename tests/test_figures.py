@@ -38,9 +38,11 @@ from sharpgen.figures import (
 )
 from sharpgen.physics import paper_properties
 
-DIRECTION_FIGURES = ("latent-space", "traversals", "calibration", "entanglement", "conditional-edit")
-"""Figures that need a trained generator and its directions: drawn by the test pipeline run (tests below) and
-unit-tested in test_direction_figures.py."""
+DIRECTION_FIGURES = (
+    "latent-space", "traversals", "calibration", "entanglement", "conditional-edit", "retrieval-comparison"
+)  # fmt: skip
+"""Figures that need a trained generator and its directions, or an SSL encoder: drawn by the test pipeline run
+(tests below) and unit-tested in test_direction_figures.py / test_retrieval_eval.py."""
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SIZE = 32
@@ -309,6 +311,7 @@ FIGURE_RULES = {  # rule -> figure file under figures/ (and its caption workflow
     "figure_calibration": "calibration",
     "figure_entanglement": "entanglement",
     "figure_conditional_edit": "conditional_edit",
+    "figure_retrieval_comparison": "retrieval_comparison",
 }
 RETRIEVAL_FIGURES = ("evaluation_scatter", "examples")  # rule evaluate_retrieval, under retrieval/
 

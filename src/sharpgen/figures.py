@@ -799,6 +799,18 @@ def _figure_ssl_training(results: Path, out: Path, options: Options) -> dict:
     return plot_ssl_training(_read_table(results / "retrieval" / "ssl" / "train_log.csv"), out)
 
 
+def _figure_retrieval_comparison(results: Path, out: Path, options: Options) -> dict:
+    from .query import Retriever
+    from .retrieval_eval import compare_searches
+
+    retriever = Retriever.from_run(results)
+    rows, _ = _real_rows(retriever.table, "test")
+    tuf = retriever.table["tuf"].to_numpy(dtype=np.float64)[rows]
+    order = rows[np.argsort(np.where(np.isfinite(tuf), tuf, -np.inf), kind="stable")]
+    picks = np.unique(order[[len(order) // 2, min(len(order) - 1, (9 * len(order)) // 10)]])
+    return compare_searches(retriever, picks, min(5, len(retriever.table) - 1), out)
+
+
 @dataclass(frozen=True)
 class FigureSpec:
     """One figure :func:`make_figure` can draw: what it shows (for ``--help``) and what draws it."""
@@ -833,6 +845,11 @@ FIGURES: dict[str, FigureSpec] = {
     ),
     "ssl-training": FigureSpec(
         "SimSiam loss and collapse indicators per step (retrieval/ssl/train_log.csv)", _figure_ssl_training
+    ),
+    "retrieval-comparison": FigureSpec(
+        "fig. 10: two real test-split regions (median and 90th-percentile tuf) searched by SSL embedding and by "
+        "physical properties (Euclidean, Mahalanobis)",
+        _figure_retrieval_comparison,
     ),
     "latent-space": FigureSpec(
         "fig. 4: sampled latents by distance to the tuf/psep/r_paper SVM boundaries and the polarity split, "

@@ -197,3 +197,69 @@ def evaluate_retrieval(
     save_query_panel(out_dir / "examples.png", query_patches[:shown], labelled, found, example_matches)
     write_text_atomic(out_dir / "evaluation.json", json.dumps(document, indent=2) + "\n")
     return document
+
+
+PHYSICAL_FEATURES = ("tuf", "psep", "r_paper", "tpf", "tnf")
+"""Properties of the physical-space searches of :func:`compare_searches` (flux-like ones as log10(1 + x/x_med))."""
+
+
+def physical_features(table: pd.DataFrame) -> np.ndarray:
+    """``(N, 5)`` features of :data:`PHYSICAL_FEATURES`: ``psep`` as is, the others as ``log10(1 + x / median)``
+    (they span decades); undefined values (NaN) become the column median."""
+    columns = []
+    for name in PHYSICAL_FEATURES:
+        values = table[name].to_numpy(dtype=np.float64)
+        median = np.nanmedian(values)
+        if name != "psep":
+            values = np.log10(1.0 + np.clip(values, 0.0, None) / (median if median > 0 else 1.0))
+        columns.append(np.where(np.isfinite(values), values, np.nanmedian(values)))
+    return np.stack(columns, axis=1)
+
+
+def physical_rows(table: pd.DataFrame, query_rows: np.ndarray, k: int, metric: str) -> np.ndarray:
+    """``(Q, k)`` nearest dataset rows of dataset rows ``query_rows`` in physical-property space, excluding
+    the query itself: ``euclidean`` on standardized features, or ``mahalanobis`` (whitened by the features'
+    covariance over the dataset)."""
+    features = physical_features(table)
+    centred = features - features.mean(axis=0)
+    if metric == "euclidean":
+        scaled = centred / np.where(centred.std(axis=0) > 0, centred.std(axis=0), 1.0)
+    elif metric == "mahalanobis":
+        values, vectors = np.linalg.eigh(np.cov(centred, rowvar=False))
+        scaled = centred @ vectors / np.sqrt(np.clip(values, 1e-12, None))
+    else:
+        raise SharpgenError(f"unknown physical metric {metric!r} (euclidean or mahalanobis)")
+    rows = _flat_nearest(scaled, scaled[query_rows], k + 1)
+    return np.array([[r for r in found if r != q][:k] for q, found in zip(query_rows, rows, strict=True)])
+
+
+def compare_searches(retriever, query_rows: np.ndarray, k: int, path: str | os.PathLike) -> dict:
+    """Paper fig. 10 (journal version): real patches ``query_rows`` searched three ways, one row each: the
+    SSL embedding (cosine), physical properties (standardized Euclidean) and physical properties
+    (Mahalanobis). Panels give the HARP number and ``tuf``; returns the matched rows per method."""
+    from .plotting import save_patch_grid
+
+    table = retriever.table
+    query_rows = np.asarray(query_rows, dtype=np.int64)
+    queries = retriever.real_patches(query_rows)
+    found = retriever.search(queries, k=k + 1)
+    methods = {
+        "SSL": np.array([[r for r in m["row"] if r != q][:k] for q, m in zip(query_rows, found, strict=True)]),
+        "physical (Euclidean)": physical_rows(table, query_rows, k, "euclidean"),
+        "physical (Mahalanobis)": physical_rows(table, query_rows, k, "mahalanobis"),
+    }
+    panels, titles = [], []
+    for i, row in enumerate(query_rows):
+        for method, rows in methods.items():
+            panels.append(queries[i])
+            titles.append(f"HARP {int(table['harpnum'].iloc[row])}\n{method}")
+            panels.extend(retriever.real_patches(rows[i]))
+            titles.extend(f"HARP {int(table['harpnum'].iloc[r])}\ntuf={table['tuf'].iloc[r]:.3g}" for r in rows[i])
+    save_patch_grid(
+        np.stack(panels), path, titles=titles, columns=k + 1,
+        title="real queries (left) and their matches by SSL embedding and by physical properties",
+    )  # fmt: skip
+    return {
+        "query_rows": query_rows.tolist(),
+        "matches": {method: rows.tolist() for method, rows in methods.items()},
+    }

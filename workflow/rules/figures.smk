@@ -289,6 +289,30 @@ rule figure_conditional_edit:
         "sharpgen figure conditional-edit --results {params.results} --out {output.png} > {log} 2>&1"
 
 
+rule figure_retrieval_comparison:
+    # Fig. 10 (journal version): SSL vs. physical-property search for two real regions.
+    input:
+        table=f"{RESULTS}/data/patches.parquet",
+        patches=f"{RESULTS}/data/patches.zarr",
+        encoder=f"{RESULTS}/retrieval/ssl/encoder.pt",
+        index=f"{RESULTS}/retrieval/index/index.json",
+    output:
+        **figure_output("retrieval_comparison", "4. Retrieval", "comparison"),
+    params:
+        results=run_dir_of_figure,
+    log:
+        f"{RESULTS}/logs/figure_retrieval_comparison.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figure_retrieval_comparison.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "sharpgen figure retrieval-comparison --results {params.results} --out {output.png} > {log} 2>&1"
+
 # What `rule all` asks for (the retrieval figures come from rule evaluate_retrieval).
 FIGURE_FILES = [
     rules.figure_pipeline.output.png,
@@ -303,4 +327,5 @@ FIGURE_FILES = [
     rules.figure_calibration.output.png,
     rules.figure_entanglement.output.png,
     rules.figure_conditional_edit.output.png,
+    rules.figure_retrieval_comparison.output.png,
 ]

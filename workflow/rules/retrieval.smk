@@ -72,13 +72,13 @@ rule evaluate_retrieval:
         scatter=report(
             f"{RESULTS}/retrieval/evaluation_scatter.png",
             caption="../report/retrieval_scatter.rst",
-            category="6. Retrieval",
+            category="4. Retrieval",
             subcategory="evaluation",
         ),
         examples=report(
             f"{RESULTS}/retrieval/examples.png",
             caption="../report/retrieval_examples.rst",
-            category="6. Retrieval",
+            category="4. Retrieval",
             subcategory="examples",
         ),
     params:
