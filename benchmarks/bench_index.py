@@ -1,4 +1,4 @@
-"""Latency, throughput and recall of sharpgen.index on random embeddings (exact, HNSW and IVF kinds).
+"""Latency, throughput and recall of sharpgen.index on random embeddings (exact, HNSW, IVF and PQ fast-scan kinds).
 
 For each size N, seeded random ``(N, dim)`` embeddings are indexed (L2-normalized, cosine) and queried with
 other seeded vectors of the same law: ``--data gaussian`` (isotropic standard normal, the worst case) and/or
@@ -39,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--data", nargs="+", choices=["gaussian", "lowrank"], default=["gaussian", "lowrank"], help="embedding laws"
     )
     parser.add_argument("--intrinsic-dim", type=int, default=16, help="latent dimension of lowrank data (16)")
-    parser.add_argument("--kinds", nargs="+", default=["exact", "hnsw", "ivf"], help="index kinds to measure")
+    parser.add_argument("--kinds", nargs="+", default=["exact", "hnsw", "ivf", "pqfs"], help="index kinds to measure")
     parser.add_argument("--threads", type=int, default=2, help="FAISS OpenMP threads to build and batch (default 2)")
     parser.add_argument(
         "--single-threads", type=int, default=1, help="FAISS OpenMP threads for one-at-a-time queries (default 1)"
@@ -54,6 +54,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--nlist", type=int, default=0, help="IVF cells (default 0 = 4 sqrt(N))")
     parser.add_argument("--nprobe", type=int, nargs="+", default=[64, 256], help="IVF nprobe values")
+    parser.add_argument(
+        "--k-factor",
+        type=int,
+        nargs="+",
+        default=[16, 32, 64],
+        help="pqfs refine_k_factor values (candidates per match)",
+    )
     parser.add_argument(
         "--exact-below", type=int, default=150000, help="filtered searches over at most this many rows are exact"
     )
@@ -148,6 +155,9 @@ def main(argv=None) -> None:
             elif kind == "ivf":
                 settings = IndexSettings("ivf", ivf_nlist=args.nlist, exact_below=args.exact_below)
                 variants = [({"ivf_nprobe": p}, {"nprobe": p}) for p in args.nprobe]
+            elif kind == "pqfs":
+                settings = IndexSettings("pqfs", exact_below=args.exact_below)
+                variants = [({"refine_k_factor": f}, {"refine_k_factor": f}) for f in args.k_factor]
             else:
                 raise SystemExit(f"unknown kind {kind!r}")
             start = time.perf_counter()

