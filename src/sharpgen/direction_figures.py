@@ -14,7 +14,7 @@ import pandas as pd
 
 from .directions import DirectionSet
 from .errors import SharpgenError
-from .plotting import _pyplot, draw_patch, save_figure
+from .plotting import draw_patch, get_pyplot, save_figure
 
 Generate = Callable[[np.ndarray], np.ndarray]
 """``(N, 100)`` latents -> ``(N, S, S)`` normalized patches."""
@@ -36,7 +36,7 @@ def plot_latent_space(
     missing = [name for name in properties if name not in directions or name not in values]
     if missing:
         raise SharpgenError(f"latent-space figure: no direction or values for {', '.join(missing)}")
-    pyplot = _pyplot()
+    pyplot = get_pyplot()
     figure, axes = pyplot.subplots(1, len(properties), figsize=(4.2 * len(properties), 4.2), squeeze=False)
     sides = directions.side_of(latents)
     vertical = directions.split.score(latents) if directions.split is not None else np.zeros(len(latents))
@@ -79,7 +79,7 @@ def plot_traversal_grid(
 ) -> dict:
     """Paper fig. 5: one row per property, the patch generated at ``start + step * n`` for each step (the
     direction of ``start``'s side, kept on that side), titled with the property's measured value."""
-    pyplot = _pyplot()
+    pyplot = get_pyplot()
     steps = np.asarray(steps, dtype=np.float64)
     start = np.asarray(start, dtype=np.float64).reshape(1, -1)
     figure, axes = pyplot.subplots(
@@ -109,7 +109,7 @@ def plot_calibration(calibration: pd.DataFrame, properties: Sequence[str], path:
     needed = {"direction", "kind", "step"}
     if not needed <= set(calibration.columns):
         raise SharpgenError(f"calibration table: missing columns {', '.join(sorted(needed - set(calibration)))}")
-    pyplot = _pyplot()
+    pyplot = get_pyplot()
     columns = min(4, len(properties))
     rows = -(-len(properties) // columns)
     figure, axes = pyplot.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False)
@@ -147,7 +147,7 @@ def plot_entanglement(entanglement: dict, path: str | os.PathLike) -> dict:
     """The plain and conditional entanglement matrices side by side: row = direction, column = property,
     slope in units of the property's sample spread relative to the row's own property (diagonal = 1)."""
     properties = entanglement["properties"]
-    pyplot = _pyplot()
+    pyplot = get_pyplot()
     figure, axes = pyplot.subplots(1, 2, figsize=(5.0 + 0.9 * len(properties), 0.5 * len(properties) + 2.2))
     numbers = {}
     for axis, kind in zip(axes, ("plain", "conditional"), strict=True):
@@ -183,7 +183,7 @@ def plot_conditional_edit(
     ``held`` (bottom row), each panel titled with both values, and the two properties vs. step below."""
     if primal not in directions or held not in directions:
         raise SharpgenError(f"conditional-edit figure: needs directions for {primal!r} and {held!r}")
-    pyplot = _pyplot()
+    pyplot = get_pyplot()
     steps = np.asarray(steps, dtype=np.float64)
     start = np.asarray(start, dtype=np.float64).reshape(1, -1)
     figure = pyplot.figure(figsize=(1.5 * len(steps), 6.2))

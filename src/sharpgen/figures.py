@@ -31,7 +31,7 @@ import numpy as np
 from . import direction_figures
 from .atomic import write_bytes_atomic, write_text_atomic
 from .errors import SharpgenError
-from .plotting import _pyplot, draw_patch, save_figure
+from .plotting import draw_patch, get_pyplot, save_figure
 
 if TYPE_CHECKING:  # pandas and scipy load only when a figure is drawn: `sharpgen --help` lists FIGURES fast
     import pandas as pd
@@ -214,7 +214,7 @@ def plot_pipeline(rulegraph_dot: str, path: str | os.PathLike, renderer: str = "
         for i, node in enumerate(members):
             row[node] = (len(members) - 1) / 2 - i
     width, height, dx, dy = 2.3, 0.95, 3.1, 1.35
-    pyplot = _pyplot()
+    pyplot = get_pyplot()
     tallest = max(len(members) for members in columns.values())
     figure, axis = pyplot.subplots(figsize=(1.0 + 2.2 * len(columns), 1.2 + 1.05 * tallest))
     from matplotlib.patches import FancyBboxPatch
@@ -283,7 +283,7 @@ def plot_real_vs_generated(
     rows = math.ceil(max(len(real), len(generated)) / columns)
     cell, gap, bar, top = 1.3, 0.35, 0.9, 0.65  # inches: one patch, between the sets, colour bar, titles
     width, height = 2 * columns * cell + gap + bar, rows * cell + top
-    pyplot = _pyplot()
+    pyplot = get_pyplot()
     figure, axes = pyplot.subplots(
         rows,
         2 * columns + 1,
@@ -354,7 +354,7 @@ def plot_property_distributions(
 
     _require_columns(real, properties, "the real property table")
     _require_columns(generated, properties, "the generated property table")
-    pyplot = _pyplot()
+    pyplot = get_pyplot()
     columns = 3
     rows = math.ceil(len(properties) / columns)
     figure, axes = pyplot.subplots(rows, columns, figsize=(4.0 * columns, 3.0 * rows + 0.5), squeeze=False)
@@ -481,7 +481,7 @@ def plot_embedding_map(
     from matplotlib.colors import Normalize
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
-    pyplot = _pyplot()
+    pyplot = get_pyplot()
     figure, axis = pyplot.subplots(figsize=(9.0, 7.5))
     points = axis.scatter(
         xy[:, 0], xy[:, 1], c=color if color is not None else "0.4", s=7, cmap="viridis", alpha=0.75, linewidths=0
@@ -547,7 +547,7 @@ def plot_power_spectra(
     except ValueError:  # too few wavenumbers in the fit band for tiny patches
         slopes = {"real_mean": float("nan"), "generated_mean": float("nan"), "ks": float("nan")}
     numbers["slope"] = slopes
-    pyplot = _pyplot()
+    pyplot = get_pyplot()
     figure, (top, bottom) = pyplot.subplots(
         2, 1, figsize=(6.5, 6.0), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]}
     )
@@ -607,7 +607,7 @@ def plot_gan_training(log: pd.DataFrame, path: str | os.PathLike) -> dict:
     _require_columns(log, GAN_LOG_COLUMNS, "the GAN training log")
     steps = log["step"].to_numpy()
     window = max(1, len(log) // 50)
-    pyplot = _pyplot()
+    pyplot = get_pyplot()
     figure, (losses, accuracy) = pyplot.subplots(2, 1, figsize=(7.0, 5.5), sharex=True)
     final = {}
     for axis, columns in ((losses, ("d_loss", "g_loss")), (accuracy, ("real_acc", "fake_acc"))):
@@ -646,7 +646,7 @@ def plot_ssl_training(log: pd.DataFrame, path: str | os.PathLike) -> dict:
     _require_columns(log, SSL_LOG_COLUMNS, "the SSL training log")
     steps = log["step"].to_numpy()
     window = max(1, len(log) // 50)
-    pyplot = _pyplot()
+    pyplot = get_pyplot()
     figure, axes = pyplot.subplots(3, 1, figsize=(7.0, 7.0), sharex=True)
     final = {}
     for axis, name, label in zip(

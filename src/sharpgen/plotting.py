@@ -11,7 +11,8 @@ import numpy as np
 from .atomic import atomic_path
 
 
-def _pyplot():
+def get_pyplot():
+    """matplotlib.pyplot with the non-interactive Agg backend (figures are only ever written to files)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,7 +34,7 @@ def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> None:
         with atomic_path(path) as tmp:
             figure.savefig(tmp, format="png", dpi=dpi)
     finally:
-        _pyplot().close(figure)
+        get_pyplot().close(figure)
 
 
 def save_patch_grid(
@@ -48,7 +49,7 @@ def save_patch_grid(
     Gray scale from -1 kG (black) to +1 kG (white), row 0 at the bottom (north up, as a CEA map); one title
     per panel when ``titles`` is given.
     """
-    pyplot = _pyplot()
+    pyplot = get_pyplot()
     patches = np.asarray(patches)
     n = len(patches)
     columns = columns or math.ceil(math.sqrt(n))

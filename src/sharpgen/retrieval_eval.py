@@ -109,9 +109,9 @@ def score_matches(queries: pd.DataFrame, real: pd.DataFrame, rows: np.ndarray) -
 
 def save_scatter(path: str | os.PathLike, queries: pd.DataFrame, real: pd.DataFrame, top1: dict, scores: dict) -> None:
     """Query vs. top-1 match, one row per property and one column per method, Pearson/Spearman annotated."""
-    from .plotting import _pyplot, save_figure
+    from .plotting import get_pyplot, save_figure
 
-    pyplot = _pyplot()
+    pyplot = get_pyplot()
     methods = list(top1)
     figure, axes = pyplot.subplots(
         len(EVAL_PROPERTIES), len(methods), figsize=(2.6 * len(methods), 2.4 * len(EVAL_PROPERTIES)), squeeze=False
