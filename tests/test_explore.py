@@ -190,7 +190,8 @@ def test_traversal_strip_moves_the_patch_along_the_direction(explorer, server):
     assert answer["along"] == "tuf" and len(frames) == 7
     assert [f["step"] for f in frames] == pytest.approx(np.linspace(-explorer.max_step, explorer.max_step, 7))
     values = [f["value"] for f in frames]
-    assert all(np.isfinite(values)) and len({f["image"] for f in frames}) == 7
+    # Frames below the start may repeat (a move stops at the polarity boundary); those above it all differ.
+    assert all(np.isfinite(values)) and len({f["image"] for f in frames[3:]}) == 4
     assert values[-1] > values[0]  # the tuf direction raises tuf
 
 

@@ -519,8 +519,8 @@ class Explorer:
 
     def traversal(self, request: Request, frames: int = TRAVERSAL_FRAMES) -> dict:
         """``/api/traversal``: the state's patch stepped along ``request.along``'s direction (conditional on the
-        held properties), ``frames`` evenly spaced steps in ``[-max_step, max_step]`` latent units."""
-        from .generate import step_along
+        held properties), ``frames`` evenly spaced steps in ``[-max_step, max_step]`` latent units, never across
+        the polarity boundary."""
         from .properties import patch_properties
 
         along = request.along or (request.targets[0][0] if request.targets else next(iter(self.properties)))
@@ -529,8 +529,12 @@ class Explorer:
         solution = self.solve(request)
         steps = np.linspace(-self.max_step, self.max_step, frames)
         with self._lock:
-            direction = step_along(self.steering, solution.latent, {along: 1.0}, list(request.hold)) - solution.latent
-            latents = (solution.latent + steps[:, None] * direction).astype(np.float32)
+            # Each frame moves along the direction of the latent's polarity side and stops at the polarity
+            # boundary, as generate/edit do (a straight line through it would mirror the region).
+            directions = self.steering.directions
+            start = np.repeat(np.asarray(solution.latent, dtype=np.float64).reshape(1, -1), frames, axis=0)
+            moved = start + steps[:, None] * directions.normals(along, start, list(request.hold))
+            latents = directions.keep_sides(moved, start).astype(np.float32)
             patches = _generate(self.steering, latents)
         values = patch_properties(patches, self.steering.threshold_gauss, self.steering.pixel_mm)
         spec = self.properties[along]
