@@ -96,6 +96,12 @@ def test_moves_stop_at_the_split_boundary_and_keep_the_side():
     np.testing.assert_allclose(split.score(moved), 0.0, atol=1e-5)  # ... stopped at the boundary
     inside = origins + 0.5 * np.eye(100)[1]
     np.testing.assert_array_equal(directions.keep_sides(inside, origins), inside)  # moves that stay are untouched
+    stepped = directions.stepped("q", origins, [1.0, -2.0])  # q's direction hardly moves z0: both stay
+    np.testing.assert_allclose(stepped[0], origins[0] + plain["q"]["high"].normal)
+    np.testing.assert_allclose(stepped[1], origins[1] - 2.0 * plain["q"]["low"].normal)
+    crossing = DirectionSet(split, {"q": {"low": split, "high": split}}).stepped("q", origins, [-10.0, 10.0])
+    assert list(directions.side_of(crossing)) == ["high", "low"]  # moving along the split's normal stops at it
+    np.testing.assert_allclose(split.score(crossing), 0.0, atol=1e-5)
 
 
 def test_a_property_unrelated_to_the_latent_gets_chance_accuracy():

@@ -65,3 +65,10 @@ def write_parquet_atomic(table, target: str | os.PathLike) -> Path:
     with atomic_path(target) as tmp:
         table.to_parquet(tmp, index=False)
     return Path(target)
+
+
+def write_csv_atomic(table, target: str | os.PathLike) -> Path:
+    """Write a pandas DataFrame to CSV atomically (no index column) and return the target path."""
+    with atomic_path(target) as tmp:
+        table.to_csv(tmp, index=False)
+    return Path(target)

@@ -87,8 +87,7 @@ def plot_traversal_grid(
     )
     numbers = {}
     for row, name in enumerate(properties):
-        normal = directions.normals(name, start, [c for c in conditions if c != name])
-        latents = directions.keep_sides(start + steps[:, None] * normal, np.repeat(start, len(steps), axis=0))
+        latents = directions.stepped(name, np.repeat(start, len(steps), axis=0), steps, conditions)
         patches, table = generate(latents), measure(latents)
         for column, (patch, value) in enumerate(zip(patches, table[name], strict=True)):
             draw_patch(axes[row, column], patch)
@@ -190,8 +189,7 @@ def plot_conditional_edit(
     grid = figure.add_gridspec(3, len(steps), height_ratios=[1, 1, 1.6])
     numbers, curves = {}, {}
     for row, (kind, conditions) in enumerate((("plain", ()), ("conditional", (held,)))):
-        normal = directions.normals(primal, start, conditions)
-        latents = directions.keep_sides(start + steps[:, None] * normal, np.repeat(start, len(steps), axis=0))
+        latents = directions.stepped(primal, np.repeat(start, len(steps), axis=0), steps, conditions)
         patches, table = generate(latents), measure(latents)
         for column, patch in enumerate(patches):
             axis = figure.add_subplot(grid[row, column])

@@ -202,6 +202,14 @@ class DirectionSet:
         latents[crossed] = origins[crossed] + fraction[:, None] * (latents[crossed] - origins[crossed])
         return latents
 
+    def stepped(self, name: str, latents: np.ndarray, steps, conditions: Sequence[str] = ()) -> np.ndarray:
+        """``(N, 100)`` latents each moved by ``steps`` (a number, or one per latent; latent units) along
+        ``name``'s direction on its side (with ``conditions``, the conditional one), stopped at the split
+        boundary (:meth:`keep_sides`)."""
+        latents = np.asarray(latents, dtype=np.float64)
+        steps = np.broadcast_to(np.asarray(steps, dtype=np.float64), (len(latents),))
+        return self.keep_sides(latents + steps[:, None] * self.normals(name, latents, conditions), latents)
+
     def accuracy(self, name: str) -> float:
         """Held-out accuracy of ``name``'s SVMs, pooled over the sides (weighted by held-out counts)."""
         fits = self.plain[name].values()

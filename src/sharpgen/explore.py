@@ -531,10 +531,8 @@ class Explorer:
         with self._lock:
             # Each frame moves along the direction of the latent's polarity side and stops at the polarity
             # boundary, as generate/edit do (a straight line through it would mirror the region).
-            directions = self.steering.directions
             start = np.repeat(np.asarray(solution.latent, dtype=np.float64).reshape(1, -1), frames, axis=0)
-            moved = start + steps[:, None] * directions.normals(along, start, list(request.hold))
-            latents = directions.keep_sides(moved, start).astype(np.float32)
+            latents = self.steering.directions.stepped(along, start, steps, list(request.hold)).astype(np.float32)
             patches = _generate(self.steering, latents)
         values = patch_properties(patches, self.steering.threshold_gauss, self.steering.pixel_mm)
         spec = self.properties[along]

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_csv_atomic
 from .errors import SharpgenError
 from .gan_models import LATENT_DIM, build_networks
 from .plotting import save_patch_grid
@@ -191,11 +191,6 @@ def _write_preview(path: Path, ema: torch.nn.Module, z: torch.Tensor, step: int)
     save_patch_grid(patches, path, title=f"EMA generator after {step} steps (gray: -1 to +1 kG)")
 
 
-def _write_log(path: Path, log: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        pd.DataFrame(log, columns=list(LOG_COLUMNS)).to_csv(tmp, index=False)
-
-
 def train_gan(
     data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -255,7 +250,7 @@ def train_gan(
         bar.update(1)
         if state["step"] % settings.checkpoint_every == 0 or state["step"] == settings.steps:
             _save_checkpoint(checkpoint, state, settings, identity)
-            _write_log(out_dir / "train_log.csv", state["log"])
+            write_csv_atomic(pd.DataFrame(state["log"], columns=list(LOG_COLUMNS)), out_dir / "train_log.csv")
         if preview_every and state["step"] % preview_every == 0:
             _write_preview(out_dir / "previews" / f"step_{state['step']:06d}.png", ema, preview_z, state["step"])
     bar.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path, write_text_atomic
+from .atomic import atomic_path, write_csv_atomic, write_text_atomic
 from .directions import DirectionSet, directions_from_json
 from .errors import SharpgenError
 from .fitsio import write_sharp_fits
@@ -211,8 +211,7 @@ def write_results(
         for i, ok in enumerate(converged)
     ]
     save_patch_grid(patches, out_dir / f"{prefix}.png", titles=titles if requested else None)
-    with atomic_path(out_dir / f"{prefix}.csv") as tmp:
-        summary.to_csv(tmp, index=False)
+    write_csv_atomic(summary, out_dir / f"{prefix}.csv")
     with atomic_path(out_dir / "latents.npy") as tmp, open(tmp, "wb") as handle:
         np.save(handle, np.asarray(latents, dtype=np.float32))
     write_text_atomic(

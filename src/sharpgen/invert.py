@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .atomic import atomic_path, write_text_atomic
+from .atomic import atomic_path, write_csv_atomic, write_text_atomic
 from .errors import SharpgenError
 from .gan_models import LATENT_DIM
 from .progress import progress_bar
@@ -364,8 +364,7 @@ def save_inversion(
     table = inversion_table(result, labels)
     _save_npy(out_dir / "latents.npy", result.latents.astype(np.float32))
     _save_npy(out_dir / "reconstructions.npy", result.reconstructions.astype(np.float32))
-    with atomic_path(out_dir / "inversion.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv_atomic(table, out_dir / "inversion.csv")
     meta = {"settings": dataclasses.asdict(settings), "count": len(table), **(provenance or {})}
     write_text_atomic(out_dir / "inversion.json", json.dumps(meta, indent=2, default=str) + "\n")
     return table

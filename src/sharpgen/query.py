@@ -160,7 +160,7 @@ def write_query_results(
     """Search the matches of ``query_patches`` (``queries``: one row per patch, a ``label`` column and any
     measured properties) and write ``matches.csv`` (see :func:`match_table`) and ``query.png``
     (:func:`save_query_panel`) into ``out_dir``; return the match table."""
-    from .atomic import atomic_path
+    from .atomic import write_csv_atomic
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -168,8 +168,7 @@ def write_query_results(
     if not any(len(m) for m in matches):
         raise SharpgenError("no indexed patch passes the filters: nothing to return")
     table = match_table(queries, matches)
-    with atomic_path(out_dir / "matches.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv_atomic(table, out_dir / "matches.csv")
     found = [retriever.real_patches(m["row"].to_numpy()) for m in matches]
     save_query_panel(out_dir / "query.png", query_patches, queries, found, matches)
     return table

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_csv_atomic
 from .augment import AugmentSettings, two_views
 from .errors import SharpgenError
 from .gan_train import data_fingerprint, load_training_patches, pick_device
@@ -157,11 +157,6 @@ def _restore_checkpoint(path: Path, state: dict, settings: SslSettings, seed: in
     torch.set_rng_state(payload["torch_rng"])
 
 
-def _write_log(path: Path, log: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        pd.DataFrame(log, columns=list(LOG_COLUMNS)).to_csv(tmp, index=False)
-
-
 def train_ssl(
     data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -220,7 +215,7 @@ def train_ssl(
         bar.set_postfix(loss=f"{loss.item():.3f}", std=f"{state['log'][-1]['output_std']:.2f}")
         if state["step"] % settings.checkpoint_every == 0 or state["step"] == total:
             _save_checkpoint(checkpoint, state, settings, seed)
-            _write_log(out_dir / "train_log.csv", state["log"])
+            write_csv_atomic(pd.DataFrame(state["log"], columns=list(LOG_COLUMNS)), out_dir / "train_log.csv")
     bar.close()
     with atomic_path(out_dir / "encoder.pt") as tmp:
         torch.save({"settings": dataclasses.asdict(settings), "seed": seed, "state_dict": model.state_dict()}, tmp)
