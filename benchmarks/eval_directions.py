@@ -1,7 +1,7 @@
 """How well the latent directions steer the generator, as JSON lines.
 
-Per property: held-out SVM accuracy and the median Spearman correlation between step and property over the
-fit_directions traversals (from ``directions/directions.json``); entanglement before and after conditioning
+Per property: held-out SVM accuracy and the median Spearman correlation between step reached and property over
+the fit_directions traversals (from ``directions/directions.json``); entanglement before and after conditioning
 (``directions/entanglement.json``); the change of ``tuf`` when ``r_paper`` is edited plainly vs. holding
 ``tuf`` (fresh traversals); and ``sharpgen generate``'s hit rate for a grid of targets inside the reachable
 range of each property, from random starting latents and from ``sharpgen generate``'s nearest-sample starts.

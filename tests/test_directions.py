@@ -132,6 +132,26 @@ def test_traversal_statistics_of_a_known_linear_property():
     assert row["q"] == pytest.approx(1.0) and abs(row["r"]) < 1e-9
 
 
+def test_a_traversal_stopped_early_records_where_it_stopped_and_its_repeated_frame_counts_once():
+    """A move cut at a boundary (here: no lower than 1 below the start along the direction) repeats one
+    latent for every step past the cut; the Spearman statistic is over the distinct frames reached."""
+
+    def no_lower_than_one_below(latents, origins):
+        along = (latents - origins) @ TRUE_NORMAL
+        return latents + np.maximum(-1.0 - along, 0.0)[:, None] * TRUE_NORMAL
+
+    starts = np.zeros((3, 100))
+    steps = traversal_steps(4.0, 9)
+    traversal = traverse(linear_measure, starts, TRUE_NORMAL, steps, no_lower_than_one_below)
+    np.testing.assert_allclose(traversal["reached"], np.tile(np.maximum(steps, -1.0), 3), atol=1e-6)
+    assert median_spearman(traversal, "q") == pytest.approx(1.0)
+    assert median_slopes(traversal, ["q"])["q"] == pytest.approx(3.0, rel=1e-5)
+    free = traverse(linear_measure, starts, TRUE_NORMAL, steps)
+    np.testing.assert_allclose(free["reached"], free["step"], atol=1e-6)
+    on_steps = median_spearman(traversal.drop(columns="reached"), "q")  # the repeats, counted as steps
+    assert on_steps < 0.95
+
+
 def test_newton_steps_reach_targets_of_a_nonlinear_property_and_hold_another():
     def measure(latents):
         latents = np.asarray(latents, dtype=np.float64)

@@ -292,8 +292,9 @@ def test_cli_serves_until_ctrl_c_and_stops_cleanly(run_dir):
         with urllib.request.urlopen(url + "api/config", timeout=60) as response:
             assert response.status == 200
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        status = proc.wait(timeout=30)
         rest = proc.stderr.read()
+        assert status == 0, rest
         assert "stopped" in rest and "Traceback" not in rest
     finally:
         if proc.poll() is None:

@@ -6,10 +6,11 @@ into ``directions/``:
 - ``directions.json``: the split boundary (``directions.split_by``, e.g. the leading polarity; or null), per
   property and side the unit normal, SVM offset and held-out accuracy, and for both the plain direction and
   its conditional version (orthogonal to every other configured property's direction on the same side) the
-  median traversal Spearman correlation (over all steps, and over steps >= 0 as in the paper's traversals)
-  and the median slope of every measured property per unit step;
-- ``traversals.parquet``: every measured traversal point (direction, kind, start, side, step, properties);
-  each start moves along the direction of its own side;
+  median traversal Spearman correlation with the step reached (all steps, and steps >= 0 as in the paper's
+  traversals) and the median slope of every measured property per unit step reached;
+- ``traversals.parquet``: every measured traversal point (direction, kind, start, ``step`` asked, ``reached``:
+  the step actually moved once stopped at the polarity boundary, side, properties); each start moves along
+  the direction of its own side;
 - ``calibration.parquet``: per direction, kind and step, median and quartiles of every property's change;
 - ``entanglement.json``: the plain and conditional entanglement matrices (see :mod:`sharpgen.steering`).
 """

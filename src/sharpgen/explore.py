@@ -792,4 +792,10 @@ def command(args) -> int:
         raise SharpgenError(f"--port {args.port}: expected 0 (any free port) to 65535")
     set_threads(args.threads)
     explorer = Explorer.from_run(args.results, device=args.device)
-    return serve(explorer, args.host, args.port, verbose=args.verbose)
+    status = serve(explorer, args.host, args.port, verbose=args.verbose)
+    # After Ctrl-C, the interpreter's teardown of the native thread pools (PyTorch, FAISS, Arrow) now and
+    # then aborts with "terminate called without an active exception", turning a clean stop into SIGABRT.
+    # The explorer has nothing left to write, so it leaves without running that teardown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -12,7 +12,7 @@ point is generated and measured. From traversals of many random starts:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,16 +28,20 @@ def traverse(
     measure: Measure, starts: np.ndarray, normals: np.ndarray, steps: np.ndarray, constrain: Constrain | None = None
 ) -> pd.DataFrame:
     """Measure ``starts[r] + steps[k] * normals[r]`` for every start r and step k (``normals``: one ``(100,)``
-    direction for all starts, or ``(R, 100)``, one per start), passed through ``constrain`` if given.
+    unit direction for all starts, or ``(R, 100)``, one per start), passed through ``constrain`` if given.
 
-    Returns one row per (start, step), with columns ``start``, ``step`` and every measured property.
+    Returns one row per (start, step), with columns ``start``, ``step`` (asked), ``reached`` (the step the
+    latent actually moved along its direction after ``constrain``, latent units) and every measured property.
     """
     starts, steps = np.asarray(starts, dtype=np.float32), np.asarray(steps, dtype=np.float32)
     normals = np.broadcast_to(np.asarray(normals, dtype=np.float32), starts.shape)
+    origins = np.repeat(starts, len(steps), axis=0)
     latents = (starts[:, None, :] + steps[None, :, None] * normals[:, None, :]).reshape(-1, starts.shape[1])
     if constrain is not None:
-        latents = constrain(latents, np.repeat(starts, len(steps), axis=0)).astype(np.float32)
+        latents = constrain(latents, origins).astype(np.float32)
+    reached = np.einsum("nd,nd->n", latents.astype(np.float64) - origins, np.repeat(normals, len(steps), axis=0))
     table = measure(latents)
+    table.insert(0, "reached", reached)
     table.insert(0, "step", np.tile(steps.astype(np.float64), len(starts)))
     table.insert(0, "start", np.repeat(np.arange(len(starts)), len(steps)))
     return table
@@ -62,26 +66,38 @@ def calibration_curves(traversal: pd.DataFrame, properties: Sequence[str]) -> pd
     return pd.DataFrame(rows)
 
 
+def distinct_frames(traversal: pd.DataFrame) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
+    """Per start: ``(at, frames)``, the step each distinct frame reached (column ``reached``, else ``step``;
+    latent units) and its rows. A move stopped early (at the polarity boundary) repeats one latent for all
+    the steps past the stop; that frame counts once."""
+    moved = "reached" if "reached" in traversal.columns else "step"
+    for _, group in traversal.groupby("start"):
+        frames = group.assign(at=group[moved].round(6)).drop_duplicates("at")
+        yield frames["at"].to_numpy(), frames
+
+
 def median_slopes(traversal: pd.DataFrame, properties: Sequence[str]) -> dict[str, float]:
-    """Median over starts of the least-squares slope ``dq / dt`` of each property (finite points only)."""
-    slopes = {}
-    for name in properties:
-        per_start = []
-        for _, group in traversal.groupby("start"):
-            ok = np.isfinite(group[name].to_numpy())
+    """Median over starts of the least-squares slope ``dq / dt`` of each property against the step reached,
+    over each traversal's distinct frames (:func:`distinct_frames`; finite points only)."""
+    per_start = {name: [] for name in properties}
+    for at, frames in distinct_frames(traversal):
+        for name in properties:
+            value = frames[name].to_numpy()
+            ok = np.isfinite(value)
             if ok.sum() >= 3:
-                per_start.append(np.polyfit(group["step"].to_numpy()[ok], group[name].to_numpy()[ok], 1)[0])
-        slopes[name] = float(np.median(per_start)) if per_start else float("nan")
-    return slopes
+                per_start[name].append(np.polyfit(at[ok], value[ok], 1)[0])
+    return {name: float(np.median(values)) if values else float("nan") for name, values in per_start.items()}
 
 
 def median_spearman(traversal: pd.DataFrame, name: str) -> float:
-    """Median over starts of Spearman's correlation between step and property ``name``."""
+    """Median over starts of Spearman's correlation between the step reached and property ``name``, over each
+    traversal's distinct frames (:func:`distinct_frames`)."""
     values = []
-    for _, group in traversal.groupby("start"):
-        ok = np.isfinite(group[name].to_numpy())
-        if ok.sum() >= 3 and np.ptp(group[name].to_numpy()[ok]) > 0:
-            values.append(stats.spearmanr(group["step"].to_numpy()[ok], group[name].to_numpy()[ok]).statistic)
+    for at, frames in distinct_frames(traversal):
+        value = frames[name].to_numpy()
+        ok = np.isfinite(value)
+        if ok.sum() >= 3 and np.ptp(value[ok]) > 0:
+            values.append(stats.spearmanr(at[ok], value[ok]).statistic)
     return float(np.median(values)) if values else float("nan")
 
 
