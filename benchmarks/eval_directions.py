@@ -3,8 +3,9 @@
 Per property: held-out SVM accuracy and the median Spearman correlation between step reached and property over
 the fit_directions traversals (from ``directions/directions.json``); entanglement before and after conditioning
 (``directions/entanglement.json``); the change of ``tuf`` when ``r_paper`` is edited plainly vs. holding
-``tuf`` (fresh traversals); and ``sharpgen generate``'s hit rate for a grid of targets inside the reachable
-range of each property, from random starting latents and from ``sharpgen generate``'s nearest-sample starts.
+``tuf``, along the conditional direction alone (fresh traversals) and as ``sharpgen edit --keep tuf`` does
+it; and ``sharpgen generate``'s hit rate for a grid of targets inside the reachable range of each property,
+from random starting latents and from ``sharpgen generate``'s nearest-sample starts.
 
     .venv/bin/python benchmarks/eval_directions.py --results results/default
 """
@@ -36,6 +37,26 @@ def conditional_edit(steering, primal: str, held: str, starts: np.ndarray, max_s
         slopes = median_slopes(traversal, [primal, held])
         result[f"{kind}_{held}_per_{primal}"] = slopes[held] / slopes[primal]
     result["ratio"] = abs(result[f"conditional_{held}_per_{primal}"] / result[f"plain_{held}_per_{primal}"])
+    return result
+
+
+def kept_edit(steering, primal: str, held: str, starts: np.ndarray, quantile: float = 0.75) -> dict:
+    """What ``sharpgen edit`` does to ``held`` when it moves ``primal`` of every start to one target (the
+    ``quantile`` of the samples): plainly, and with ``--keep held``. Per start, ``|change of held| / |change
+    of primal|`` (starts whose ``primal`` moved); the median of each, their ratio, and the fraction of starts
+    that met the target within ``sharpgen edit``'s tolerance."""
+    target = float(np.nanquantile(steering.samples[primal].to_numpy(dtype=np.float64), quantile))
+    before = steering.measure(starts)
+    result = {"metric": "kept_edit", "direction": primal, "held": held, "target": target}
+    for kind, keep in (("plain", ()), ("keep", (held,))):
+        _, after, converged, _ = steer(steering, starts, {primal: target}, keep=keep)
+        change = np.abs(after[held].to_numpy() - before[held].to_numpy())
+        moved = np.abs(after[primal].to_numpy() - before[primal].to_numpy())
+        result[f"{kind}_converged"] = float(converged.mean())
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_start = change / moved
+        result[f"{kind}_{held}_per_{primal}"] = float(np.median(per_start[np.isfinite(per_start)]))
+    result["ratio"] = result[f"keep_{held}_per_{primal}"] / result[f"plain_{held}_per_{primal}"]
     return result
 
 
@@ -75,7 +96,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=10, help="generate requests per target")
     parser.add_argument("--tolerance", type=float, default=0.1, help="relative tolerance of a hit")
     parser.add_argument("--hit-properties", nargs="+", default=["tuf"], help="properties whose hit rate is measured")
-    parser.add_argument("--starts", type=int, default=100, help="random latents of the conditional-edit traversals")
+    parser.add_argument("--starts", type=int, default=100, help="random latents of the conditional-edit measurements")
     parser.add_argument("--seed", type=int, default=1000, help="seed of the starting latents")
     args = parser.parse_args()
 
@@ -104,6 +125,7 @@ def main() -> int:
               "heldout_accuracy": document["split"]["heldout_accuracy"]})  # fmt: skip
     if {"r_paper", "tuf"} <= set(steering.directions):
         emit(conditional_edit(steering, "r_paper", "tuf", starts, document["settings"]["max_step"]))
+        emit(kept_edit(steering, "r_paper", "tuf", starts))
     for name in args.hit_properties:
         for starts in ("random", "nearest"):
             emit(hit_rate(steering, name, args.grid, args.requests, args.tolerance, args.seed, starts))
