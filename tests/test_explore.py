@@ -277,10 +277,16 @@ def test_the_server_binds_loopback_by_default(explorer):
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
 
 
-def test_cli_serves_until_ctrl_c_and_stops_cleanly(run_dir):
+def _as_a_background_job() -> None:
+    """What a shell does to `sharpgen explore &` started from a script: SIGINT is ignored in the job."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_cli_serves_until_stopped_and_stops_cleanly(run_dir, stop_signal):
     proc = subprocess.Popen(
         [sys.executable, "-m", "sharpgen.cli", "explore", "--results", str(run_dir), "--port", "0"],
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, preexec_fn=_as_a_background_job,
     )  # fmt: skip
     try:
         lines = []  # the URL line comes after whatever the imports may warn about
@@ -291,7 +297,7 @@ def test_cli_serves_until_ctrl_c_and_stops_cleanly(run_dir):
         url = lines[-1].split(" on ", 1)[1].split(" ", 1)[0]
         with urllib.request.urlopen(url + "api/config", timeout=60) as response:
             assert response.status == 200
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         status = proc.wait(timeout=30)
         rest = proc.stderr.read()
         assert status == 0, rest

@@ -697,7 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
         "steerable property (paper units; Mx and Mm on fixed_scale runs), a seed, 'hold' toggles, the generated "
         "patch with its polarity centroids and PIL mask, target vs. achieved properties, a traversal strip and "
         "the most similar real SHARP patches (HARP/NOAA, T_REC, similarity), with FITS and CSV downloads. "
-        "Binds to the loopback interface unless --host says otherwise. Ctrl-C stops it.",
+        "Binds to the loopback interface unless --host says otherwise. Ctrl-C or SIGTERM stops it.",
         epilog="Example: sharpgen explore --results results/default --port 8765. " + EPILOG,
     )
     expl.add_argument(

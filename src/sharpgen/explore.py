@@ -25,6 +25,7 @@ import base64
 import json
 import math
 import os
+import signal
 import struct
 import sys
 import tempfile
@@ -765,8 +766,21 @@ def set_threads(threads: int) -> None:
         pass
 
 
+def _stop_on_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM (``kill``, a batch system ending the job) both stop the server cleanly,
+    also when the shell that started it in the background left SIGINT ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop)
+
+
 def serve(explorer: Explorer, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, verbose: bool = False) -> int:
-    """Serve the page until Ctrl-C; returns 0 after a clean shutdown."""
+    """Serve the page until Ctrl-C or SIGTERM; returns 0 after a clean shutdown."""
     if not is_loopback(host):
         print(
             f"sharpgen: warning: serving on {host}: anyone who can reach this machine can use the explorer "
@@ -774,6 +788,7 @@ def serve(explorer: Explorer, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
             file=sys.stderr,
         )
     server = ExploreServer(explorer, host, port, verbose=verbose)
+    _stop_on_signals()
     print(f"sharpgen explore: {explorer.run_dir} on {server.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     if explorer.retrieval_problem:
         print(f"sharpgen: warning: {explorer.retrieval_problem}", file=sys.stderr)
