@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import SharpgenError
+from .jsonsafe import json_safe
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -109,7 +110,7 @@ class PropertySpec:
     floor: float = 0.0  # a target is met within TOLERANCE * max(|target|, floor), as steer judges it
 
     def to_json(self) -> dict:
-        return _clean(
+        return json_safe(
             {
                 "name": self.name,
                 "unit": UNITS.get(self.name, ""),
@@ -158,19 +159,6 @@ class Solution:
     goals: dict[str, float]  # paper-unit target of every targeted or held property
     held: dict[str, float]  # held property -> the seed's value
     start: str  # "seed" or "near": where the search started
-
-
-def _clean(value):
-    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python."""
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -302,7 +290,7 @@ class Explorer:
     def config(self) -> dict:
         """What the page needs to build its controls."""
         steering = self.steering
-        return _clean(
+        return json_safe(
             {
                 "run_dir": str(self.run_dir),
                 "image_size": steering.image_size,
@@ -516,7 +504,7 @@ class Explorer:
             "total": (done - begin) * 1e3,
             "cached": cached,
         }
-        return _clean(answer)
+        return json_safe(answer)
 
     def traversal(self, request: Request, frames: int = TRAVERSAL_FRAMES) -> dict:
         """``/api/traversal``: the state's patch stepped along ``request.along``'s direction (conditional on the
@@ -537,7 +525,7 @@ class Explorer:
             patches = _generate(self.steering, latents)
         values = patch_properties(patches, self.steering.threshold_gauss, self.steering.pixel_mm)
         spec = self.properties[along]
-        return _clean(
+        return json_safe(
             {
                 "along": along,
                 "hold": list(request.hold),
@@ -643,6 +631,12 @@ def _cache_put(cache: OrderedDict, key, value, size: int = CACHE_SIZE) -> None:
 # -- HTTP ---------------------------------------------------------------------------------------------------
 
 
+_DOWNLOADS = {  # path -> (the body for a request, its content type, the file name it is saved as)
+    "/api/matches.csv": (Explorer.matches_csv, "text/csv; charset=utf-8", "sharpgen_matches_seed{seed}.csv"),
+    "/api/generated.fits": (Explorer.fits_bytes, "application/fits", "sharpgen_generated_seed{seed}.fits"),
+}
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "sharpgen-explore"
     protocol_version = "HTTP/1.1"
@@ -664,22 +658,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(HTTPStatus.OK, explorer.state(explorer.parse(query)))
             elif url.path == "/api/traversal":
                 self._json(HTTPStatus.OK, explorer.traversal(explorer.parse(query)))
-            elif url.path == "/api/matches.csv":
+            elif url.path in _DOWNLOADS:
+                body, content_type, filename = _DOWNLOADS[url.path]
                 request = explorer.parse(query)
-                self._send(
-                    HTTPStatus.OK,
-                    explorer.matches_csv(request),
-                    "text/csv; charset=utf-8",
-                    filename=f"sharpgen_matches_seed{request.seed}.csv",
-                )
-            elif url.path == "/api/generated.fits":
-                request = explorer.parse(query)
-                self._send(
-                    HTTPStatus.OK,
-                    explorer.fits_bytes(request),
-                    "application/fits",
-                    filename=f"sharpgen_generated_seed{request.seed}.fits",
-                )
+                self._send(HTTPStatus.OK, body(explorer, request), content_type, filename.format(seed=request.seed))
             elif url.path == "/favicon.ico":
                 self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
             else:

@@ -31,6 +31,7 @@ import numpy as np
 from . import direction_figures
 from .atomic import write_bytes_atomic, write_text_atomic
 from .errors import SharpgenError
+from .jsonsafe import json_safe
 from .plotting import draw_patch, get_pyplot, save_figure
 
 if TYPE_CHECKING:  # pandas and scipy load only when a figure is drawn: `sharpgen --help` lists FIGURES fast
@@ -880,18 +881,6 @@ def numbers_path(out: str | os.PathLike) -> Path:
     return Path(out).with_suffix(".json")
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(key): _jsonable(val) for key, val in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(val) for val in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def make_figure(
     name: str, results_dir: str | os.PathLike, out: str | os.PathLike, options: Options | None = None
 ) -> dict:
@@ -902,5 +891,5 @@ def make_figure(
     if Path(out).suffix.lower() != ".png":
         raise SharpgenError(f"figures are PNG files; {out} does not end in .png")
     numbers = {"figure": name, **FIGURES[name].draw(Path(results_dir), Path(out), options or Options())}
-    write_text_atomic(numbers_path(out), json.dumps(_jsonable(numbers), indent=2) + "\n")
+    write_text_atomic(numbers_path(out), json.dumps(json_safe(numbers), indent=2) + "\n")
     return numbers
