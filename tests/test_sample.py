@@ -73,6 +73,19 @@ def test_resize_mode_has_paper_units_only_and_same_seed_same_samples(generator_p
     assert not np.array_equal(a[0], c[0])
 
 
+def test_only_the_first_stored_patches_are_kept_but_every_sample_is_measured(generator_path, tmp_path):
+    every = SampleSettings(n_samples=23, batch_size=5, threshold_gauss=150.0, pixel_mm=None)
+    first = SampleSettings(n_samples=23, batch_size=5, threshold_gauss=150.0, pixel_mm=None, stored_patches=7)
+    sample_generator(generator_path, tmp_path / "every", every, seed=2, progress=False)
+    sample_generator(generator_path, tmp_path / "first", first, seed=2, progress=False)
+    latents, patches, table = read_samples(tmp_path / "every")
+    kept_latents, kept, kept_table = read_samples(tmp_path / "first")
+    assert kept.shape == (7, SIZE, SIZE) and patches.shape == (23, SIZE, SIZE)
+    np.testing.assert_array_equal(kept, patches[:7])
+    np.testing.assert_array_equal(kept_latents, latents)
+    pd.testing.assert_frame_equal(kept_table, table)
+
+
 def test_cli_sample_reports_a_missing_generator_in_one_line(tmp_path, capsys):
     code = main(["sample", "--generator", str(tmp_path / "nope.pt"), "--out-dir", str(tmp_path / "s")])
     err = capsys.readouterr().err

@@ -77,13 +77,14 @@ def test_train_gan_leaves_a_generator_and_a_full_log(test_run, repo_root):
 
 def test_sample_writes_aligned_latents_patches_and_properties(test_run, repo_root):
     config = yaml.safe_load((repo_root / "config" / "test.yaml").read_text())
-    n, size = config["sample"]["n_samples"], config["image_size"]
+    n, stored, size = config["sample"]["n_samples"], config["sample"]["stored_patches"], config["image_size"]
     latents = np.load(test_run / "samples" / "latents.npy")
     patches = zarr.open_array(str(test_run / "samples" / "patches.zarr"))[:]
     table = pd.read_parquet(test_run / "samples" / "properties.parquet")
-    assert latents.shape == (n, 100) and patches.shape == (n, size, size) and len(table) == n
+    assert stored < n  # every latent is measured, only the first patches are kept
+    assert latents.shape == (n, 100) and patches.shape == (stored, size, size) and len(table) == n
     assert np.abs(patches).max() <= 1.0
-    np.testing.assert_allclose(table["r_paper"], paper_properties(patches)["r_paper"], equal_nan=True)
+    np.testing.assert_allclose(table["r_paper"][:stored], paper_properties(patches)["r_paper"], equal_nan=True)
     expected = {"tuf", "psep", "r_paper", "tpf", "tnf", "tilt_paper", "area", "usflux", "psep_mm", "r_value"}
     assert expected <= set(table.columns)  # fixed_scale run: physical units too
 
@@ -152,12 +153,12 @@ def test_train_ssl_and_build_index_make_a_searchable_index_of_every_patch(test_r
 
 def test_evaluate_retrieval_scores_ssl_and_every_baseline(test_run):
     document = json.loads((test_run / "retrieval" / "evaluation.json").read_text())
-    assert document["n_queries"] == 20 and document["k"] == 3
+    assert document["n_queries"] == 16 and document["k"] == 3  # 20 asked, but only 16 patches are stored
     assert set(document["methods"]) == {"ssl", "pixel", "pca", "random"}
     for scores in document["methods"].values():
         for kind in ("top1", "topk_mean"):
             assert set(scores[kind]) == {"tuf", "psep", "r_paper", "tpf", "tnf"}
-            assert -1.0 <= scores[kind]["tuf"]["pearson"] <= 1.0 and scores[kind]["tuf"]["n"] == 20
+            assert -1.0 <= scores[kind]["tuf"]["pearson"] <= 1.0 and scores[kind]["tuf"]["n"] == 16
     for name in ("evaluation_scatter.png", "examples.png"):
         assert (test_run / "retrieval" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

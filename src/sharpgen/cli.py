@@ -498,9 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
         "sample",
         help="pipeline stage: sample the generator in bulk and measure every generated patch",
         description="Draw sample.n_samples latents z ~ N(0, I) from a seeded stream and write OUT_DIR/latents.npy "
-        "((M, 100) float32), OUT_DIR/patches.zarr ((M, S, S) float32, 1 unit = 1 kG) and "
-        "OUT_DIR/properties.parquet (row i: the paper-unit properties of patch i, plus physical ones in Mx/Mm "
-        "when normalize.mode is fixed_scale). Batched: memory does not grow with M.",
+        "((M, 100) float32), OUT_DIR/properties.parquet (row i: the paper-unit properties of the patch of latent "
+        "i, plus physical ones in Mx/Mm when normalize.mode is fixed_scale) and OUT_DIR/patches.zarr ((K, S, S) "
+        "float32, 1 unit = 1 kG: the first K = sample.stored_patches patches). Batched: memory does not grow "
+        "with M.",
         epilog=EPILOG,
     )
     sample.add_argument("--generator", required=True, help="generator.pt written by train-gan")

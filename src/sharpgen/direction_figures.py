@@ -255,9 +255,10 @@ def figure_latent_space(results, out, options) -> dict:
     import zarr
 
     steering = _run_steering(results)
-    count = min(options.max_patches, len(steering.samples))
+    stored = zarr.open_array(str(results / "samples" / "patches.zarr"), mode="r")
+    count = min(options.max_patches, len(steering.samples), stored.shape[0])
     shown = [name for name in ("tuf", "psep", "r_paper") if name in steering.directions] or list(steering.directions)
-    patches = zarr.open_array(str(results / "samples" / "patches.zarr"), mode="r")[:count]
+    patches = stored[:count]
     latents = np.asarray(steering.sample_latents[:count], dtype=np.float64)
     return plot_latent_space(steering.directions, latents, steering.samples.iloc[:count], patches, shown, out)
 

@@ -163,11 +163,12 @@ def evaluate_retrieval(
         raise SharpgenError(f"{samples_dir}: no samples (run the sample stage first)")
     retriever = Retriever.from_run(run_dir, device)
     sampled = pd.read_parquet(samples_dir / "properties.parquet")
-    count = min(settings.n_queries, len(sampled))
+    stored = zarr.open_array(str(samples_dir / "patches.zarr"), mode="r")  # the first sample.stored_patches
+    count = min(settings.n_queries, len(sampled), stored.shape[0])
     if count < 3:
-        raise SharpgenError(f"only {len(sampled)} samples: at least 3 queries are needed for a correlation")
+        raise SharpgenError(f"only {count} stored samples: at least 3 queries are needed for a correlation")
     queries = sampled.iloc[:count].reset_index(drop=True)
-    query_patches = np.asarray(zarr.open_array(str(samples_dir / "patches.zarr"), mode="r")[:count], dtype=np.float32)
+    query_patches = np.asarray(stored[:count], dtype=np.float32)
     real = retriever.table
     missing = [name for name in EVAL_PROPERTIES if name not in real.columns or name not in queries.columns]
     if missing:

@@ -1,7 +1,9 @@
 """The ``sample`` stage: many latents -> generated patches -> their physical properties, streamed in batches.
 
-Writes ``latents.npy`` ``(M, 100)`` float32, ``patches.zarr`` ``(M, S, S)`` float32 (normalized units, 1 unit =
-1 kG) and ``properties.parquet`` (row i describes latent i and patch i). Memory does not grow with M: latents
+Writes ``latents.npy`` ``(M, 100)`` float32, ``properties.parquet`` (row i describes latent i and its patch) and
+``patches.zarr`` ``(K, S, S)`` float32 (normalized units, 1 unit = 1 kG), the first K = min(M, ``stored_patches``)
+patches: the SVM directions want many measured latents, the figures and retrieval queries only a few thousand
+patches, and 100k stored patches would take 1.5 GB at 64 px. Memory does not grow with M: latents
 come from a seeded NumPy stream batch by batch, each batch goes straight to a memory-mapped ``.npy``, a Zarr
 chunk and a Parquet row group. Every artefact is built under a temporary name and renamed when complete.
 """
@@ -31,6 +33,7 @@ class SampleSettings:
     batch_size: int
     threshold_gauss: float
     pixel_mm: float | None  # pixel side in Mm of fixed_scale patches; None for the paper's resize mode
+    stored_patches: int | None = None  # patches kept in patches.zarr (the first ones); None = all
 
     @classmethod
     def from_config(cls, config: dict) -> SampleSettings:
@@ -39,6 +42,7 @@ class SampleSettings:
         return cls(
             n_samples=int(config["sample"]["n_samples"]),
             batch_size=int(config["sample"]["batch_size"]),
+            stored_patches=config["sample"]["stored_patches"],
             threshold_gauss=float(normalize["threshold_gauss"]),
             pixel_mm=float(normalize["scale_mm"]) if normalize["mode"] == "fixed_scale" else None,
         )
@@ -94,12 +98,17 @@ def sample_generator(
     dev = pick_device(device)
     generator, gan_settings = load_generator(generator_path, dev)
     size, n, batch = int(gan_settings["image_size"]), settings.n_samples, settings.batch_size
+    stored = n if settings.stored_patches is None else min(n, settings.stored_patches)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp_zarr = out_dir / f"{TEMP_PREFIX}patches.zarr"
     shutil.rmtree(tmp_zarr, ignore_errors=True)
     patches = zarr.create_array(
-        store=str(tmp_zarr), shape=(n, size, size), chunks=(batch, size, size), dtype="float32", zarr_format=3
+        store=str(tmp_zarr),
+        shape=(stored, size, size),
+        chunks=(min(batch, stored), size, size),
+        dtype="float32",
+        zarr_format=3,
     )
     bar = progress_bar(total=n, desc="sample", unit="patch", disable=not progress)
     with atomic_path(out_dir / "latents.npy") as tmp_latents, atomic_path(out_dir / "properties.parquet") as tmp_table:
@@ -108,7 +117,8 @@ def sample_generator(
         for start, z in latent_batches(n, batch, seed):
             images = generate(generator, z, dev)
             latents[start : start + len(z)] = z
-            patches[start : start + len(z)] = images
+            if start < stored:
+                patches[start : min(start + len(z), stored)] = images[: stored - start]
             table = pd.DataFrame({"sample": np.arange(start, start + len(z))})
             for name, values in patch_properties(images, settings.threshold_gauss, settings.pixel_mm).items():
                 table[name] = values
