@@ -169,3 +169,43 @@ def test_newton_steps_reach_targets_of_a_nonlinear_property_and_hold_another():
     np.testing.assert_allclose(table["q"], 2.5, rtol=0.01)
     np.testing.assert_allclose(table["r"], held_r, rtol=0.01, atol=1e-9)
     np.testing.assert_allclose(measure(latents)["q"], table["q"])
+
+
+def test_a_scan_finds_the_far_crossing_when_the_local_slope_leads_into_the_constraint():
+    def measure(latents):  # falls to a minimum at z0 = 1, then rises: r_paper near the polarity boundary
+        return pd.DataFrame({"q": (np.asarray(latents, dtype=np.float64)[:, 0] - 1.0) ** 2})
+
+    def stop_at_boundary(latents, origins):  # like keep_sides: no move below z0 = -0.5
+        latents = np.array(latents, dtype=np.float64)
+        latents[:, 0] = np.maximum(latents[:, 0], -0.5)
+        return latents
+
+    starts = np.zeros((3, 100))
+    normals = np.eye(100)[:1]
+    jacobian = np.array([[-2.0]])  # dq/dt at the start: towards the minimum, away from q = 9 at t = 4
+    targets = np.full((3, 1), 9.0)
+    options = {"tolerance": 0.01, "constrain": stop_at_boundary}
+    _, plain_table, plain = solve_targets(measure, starts, normals, jacobian, ["q"], targets, **options)
+    assert not plain.any()  # Newton walks to the boundary (q = 2.25) and stays there
+    np.testing.assert_allclose(plain_table["q"], 2.25)
+    latents, table, converged = solve_targets(
+        measure, starts, normals, jacobian, ["q"], targets, scan=(-2.0, -1.0, 1.0, 2.0, 3.0, 5.0), **options
+    )
+    assert converged.all()
+    np.testing.assert_allclose(latents[:, 0], 4.0, rtol=0.01)
+    np.testing.assert_allclose(table["q"], 9.0, rtol=0.01)
+
+
+def test_an_unreachable_target_ends_at_the_closest_approach_not_where_newton_stopped():
+    def measure(latents):  # jumps from 1 to 3 at z0 = 0.5 (a threshold mask gaining a piece): 2 is never met
+        z0 = np.asarray(latents, dtype=np.float64)[:, 0]
+        return pd.DataFrame({"q": np.where(z0 < 0.5, 1.0 + 0.1 * z0, 3.0 + 0.1 * z0)})
+
+    starts = np.zeros((1, 100))
+    latents, table, converged = solve_targets(
+        measure, starts, np.eye(100)[:1], np.array([[1.0]]), ["q"], np.array([[2.1]]), scan=(-1.0, 1.0, 2.0)
+    )
+    assert not converged[0]
+    closest = float(table["q"].iloc[0])
+    assert abs(closest - 2.1) < 1.0  # just below or above the jump, not wherever the last iterate went
+    np.testing.assert_allclose(measure(latents)["q"], table["q"])  # the table describes the returned latent

@@ -3,8 +3,9 @@
 A request names target values for properties that have a direction (``directions/directions.json``), or for
 their physical twins in a ``fixed_scale`` run (``usflux`` [Mx] for ``tuf``, ``psep_mm`` [Mm] for ``psep``),
 and optionally properties to *keep* at their starting values. Each start latent is stepped along the
-directions of the targeted and kept properties by :func:`sharpgen.steering.solve_targets`; the result is
-checked by generating and measuring it.
+directions of the targeted and kept properties by :func:`sharpgen.steering.solve_targets` (quasi-Newton;
+a request that misses tries again from a scan of ``SCAN_STEPS`` along each direction); the result is checked
+by generating and measuring it, and a miss returns its closest approach, flagged.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from .units import GAUSS_PER_NORMALIZED_UNIT, pixel_area_cm2
 
 REACHABLE_QUANTILES = (0.005, 0.995)
 """A target outside these quantiles of the sampled property values is refused as out of reach."""
+SCAN_STEPS = (-6.0, -4.0, -3.0, -2.0, -1.5, -1.0, -0.5, -0.25, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+"""Steps (latent units) tried along each direction for a request that missed (see ``solve_targets``)."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ def steer(
     normals = np.stack([steering.directions.normals(n, starts) for n in names], axis=1)  # (N, D, 100)
     latents, table, converged = solve_targets(
         steering.measure, starts, normals, jacobian, names, goal, tolerance=tolerance, floors=floors,
-        constrain=steering.directions.keep_sides,
+        constrain=steering.directions.keep_sides, scan=SCAN_STEPS,
     )  # fmt: skip
     return latents, table, converged, wanted
 

@@ -13,6 +13,7 @@ point is generated and measured. From traversals of many random starts:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -125,6 +126,7 @@ def solve_targets(
     max_iterations: int = 10,
     max_step: float = 8.0,
     constrain: Constrain | None = None,
+    scan: Sequence[float] = (),
 ) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
     """Step each start along ``normals`` until properties ``names`` reach ``targets`` (quasi-Newton).
 
@@ -138,7 +140,14 @@ def solve_targets(
     Total steps are clipped to ``+-max_step`` per direction, keeping latents where the generator was trained;
     ``constrain`` (if given) maps every moved latent to an allowed one before it is measured.
 
-    Returns ``(latents (N, 100), measured table of the final latents, converged (N,) bool)``.
+    ``scan``: steps (latent units) tried along each direction alone for the requests that did not converge;
+    those then iterate again from the best scanned point (see :meth:`_Problem.scan`) and keep whichever
+    attempt came closer. A property that first falls and then rises along its direction (``r_paper`` near
+    the polarity boundary, where regions turn small and compact) leads the local slope away from the target.
+
+    Returns ``(latents (N, 100), their measured table, converged (N,) bool)``: per request the iterate with the
+    smallest largest relative miss, so a request that cannot converge (a property that jumps over its target
+    where a threshold mask gains or loses a piece) ends at its closest approach, not wherever it stopped.
     """
     starts = np.asarray(starts, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)
@@ -147,35 +156,147 @@ def solve_targets(
     normals = np.broadcast_to(normals, (n, *normals.shape[-2:]))
     dims = normals.shape[1]
 
-    def latents_at(steps: np.ndarray) -> np.ndarray:
-        latents = starts + np.einsum("nd,ndk->nk", steps, normals)
-        return latents if constrain is None else constrain(latents, starts)
+    def latents_at(steps: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        latents = starts[rows] + np.einsum("nd,ndk->nk", steps, normals[rows])
+        return latents if constrain is None else constrain(latents, starts[rows])
 
     scale = np.maximum(np.abs(targets), 1e-12 if floors is None else np.asarray(floors, dtype=np.float64))
+    scale = np.broadcast_to(scale, targets.shape)
     jacobians = np.repeat(np.asarray(jacobian, dtype=np.float64)[None], n, axis=0)
-    steps, last_step = np.zeros((n, dims)), np.zeros((n, dims))
-    table = measure(starts)
-    values = table[list(names)].to_numpy(dtype=np.float64)
-    last_values, last_defined = values.copy(), np.ones(n, dtype=bool)
-    for _ in range(max_iterations):
-        defined = np.all(np.isfinite(values), axis=1)
-        converged = defined & np.all(np.abs(values - targets) <= tolerance * scale, axis=1)
-        if converged.all():
-            break
-        change = values - last_values
-        moved = defined & last_defined & (np.sum(last_step**2, axis=1) > 0)
-        if moved.any():
-            ds = last_step[moved]
-            residual = change[moved] - np.einsum("npd,nd->np", jacobians[moved], ds)
-            jacobians[moved] += np.einsum("np,nd->npd", residual, ds) / np.sum(ds**2, axis=1)[:, None, None]
-        update = np.einsum("ndp,np->nd", np.linalg.pinv(jacobians), targets - np.nan_to_num(values))
-        update = np.where(defined[:, None], update, -last_step / 2)
-        update[converged] = 0.0
-        new_steps = np.clip(steps + update, -max_step, max_step)
-        last_step, steps = new_steps - steps, new_steps
-        last_values, last_defined = values, defined
-        table = measure(latents_at(steps))
-        values = table[list(names)].to_numpy(dtype=np.float64)
-    defined = np.all(np.isfinite(values), axis=1)
-    converged = defined & np.all(np.abs(values - targets) <= tolerance * scale, axis=1)
-    return latents_at(steps), table, converged
+    start_table = measure(starts)
+    everyone = np.arange(n)
+    problem = _Problem(measure, latents_at, list(names), targets, scale, tolerance, max_iterations, max_step)
+    steps, table, miss = problem.iterate(everyone, np.zeros((n, dims)), start_table, jacobians)
+    redo = np.flatnonzero(miss > tolerance)
+    if len(scan) and redo.size:
+        start_values = start_table[list(names)].to_numpy(dtype=np.float64)[redo]
+        scanned, scanned_table, slopes = problem.scan(redo, scan, dims, start_table.iloc[redo], start_values)
+        rows, cols = np.nonzero(np.isfinite(slopes))
+        retry_jacobians = jacobians[redo]
+        retry_jacobians[rows, cols, cols] = slopes[rows, cols]  # the local slope over the bracket, not the median
+        retry_steps, retry_table, retry_miss = problem.iterate(redo, scanned, scanned_table, retry_jacobians)
+        closer = np.flatnonzero(retry_miss < miss[redo])
+        steps[redo[closer]], miss[redo[closer]] = retry_steps[closer], retry_miss[closer]
+        rows = np.arange(n)
+        rows[redo[closer]] = n + closer
+        table = pd.concat([table, retry_table], ignore_index=True).iloc[rows].reset_index(drop=True)
+    return latents_at(steps, everyone), table, miss <= tolerance
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """What :func:`solve_targets` solves, for any subset ``rows`` of its requests."""
+
+    measure: Measure
+    latents_at: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    names: list[str]
+    targets: np.ndarray
+    scale: np.ndarray
+    tolerance: float
+    max_iterations: int
+    max_step: float
+
+    def misses(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Largest relative miss ``|value - target| / scale`` over the last axis; inf where undefined."""
+        defined = np.all(np.isfinite(values), axis=-1)
+        with np.errstate(invalid="ignore"):
+            relative = np.abs(values - self.targets[rows]) / self.scale[rows]
+            return np.where(defined, np.max(relative, axis=-1), np.inf)
+
+    def iterate(self, rows, steps, table, jacobians) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+        """Broyden iterations of requests ``rows`` from ``steps`` (measured as ``table``); returns the best
+        iterate's ``(steps, table, largest relative miss)`` per request."""
+        steps, jacobians = np.array(steps, dtype=np.float64), np.array(jacobians, dtype=np.float64)
+        targets = self.targets[rows]
+        values = table[self.names].to_numpy(dtype=np.float64)
+        last_step, last_values, last_defined = np.zeros_like(steps), values.copy(), np.ones(len(rows), dtype=bool)
+        best_steps, best_table, best_miss = steps.copy(), table.reset_index(drop=True), self.misses(values, rows)
+        for _ in range(self.max_iterations):
+            converged = best_miss <= self.tolerance
+            if converged.all():
+                break
+            defined = np.all(np.isfinite(values), axis=1)
+            change = values - last_values
+            moved = defined & last_defined & (np.sum(last_step**2, axis=1) > 0)
+            if moved.any():
+                ds = last_step[moved]
+                residual = change[moved] - np.einsum("npd,nd->np", jacobians[moved], ds)
+                jacobians[moved] += np.einsum("np,nd->npd", residual, ds) / np.sum(ds**2, axis=1)[:, None, None]
+            update = np.einsum("ndp,np->nd", np.linalg.pinv(jacobians), targets - np.nan_to_num(values))
+            update = np.where(defined[:, None], update, -last_step / 2)
+            update[converged] = 0.0
+            new_steps = np.clip(steps + update, -self.max_step, self.max_step)
+            last_step, steps = new_steps - steps, new_steps
+            last_values, last_defined = values, defined
+            table = self.measure(self.latents_at(steps, rows))
+            values = table[self.names].to_numpy(dtype=np.float64)
+            miss = self.misses(values, rows)
+            improved = miss < best_miss
+            best_steps[improved], best_miss[improved] = steps[improved], miss[improved]
+            best_table = _rows_from(best_table, table, improved)
+        return best_steps, best_table, best_miss
+
+    def scan(self, rows, scan, dims, table, values) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+        """Where requests ``rows`` (measured at their starts as ``table`` / ``values``) start again. Candidates:
+        the start, every ``scan`` step along each direction alone, and along each direction d the crossing of
+        property d's target nearest the start (linearly interpolated between the two scanned steps where its
+        miss changes sign). The first that applies wins: the smallest miss among candidates within the
+        tolerance; the bracketed crossing with the smallest miss (the iterations converge from there, even
+        when a scanned point misses by less, e.g. one stopped at the polarity boundary, from where no step
+        gets closer); the smallest miss.
+
+        Returns ``(steps (n, D), table, slopes (n, D))``: ``slopes[i, d]`` is the secant slope of property d
+        over the bracket when request i starts from its crossing along d, else NaN.
+        """
+        n, grid, targets = len(rows), np.asarray(scan, dtype=np.float64), self.targets[rows]
+        trials = np.zeros((len(grid) * dims, n, dims))
+        for d in range(dims):
+            trials[d * len(grid) : (d + 1) * len(grid), :, d] = grid[:, None]
+        measured = self.measure(np.concatenate([self.latents_at(steps, rows) for steps in trials]))
+        trial_values = measured[self.names].to_numpy(dtype=np.float64).reshape(len(trials), n, len(self.names))
+        along = np.concatenate([grid, [0.0]])
+        order = np.argsort(along)
+        crossings, secants = np.zeros((dims, n, dims)), np.full((dims, n), np.nan)
+        for d in range(min(dims, len(self.names))):
+            own = np.concatenate([trial_values[d * len(grid) : (d + 1) * len(grid), :, d], values[None, :, d]])
+            crossings[d, :, d], secants[d] = _nearest_crossing(along[order], own[order] - targets[None, :, d])
+        crossed = self.measure(np.concatenate([self.latents_at(steps, rows) for steps in crossings]))
+        candidates = np.concatenate([np.zeros((1, n, dims)), trials, crossings])
+        crossed_values = crossed[self.names].to_numpy(dtype=np.float64).reshape(dims, n, len(self.names))
+        misses = self.misses(np.concatenate([values[None], trial_values, crossed_values]), rows)
+        tier = np.full(misses.shape, 2.0)
+        tier[1 + len(trials) :] = np.where(np.isfinite(secants), 1.0, 2.0)
+        tier[misses <= self.tolerance] = 0.0
+        with np.errstate(invalid="ignore"):
+            rank = tier + np.where(np.isfinite(misses), misses / (1.0 + misses), 1.0)  # by tier, then by miss
+        best = np.argmin(rank, axis=0)
+        pooled = pd.concat([table.reset_index(drop=True), measured, crossed], ignore_index=True)
+        chosen = pooled.iloc[best * n + np.arange(n)].reset_index(drop=True)
+        slopes = np.full((n, dims), np.nan)
+        from_crossing = np.flatnonzero(best > len(trials))
+        direction = best[from_crossing] - 1 - len(trials)
+        slopes[from_crossing, direction] = secants[direction, from_crossing]
+        return candidates[best, np.arange(n)], chosen, slopes
+
+
+def _nearest_crossing(steps: np.ndarray, miss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of ``miss`` ``(K, N)`` (value - target at the sorted ``steps`` ``(K,)``): the linearly
+    interpolated step where the miss changes sign nearest to step 0 (0 where it never does) and the secant
+    slope over that bracket (NaN where none)."""
+    low, high = miss[:-1], miss[1:]
+    width = np.diff(steps)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sign_change = np.isfinite(low) & np.isfinite(high) & (np.sign(low) != np.sign(high)) & (width > 0)
+        fraction = np.where(sign_change, low / (low - high), np.nan)
+    at = steps[:-1, None] + fraction * width
+    pick = np.argmin(np.where(sign_change, np.abs(at), np.inf), axis=0)
+    columns = np.arange(miss.shape[1])
+    found = sign_change[pick, columns]
+    slope = (high - low)[pick, columns] / width[pick, 0]
+    return np.where(found, at[pick, columns], 0.0), np.where(found, slope, np.nan)
+
+
+def _rows_from(table: pd.DataFrame, other: pd.DataFrame, take: np.ndarray) -> pd.DataFrame:
+    """``table`` with row i replaced by ``other``'s row i where ``take[i]``."""
+    rows = np.where(take, len(table) + np.arange(len(take)), np.arange(len(take)))
+    return pd.concat([table, other], ignore_index=True).iloc[rows].reset_index(drop=True)
