@@ -177,9 +177,7 @@ def solve_targets(
         retry_steps, retry_table, retry_miss = problem.iterate(redo, scanned, scanned_table, retry_jacobians)
         closer = np.flatnonzero(retry_miss < miss[redo])
         steps[redo[closer]], miss[redo[closer]] = retry_steps[closer], retry_miss[closer]
-        rows = np.arange(n)
-        rows[redo[closer]] = n + closer
-        table = pd.concat([table, retry_table], ignore_index=True).iloc[rows].reset_index(drop=True)
+        table = _replace_rows(table, redo[closer], retry_table.iloc[closer])
     return latents_at(steps, everyone), table, miss <= tolerance
 
 
@@ -233,7 +231,7 @@ class _Problem:
             miss = self.misses(values, rows)
             improved = miss < best_miss
             best_steps[improved], best_miss[improved] = steps[improved], miss[improved]
-            best_table = _rows_from(best_table, table, improved)
+            best_table = _replace_rows(best_table, np.flatnonzero(improved), table.iloc[improved])
         return best_steps, best_table, best_miss
 
     def scan(self, rows, scan, dims, table, values) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
@@ -296,7 +294,8 @@ def _nearest_crossing(steps: np.ndarray, miss: np.ndarray) -> tuple[np.ndarray, 
     return np.where(found, at[pick, columns], 0.0), np.where(found, slope, np.nan)
 
 
-def _rows_from(table: pd.DataFrame, other: pd.DataFrame, take: np.ndarray) -> pd.DataFrame:
-    """``table`` with row i replaced by ``other``'s row i where ``take[i]``."""
-    rows = np.where(take, len(table) + np.arange(len(take)), np.arange(len(take)))
-    return pd.concat([table, other], ignore_index=True).iloc[rows].reset_index(drop=True)
+def _replace_rows(table: pd.DataFrame, positions: np.ndarray, rows: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (default index) with its rows at ``positions`` replaced by ``rows``, in order."""
+    order = np.arange(len(table))
+    order[positions] = len(table) + np.arange(len(positions))
+    return pd.concat([table, rows], ignore_index=True).iloc[order].reset_index(drop=True)
