@@ -101,7 +101,7 @@ def screenshot(url: str, path: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from sharpgen.explore import Explorer, ExploreServer, set_threads
+    from sharpgen.explore.server import Explorer, ExploreServer, set_threads
 
     set_threads(args.threads)
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Latency, throughput and recall of sharpgen.index on random embeddings (exact, HNSW, IVF and PQ fast-scan kinds).
+"""Latency, throughput and recall of sharpgen.retrieval.index on random embeddings (exact, HNSW, IVF, PQ fast-scan).
 
 For each size N, seeded random ``(N, dim)`` embeddings are indexed (L2-normalized, cosine) and queried with
 other seeded vectors of the same law: ``--data gaussian`` (isotropic standard normal, the worst case) and/or
@@ -9,7 +9,7 @@ dimension is far below 100). One JSON line per (data, kind, search parameter), e
 "ef_search": 256, "p50_ms": 1.9, "p99_ms": 4.0, "batch_qps": 2100.0, "recall_at_10": 0.96,
 "filtered_p50_ms": 3.1, "filtered_recall_at_10": 0.97}``.
 
-- ``p50_ms``/``p99_ms``: ``sharpgen.index.search`` of one query at a time, k = 10 (``--single`` queries,
+- ``p50_ms``/``p99_ms``: ``sharpgen.retrieval.index.search`` of one query at a time, k = 10 (``--single`` queries,
   ``--single-threads`` OpenMP threads: one serving thread per query, and no OpenMP spin-waiting on cores
   another process uses, which on a shared 2-core machine made 2-thread single queries 10x slower);
 - ``batch_qps``: queries per second of one ``search`` call on ``--queries`` queries;
@@ -79,7 +79,7 @@ def latencies_ms(index, queries, k: int, threads: int, filters=None):
     import faiss
     import numpy as np
 
-    from sharpgen.index import search
+    from sharpgen.retrieval.index import search
 
     times, saved = [], faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(threads)
@@ -92,7 +92,7 @@ def latencies_ms(index, queries, k: int, threads: int, filters=None):
 
 
 def measure(index, queries, k: int, args, truth, truth_filtered, filters) -> dict:
-    from sharpgen.index import search
+    from sharpgen.retrieval.index import search
 
     p50, p99 = latencies_ms(index, queries[: args.single], k, args.single_threads)
     start = time.perf_counter()
@@ -127,7 +127,7 @@ def main(argv=None) -> None:
     import numpy as np
     import pandas as pd
 
-    from sharpgen.index import Filters, IndexSettings, build_index, search
+    from sharpgen.retrieval.index import Filters, IndexSettings, build_index, search
 
     faiss.omp_set_num_threads(args.threads)
     filters = Filters(splits=("val",))

@@ -23,8 +23,8 @@ import psutil
 
 from sharpgen.atomic import write_parquet_atomic
 from sharpgen.config import validate_config
-from sharpgen.dataset import NormalizeSettings, build_dataset
-from sharpgen.sources.synthetic import SyntheticSettings, generate_synthetic
+from sharpgen.data.normalize import NormalizeSettings, build_dataset
+from sharpgen.data.sources.synthetic import SyntheticSettings, generate_synthetic
 
 
 class PeakRss:

@@ -92,7 +92,7 @@ def main(argv=None) -> None:
         paths = sorted(p for p in samples.iterdir() if p.name.endswith("magnetogram.fits"))
     except ModuleNotFoundError:
         paths = []
-    from sharpgen.fitsio import read_sharp
+    from sharpgen.data.fitsio import read_sharp
 
     for path in paths:
         record = read_sharp(path)

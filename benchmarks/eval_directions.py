@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sharpgen.generate import load_steering, random_latents, starting_latents, steer
-from sharpgen.steering import median_slopes, traversal_steps, traverse
+from sharpgen.latent.generate import load_steering, random_latents, starting_latents, steer
+from sharpgen.latent.steering import median_slopes, traversal_steps, traverse
 
 
 def emit(record: dict) -> None:

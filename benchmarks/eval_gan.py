@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 import zarr
 
-from sharpgen.fidelity import distribution_distance, power_spectrum_slopes
+from sharpgen.gan.fidelity import distribution_distance, power_spectrum_slopes
 
 PROPERTIES = ("tuf", "psep", "r_paper", "tpf", "tnf", "area")
 

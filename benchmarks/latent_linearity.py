@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sharpgen.directions import directions_from_json, extreme_labels
+from sharpgen.latent.directions import directions_from_json, extreme_labels
 
 LOG_PROPERTIES = {"tuf", "tpf", "tnf", "r_paper", "area"}
 
@@ -50,7 +50,7 @@ def per_side(make, latents, values, sides, fraction, seed) -> float:
 def tuf_gradients(generator_path: Path, points: int, seed: int) -> dict:
     import torch
 
-    from sharpgen.gan_models import load_generator
+    from sharpgen.gan.models import load_generator
 
     generator, _ = load_generator(generator_path, "cpu")
     z = torch.tensor(np.random.default_rng(seed).standard_normal((points, 100)), dtype=torch.float32)

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import curve_fit
 
-from sharpgen.fitsio import read_sharp
-from sharpgen.normalize import paper_normalize
-from sharpgen.sources.synthetic import PIXEL_AREA_CM2, SyntheticSettings, generate_synthetic
+from sharpgen.data.fitsio import read_sharp
+from sharpgen.data.scaling import paper_normalize
+from sharpgen.data.sources.synthetic import PIXEL_AREA_CM2, SyntheticSettings, generate_synthetic
 
 try:  # written concurrently with this benchmark; everything else works without it
     from sharpgen.physics import r_value

@@ -30,7 +30,7 @@ import drms
 import numpy as np
 from astropy.io import fits
 
-from sharpgen.fitsio import write_sharp_fits
+from sharpgen.data.fitsio import write_sharp_fits
 
 SERIES = "hmi.sharp_cea_720s"
 SEGMENTS = ("Br", "magnetogram", "bitmap")

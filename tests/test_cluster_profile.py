@@ -137,7 +137,7 @@ def test_plugin_submits_the_training_rules_with_a_gpu_and_their_resources(tmp_pa
 
 @pytest.mark.parametrize("address", ["nonsense", "http://10.0.0.5:8786"])
 def test_a_malformed_dask_scheduler_address_is_one_clear_error(address):
-    from sharpgen.dataset import dask_client
+    from sharpgen.data.normalize import dask_client
 
     with pytest.raises(SharpgenError, match="not a Dask scheduler address"), dask_client(address, workers=1):
         pass

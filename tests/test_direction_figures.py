@@ -6,15 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sharpgen.direction_figures import (
+from sharpgen.errors import SharpgenError
+from sharpgen.figures.latent import (
     plot_calibration,
     plot_conditional_edit,
     plot_entanglement,
     plot_latent_space,
     plot_traversal_grid,
 )
-from sharpgen.directions import Direction, DirectionSet
-from sharpgen.errors import SharpgenError
+from sharpgen.latent.directions import Direction, DirectionSet
 
 SIZE = 16
 PNG = b"\x89PNG\r\n\x1a\n"

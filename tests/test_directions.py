@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sharpgen.directions import (
+from sharpgen.errors import SharpgenError
+from sharpgen.latent.directions import (
     DirectionSet,
     conditional_normal,
     directions_from_json,
@@ -16,8 +17,7 @@ from sharpgen.directions import (
     fit_split,
     sides_of,
 )
-from sharpgen.errors import SharpgenError
-from sharpgen.steering import (
+from sharpgen.latent.steering import (
     calibration_curves,
     entanglement_row,
     median_slopes,

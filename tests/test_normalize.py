@@ -10,12 +10,12 @@ import pytest
 import zarr
 
 from sharpgen.atomic import write_parquet_atomic
-from sharpgen.dataset import NormalizeSettings, assign_splits, build_dataset
+from sharpgen.data.fitsio import write_sharp_fits
+from sharpgen.data.normalize import NormalizeSettings, assign_splits, build_dataset
+from sharpgen.data.resample import rescale_matrix
+from sharpgen.data.scaling import DEFAULT_SCALE_MM, fixed_scale_normalize
 from sharpgen.errors import SharpgenError
-from sharpgen.fitsio import write_sharp_fits
-from sharpgen.normalize import DEFAULT_SCALE_MM, fixed_scale_normalize
 from sharpgen.physics import paper_properties
-from sharpgen.resample import rescale_matrix
 from sharpgen.units import CEA_PIXEL_MM
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from sharpgen import physics
-from sharpgen.fitsio import read_sharp
+from sharpgen.data.fitsio import read_sharp
 from sharpgen.units import CEA_PIXEL_MM
 
 PAPER_KEYS = ("tuf", "tpf", "tnf", "psep", "tilt_paper", "area", "eflux", "lead_pol", "r_paper")

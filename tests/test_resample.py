@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sharpgen.normalize import paper_normalize
-from sharpgen.resample import resize
+from sharpgen.data.resample import resize
+from sharpgen.data.scaling import paper_normalize
 
 
 @pytest.mark.parametrize("shape", [(532, 842), (100, 61), (128, 128), (77, 300), (40, 50)])

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from sharpgen.errors import SharpgenError
-from sharpgen.retrieval_eval import baseline_rows, correlations, physical_rows, score_matches
+from sharpgen.retrieval.evaluate import baseline_rows, correlations, physical_rows, score_matches
 
 RNG = np.random.default_rng(3)
 REAL = RNG.standard_normal((40, 8, 8)).astype(np.float32)

@@ -9,9 +9,9 @@ import torch
 import zarr
 
 from sharpgen.cli import main
-from sharpgen.gan_models import build_networks
+from sharpgen.gan.models import build_networks
+from sharpgen.gan.sample import SampleSettings, latent_batches, sample_generator
 from sharpgen.physics import paper_properties
-from sharpgen.sample import SampleSettings, latent_batches, sample_generator
 
 SIZE = 32
 

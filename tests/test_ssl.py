@@ -10,9 +10,11 @@ import pytest
 import torch
 import zarr
 
-from sharpgen import ssl_train
 from sharpgen.atomic import write_parquet_atomic
-from sharpgen.augment import (
+from sharpgen.errors import SharpgenError
+from sharpgen.physics import paper_properties
+from sharpgen.retrieval import train as ssl_train
+from sharpgen.retrieval.augment import (
     AugmentSettings,
     add_noise,
     affine,
@@ -23,10 +25,8 @@ from sharpgen.augment import (
     polarity_flip,
     two_views,
 )
-from sharpgen.errors import SharpgenError
-from sharpgen.physics import paper_properties
-from sharpgen.ssl_models import build_simsiam, effective_rank, output_std, simsiam_loss
-from sharpgen.ssl_train import LOG_COLUMNS, SslSettings, embed_dataset, embed_patches, load_encoder, train_ssl
+from sharpgen.retrieval.models import build_simsiam, effective_rank, output_std, simsiam_loss
+from sharpgen.retrieval.train import LOG_COLUMNS, SslSettings, embed_dataset, embed_patches, load_encoder, train_ssl
 
 SETTINGS = SslSettings("default", 32, 100, "projector", 3, 4, 0.05, 0.9, 1e-4, 3, AugmentSettings())
 

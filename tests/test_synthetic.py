@@ -12,10 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from sharpgen.errors import SharpgenError
-from sharpgen.fitsio import read_sharp
-from sharpgen.sources import synthetic
-from sharpgen.sources.synthetic import (
+from sharpgen.data.fitsio import read_sharp
+from sharpgen.data.sources import synthetic
+from sharpgen.data.sources.synthetic import (
     CLASS_NAMES,
     MANIFEST_COLUMNS,
     MANIFEST_NAME,
@@ -27,6 +26,7 @@ from sharpgen.sources.synthetic import (
     render_region,
     signed_flux_mx,
 )
+from sharpgen.errors import SharpgenError
 
 SMALL = SyntheticSettings(n_patches=6, max_naxis=320)
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 import zarr
 
-from sharpgen.fitsio import read_sharp
+from sharpgen.data.fitsio import read_sharp
 from sharpgen.physics import paper_properties
 
 pytestmark = pytest.mark.slow
@@ -136,7 +136,7 @@ def test_generate_and_edit_write_fits_png_and_table_from_the_run(test_run, tmp_p
 
 
 def test_train_ssl_and_build_index_make_a_searchable_index_of_every_patch(test_run):
-    from sharpgen.index import read_index, search
+    from sharpgen.retrieval.index import read_index, search
 
     log = pd.read_csv(test_run / "retrieval" / "ssl" / "train_log.csv")
     assert {"loss", "output_std", "effective_rank"} <= set(log.columns) and np.isfinite(log["loss"]).all()

@@ -46,7 +46,7 @@ def _json_mapping(text: str) -> dict:
 def _cmd_properties(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .properties import fits_properties
+    from .data.measure import fits_properties
 
     rows, failures = [], []
     for path in args.files:
@@ -71,7 +71,7 @@ def _cmd_properties(args: argparse.Namespace) -> int:
 
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
-    from .retrieve import retrieve
+    from .data.retrieve import retrieve
 
     settings = load_config(args.configfile).get(args.source, {}) if args.configfile else {}
     settings.update(args.settings or {})
@@ -99,7 +99,7 @@ def _stage_config(args: argparse.Namespace, section: str) -> dict:
 
 
 def _cmd_normalize(args: argparse.Namespace) -> int:
-    from .dataset import NormalizeSettings, build_dataset
+    from .data.normalize import NormalizeSettings, build_dataset
 
     config = _stage_config(args, "normalize")
     table = build_dataset(
@@ -120,7 +120,7 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_gan(args: argparse.Namespace) -> int:
-    from .gan_train import GanSettings, train_gan
+    from .gan.train import GanSettings, train_gan
 
     config = _stage_config(args, "gan")
     log = train_gan(
@@ -138,7 +138,7 @@ def _cmd_train_gan(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from .sample import SampleSettings, sample_generator
+    from .gan.sample import SampleSettings, sample_generator
 
     config = _stage_config(args, "sample")
     count = sample_generator(
@@ -155,7 +155,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_ssl(args: argparse.Namespace) -> int:
-    from .ssl_train import SslSettings, train_ssl
+    from .retrieval.train import SslSettings, train_ssl
 
     config = _stage_config(args, "ssl")
     log = train_ssl(
@@ -172,8 +172,8 @@ def _cmd_train_ssl(args: argparse.Namespace) -> int:
 
 
 def _cmd_build_index(args: argparse.Namespace) -> int:
-    from .index import IndexSettings, build_index_from_files
-    from .ssl_train import embed_dataset
+    from .retrieval.index import IndexSettings, build_index_from_files
+    from .retrieval.train import embed_dataset
 
     config = _stage_config(args, "index")
     embeddings = os.path.join(args.out_dir, "embeddings.npy")
@@ -197,7 +197,7 @@ def _cmd_build_index(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate_retrieval(args: argparse.Namespace) -> int:
-    from .retrieval_eval import RetrievalEvalSettings, evaluate_retrieval
+    from .retrieval.evaluate import RetrievalEvalSettings, evaluate_retrieval
 
     config = _stage_config(args, "retrieval_eval")
     document = evaluate_retrieval(
@@ -215,8 +215,8 @@ def _cmd_evaluate_retrieval(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit_directions(args: argparse.Namespace) -> int:
-    from .directions_stage import DirectionSettings, fit_directions
-    from .sample import SampleSettings
+    from .gan.sample import SampleSettings
+    from .latent.fit import DirectionSettings, fit_directions
 
     config = _stage_config(args, "directions")
     document = fit_directions(
@@ -245,7 +245,7 @@ def _cmd_fit_directions(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from .generate import load_steering, parse_assignments, starting_latents, steer, write_results
+    from .latent.generate import load_steering, parse_assignments, starting_latents, steer, write_results
 
     torch.set_num_threads(args.threads)
     steering = load_steering(args.run_dir, device=args.device)
@@ -272,7 +272,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from .generate import load_latents, load_steering, parse_assignments, steer, step_along, write_results
+    from .latent.generate import load_latents, load_steering, parse_assignments, steer, step_along, write_results
 
     torch.set_num_threads(args.threads)
     steering = load_steering(args.run_dir, device=args.device)
@@ -298,15 +298,15 @@ def _cmd_query(args: argparse.Namespace) -> int:
     import pandas as pd
     import torch
 
-    from .dataset import NormalizeSettings
-    from .properties import patch_properties
-    from .query import Retriever, write_query_results
+    from .data.measure import patch_properties
+    from .data.normalize import NormalizeSettings
+    from .retrieval.search import Retriever, write_query_results
 
     torch.set_num_threads(args.threads)
     retriever = Retriever.from_run(args.run_dir, device=args.device)
     out_dir = args.out_dir or os.path.join(args.run_dir, "query")
     if args.fits:
-        from .invert import targets_from_fits
+        from .gan.invert import targets_from_fits
 
         config = load_config(args.configfile) if args.configfile else validate_config({})
         config["image_size"] = retriever.image_size
@@ -316,8 +316,15 @@ def _cmd_query(args: argparse.Namespace) -> int:
         queries = pd.DataFrame(patch_properties(patches, normalize.threshold_gauss, pixel_mm))
         queries.insert(0, "label", labels)
     else:
-        from .generate import load_latents, load_steering, parse_assignments, starting_latents, steer, write_results
-        from .sample import generate
+        from .gan.sample import generate
+        from .latent.generate import (
+            load_latents,
+            load_steering,
+            parse_assignments,
+            starting_latents,
+            steer,
+            write_results,
+        )
 
         steering = load_steering(args.run_dir, device=args.device)
         if args.latents:
@@ -355,7 +362,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 
 def _cmd_invert(args: argparse.Namespace) -> int:
-    from .invert import InversionSettings, run_invert
+    from .gan.invert import InversionSettings, run_invert
 
     table = run_invert(
         args.generator,
@@ -387,7 +394,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_explore(args: argparse.Namespace) -> int:
-    from .explore import command
+    from .explore.server import command
 
     return command(args)
 
@@ -726,7 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_figure(args: argparse.Namespace) -> int:
-    from .figures import Options, make_figure, numbers_path
+    from .figures.registry import Options, make_figure, numbers_path
 
     options = Options(
         seed=args.seed,
@@ -744,7 +751,7 @@ def _cmd_figure(args: argparse.Namespace) -> int:
 
 def _add_figure_command(commands) -> None:
     """``sharpgen figure NAME``: one figure of a finished run (what the figure_* rules call)."""
-    from .figures import FIGURES
+    from .figures.registry import FIGURES
 
     names = "\n".join(f"  {name:<14}{spec.help}" for name, spec in FIGURES.items())
     fig = commands.add_parser(

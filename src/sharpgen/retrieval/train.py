@@ -29,12 +29,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .atomic import atomic_path, write_csv_atomic
+from ..atomic import atomic_path, write_csv_atomic
+from ..errors import SharpgenError
+from ..gan.train import data_fingerprint, load_training_patches, pick_device
+from ..progress import progress_bar
 from .augment import AugmentSettings, two_views
-from .errors import SharpgenError
-from .gan_train import data_fingerprint, load_training_patches, pick_device
-from .progress import progress_bar
-from .ssl_models import ARCHITECTURES, EMBEDDINGS, SimSiam, build_simsiam, effective_rank, output_std, simsiam_loss
+from .models import ARCHITECTURES, EMBEDDINGS, SimSiam, build_simsiam, effective_rank, output_std, simsiam_loss
 
 LOG_COLUMNS = ("step", "epoch", "loss", "output_std", "effective_rank", "seconds_per_step")
 

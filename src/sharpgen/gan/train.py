@@ -22,11 +22,11 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from .atomic import atomic_path, write_csv_atomic
-from .errors import SharpgenError
-from .gan_models import LATENT_DIM, build_networks
-from .plotting import save_patch_grid
-from .progress import progress_bar
+from ..atomic import atomic_path, write_csv_atomic
+from ..errors import SharpgenError
+from ..plotting import save_patch_grid
+from ..progress import progress_bar
+from .models import LATENT_DIM, build_networks
 
 PREVIEW_COUNT = 16
 LOG_COLUMNS = ("step", "d_loss", "g_loss", "real_acc", "fake_acc", "seconds_per_step")

@@ -3,7 +3,7 @@
 A request names target values for properties that have a direction (``directions/directions.json``), or for
 their physical twins in a ``fixed_scale`` run (``usflux`` [Mx] for ``tuf``, ``psep_mm`` [Mm] for ``psep``),
 and optionally properties to *keep* at their starting values. Each start latent is stepped along the
-directions of the targeted and kept properties by :func:`sharpgen.steering.solve_targets` (quasi-Newton;
+directions of the targeted and kept properties by :func:`sharpgen.latent.steering.solve_targets` (quasi-Newton;
 a request that misses tries again from a scan of ``SCAN_STEPS`` along each direction); the result is checked
 by generating and measuring it, and a miss returns its closest approach, flagged.
 """
@@ -20,16 +20,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path, write_csv_atomic, write_text_atomic
+from ..atomic import atomic_path, write_csv_atomic, write_text_atomic
+from ..data.fitsio import write_sharp_fits
+from ..errors import SharpgenError
+from ..gan.models import LATENT_DIM, load_generator
+from ..gan.sample import generate, latent_properties
+from ..gan.train import pick_device
+from ..plotting import save_patch_grid
+from ..units import GAUSS_PER_NORMALIZED_UNIT, pixel_area_cm2
 from .directions import DirectionSet, directions_from_json
-from .errors import SharpgenError
-from .fitsio import write_sharp_fits
-from .gan_models import LATENT_DIM, load_generator
-from .gan_train import pick_device
-from .plotting import save_patch_grid
-from .sample import generate, latent_properties
 from .steering import solve_targets
-from .units import GAUSS_PER_NORMALIZED_UNIT, pixel_area_cm2
 
 REACHABLE_QUANTILES = (0.005, 0.995)
 """A target outside these quantiles of the sampled property values is refused as out of reach."""

@@ -35,13 +35,13 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from .. import __version__
-from ..atomic import write_parquet_atomic
-from ..errors import SharpgenError
+from ... import __version__
+from ...atomic import write_parquet_atomic
+from ...errors import SharpgenError
+from ...progress import progress_bar
+from ...settings import SectionSettings, check_int, check_number, settings_from_mapping
+from ...units import CEA_PIXEL_DEG, CEA_PIXEL_MM, CM2_PER_MM2, RSUN_REF_MM
 from ..fitsio import write_sharp_fits
-from ..progress import progress_bar
-from ..settings import SectionSettings, check_int, check_number, settings_from_mapping
-from ..units import CEA_PIXEL_DEG, CEA_PIXEL_MM, CM2_PER_MM2, RSUN_REF_MM
 
 # --- constants -------------------------------------------------------------------------------------------
 

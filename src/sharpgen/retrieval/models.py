@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import SharpgenError
+from ..errors import SharpgenError
 
 ARCHITECTURES = ("default", "paper")
 EMBEDDINGS = ("projector", "backbone")

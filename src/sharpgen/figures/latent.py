@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .directions import DirectionSet
-from .errors import SharpgenError
-from .plotting import draw_patch, get_pyplot, save_figure
+from ..errors import SharpgenError
+from ..latent.directions import DirectionSet
+from ..plotting import draw_patch, get_pyplot, save_figure
 
 Generate = Callable[[np.ndarray], np.ndarray]
 """``(N, 100)`` latents -> ``(N, S, S)`` normalized patches."""
@@ -221,7 +221,7 @@ TRAVERSAL_COLUMNS = 9
 
 
 def _run_steering(results):
-    from .generate import load_steering
+    from ..latent.generate import load_steering
 
     steering = load_steering(results)
     if steering.sample_latents is None:
@@ -230,7 +230,7 @@ def _run_steering(results):
 
 
 def _generate(steering) -> Generate:
-    from .sample import generate
+    from ..gan.sample import generate
 
     return lambda latents: generate(steering.generator, latents, steering.device)
 

@@ -12,7 +12,7 @@ into ``directions/``:
   the step actually moved once stopped at the polarity boundary, side, properties); each start moves along
   the direction of its own side;
 - ``calibration.parquet``: per direction, kind and step, median and quartiles of every property's change;
-- ``entanglement.json``: the plain and conditional entanglement matrices (see :mod:`sharpgen.steering`).
+- ``entanglement.json``: the plain and conditional entanglement matrices (see :mod:`sharpgen.latent.steering`).
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import write_parquet_atomic, write_text_atomic
+from ..atomic import write_parquet_atomic, write_text_atomic
+from ..errors import SharpgenError
+from ..gan.models import load_generator
+from ..gan.sample import SampleSettings, latent_properties
+from ..gan.train import pick_device
+from ..progress import progress_bar
 from .directions import ALL_LATENTS, SIDES, DirectionSet, directions_to_json, fit_direction, fit_split, sides_of
-from .errors import SharpgenError
-from .gan_models import load_generator
-from .gan_train import pick_device
-from .progress import progress_bar
-from .sample import SampleSettings, latent_properties
 from .steering import calibration_curves, entanglement_row, median_slopes, median_spearman, traversal_steps, traverse
 
 KINDS = ("plain", "conditional")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import section
-from .errors import SharpgenError
+from ..config import section
+from ..errors import SharpgenError
 
 SOURCES = ("synthetic", "jsoc", "fits")
 

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import direction_figures
-from .atomic import write_bytes_atomic, write_text_atomic
-from .errors import SharpgenError
-from .jsonsafe import json_safe
-from .plotting import draw_patch, get_pyplot, save_figure
+from ..atomic import write_bytes_atomic, write_text_atomic
+from ..errors import SharpgenError
+from ..jsonsafe import json_safe
+from ..plotting import draw_patch, get_pyplot, save_figure
+from . import latent as latent_figures
 
 if TYPE_CHECKING:  # pandas and scipy load only when a figure is drawn: `sharpgen --help` lists FIGURES fast
     import pandas as pd
@@ -349,9 +349,9 @@ def plot_property_distributions(
     in :data:`LOG_PROPERTIES` are binned in log space over their positive values; the fraction of zeros and of
     undefined values (NaN, e.g. PSEP of a unipolar patch) is printed in the panel. The KS statistic and
     ``W1/std`` (Wasserstein-1 distance over the real values' standard deviation) use every finite value
-    (:func:`sharpgen.fidelity.distribution_distance`). Returns ``{property: distances}`` plus the counts.
+    (:func:`sharpgen.gan.fidelity.distribution_distance`). Returns ``{property: distances}`` plus the counts.
     """
-    from .fidelity import distribution_distance
+    from ..gan.fidelity import distribution_distance
 
     _require_columns(real, properties, "the real property table")
     _require_columns(generated, properties, "the generated property table")
@@ -530,9 +530,9 @@ def plot_power_spectra(
     ``real``, ``generated``: ``(N, S, S)`` normalized patches. Top: median (line) and interquartile range
     (band) over the patches of ``|FFT|^2`` per integer wavenumber k (cycles per patch; a top axis gives the
     wavelength in Mm when ``pixel_mm`` is known). Bottom: generated median / real median. The log-log slope of
-    each patch's spectrum (:func:`sharpgen.fidelity.power_spectrum_slopes`) is compared with the KS statistic.
+    each patch's spectrum (:func:`sharpgen.gan.fidelity.power_spectrum_slopes`) is compared with the KS statistic.
     """
-    from .fidelity import distribution_distance, power_spectrum_slopes, radial_power_spectra
+    from ..gan.fidelity import distribution_distance, power_spectrum_slopes, radial_power_spectra
 
     real, generated = _require_patches(real, "real patches"), _require_patches(generated, "generated patches")
     if real.shape[1:] != generated.shape[1:]:
@@ -801,8 +801,8 @@ def _figure_ssl_training(results: Path, out: Path, options: Options) -> dict:
 
 
 def _figure_retrieval_comparison(results: Path, out: Path, options: Options) -> dict:
-    from .query import Retriever
-    from .retrieval_eval import compare_searches
+    from ..retrieval.evaluate import compare_searches
+    from ..retrieval.search import Retriever
 
     retriever = Retriever.from_run(results)
     rows, _ = _real_rows(retriever.table, "test")
@@ -855,23 +855,23 @@ FIGURES: dict[str, FigureSpec] = {
     "latent-space": FigureSpec(
         "fig. 4: sampled latents by distance to the tuf/psep/r_paper SVM boundaries and the polarity split, "
         "with thumbnails (at most --max-patches)",
-        direction_figures.figure_latent_space,
+        latent_figures.figure_latent_space,
     ),
     "traversals": FigureSpec(
         "fig. 5: the median-flux sample moved along every property's direction, measured values above",
-        direction_figures.figure_traversals,
+        latent_figures.figure_traversals,
     ),
     "calibration": FigureSpec(
         "fig. 5 (curves): change of each property along its direction vs. step, median and quartiles",
-        direction_figures.figure_calibration,
+        latent_figures.figure_calibration,
     ),
     "entanglement": FigureSpec(
         "the plain and conditional entanglement matrices (directions/entanglement.json)",
-        direction_figures.figure_entanglement,
+        latent_figures.figure_entanglement,
     ),
     "conditional-edit": FigureSpec(
         "fig. 6: r_paper edited along its plain direction vs. holding tuf, with both properties per step",
-        direction_figures.figure_conditional_edit,
+        latent_figures.figure_conditional_edit,
     ),
 }
 

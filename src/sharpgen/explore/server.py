@@ -1,17 +1,17 @@
 """``sharpgen explore``: an interactive page over a finished run (sliders -> generated patch -> real matches).
 
 The server is the standard library's :class:`http.server.ThreadingHTTPServer`, bound to 127.0.0.1 unless told
-otherwise. It serves one static page (``explore_page.html``, no external resources) and a small JSON API whose
+otherwise. It serves one static page (``page.html``, no external resources) and a small JSON API whose
 answers are pure functions of the request, so every state of the page is a URL:
 
 - ``GET /api/config``: the run, and per steerable property its reachable range (0.5th to 99.5th percentile of
-  the sampled patches, :data:`sharpgen.generate.REACHABLE_QUANTILES`), units and physical twin (``usflux`` [Mx],
+  the sampled patches, :data:`sharpgen.latent.generate.REACHABLE_QUANTILES`), units and physical twin (``usflux`` [Mx],
   ``psep_mm`` [Mm] on ``fixed_scale`` runs);
 - ``GET /api/state?seed=S&tuf=0.03&hold=psep&k=9``: the seed's latent steered to the targets (any steerable
   property, or its physical twin) while the ``hold`` properties keep the seed's values, as
-  :func:`sharpgen.generate.steer` does; answers the patch (PNG), its overlay (PIL mask PNG, polarity
+  :func:`sharpgen.latent.generate.steer` does; answers the patch (PNG), its overlay (PIL mask PNG, polarity
   centroids), target vs. achieved per property (with misses flagged), every measured property and the top-k
-  real matches (:class:`sharpgen.query.Retriever`) with thumbnails;
+  real matches (:class:`sharpgen.retrieval.search.Retriever`) with thumbnails;
 - ``GET /api/traversal?...&along=tuf``: the patch moved along one property's direction (a strip of frames);
 - ``GET /api/generated.fits?...`` and ``GET /api/matches.csv?...``: downloads of the same state.
 
@@ -45,8 +45,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import numpy as np
 import pandas as pd
 
-from .errors import SharpgenError
-from .jsonsafe import json_safe
+from ..errors import SharpgenError
+from ..jsonsafe import json_safe
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -197,7 +197,7 @@ def overlay(patch: np.ndarray, threshold: float) -> dict:
 
     Returns pixel coordinates (column, row; row 0 at the bottom) and the mask as an RGBA PNG data URI.
     """
-    from .physics import paper_geometry
+    from ..physics import paper_geometry
 
     found, mask = paper_geometry(patch, threshold)
     rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
@@ -233,8 +233,8 @@ class Explorer:
     def from_run(cls, run_dir: str | os.PathLike, device: str = "cpu") -> Explorer:
         """Load a finished run. Without directions or a generator there is nothing to explore (one-line
         :class:`SharpgenError`); without the retrieval artefacts the page works and says why it has no matches."""
-        from .generate import load_steering
-        from .query import Retriever
+        from ..latent.generate import load_steering
+        from ..retrieval.search import Retriever
 
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
@@ -265,7 +265,7 @@ class Explorer:
     # -- configuration ----------------------------------------------------------------------------------
 
     def _property_specs(self) -> dict[str, PropertySpec]:
-        from .generate import PHYSICAL_TWINS, REACHABLE_QUANTILES
+        from ..latent.generate import PHYSICAL_TWINS, REACHABLE_QUANTILES
 
         twins = {paper: physical for physical, paper in PHYSICAL_TWINS.items()}
         specs = {}
@@ -371,7 +371,7 @@ class Explorer:
         cached = _cache_get(self._solutions, request.key)
         if cached is not None:
             return cached
-        from .generate import starting_latents, steer
+        from ..latent.generate import starting_latents, steer
 
         steering = self.steering
         targets = dict(request.targets)
@@ -400,7 +400,7 @@ class Explorer:
         return solution
 
     def _retry(self, request: Request, targets: dict, held: dict, latent, table):
-        from .generate import starting_latents, steer
+        from ..latent.generate import starting_latents, steer
 
         try:
             near = starting_latents(self.steering, targets, 1, request.seed)
@@ -510,7 +510,7 @@ class Explorer:
         """``/api/traversal``: the state's patch stepped along ``request.along``'s direction (conditional on the
         held properties), ``frames`` evenly spaced steps in ``[-max_step, max_step]`` latent units, never across
         the polarity boundary."""
-        from .properties import patch_properties
+        from ..data.measure import patch_properties
 
         along = request.along or (request.targets[0][0] if request.targets else next(iter(self.properties)))
         if along not in self.properties:
@@ -551,7 +551,7 @@ class Explorer:
     def fits_bytes(self, request: Request) -> bytes:
         """``/api/generated.fits``: the state's patch as ``sharpgen generate`` writes it (field in G; targets,
         achieved values and the latent in the header)."""
-        from .generate import write_results
+        from ..latent.generate import write_results
 
         solution = self.solve(request)
         with self._lock, tempfile.TemporaryDirectory(prefix="sharpgen-explore-") as folder:
@@ -569,11 +569,11 @@ class Explorer:
 
     def page(self) -> bytes:
         """The static page."""
-        return resources.files("sharpgen").joinpath("explore_page.html").read_bytes()
+        return resources.files("sharpgen.explore").joinpath("page.html").read_bytes()
 
 
 def _generate(steering, latents: np.ndarray) -> np.ndarray:
-    from .sample import generate
+    from ..gan.sample import generate
 
     return generate(steering.generator, np.asarray(latents, dtype=np.float32), steering.device)
 

@@ -7,10 +7,10 @@ import os
 
 import numpy as np
 
+from ..physics import paper_properties, physical_properties
+from ..units import GAUSS_PER_NORMALIZED_UNIT
 from .fitsio import read_sharp
-from .normalize import paper_normalize
-from .physics import paper_properties, physical_properties
-from .units import GAUSS_PER_NORMALIZED_UNIT
+from .scaling import paper_normalize
 
 
 def _header_float(header, key: str) -> float:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import SharpgenError
+from ..errors import SharpgenError
 
 
 @dataclass(frozen=True)

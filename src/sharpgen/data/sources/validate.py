@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 
-from ..atomic import write_parquet_atomic
-from ..errors import SharpgenError
+from ...atomic import write_parquet_atomic
+from ...errors import SharpgenError
+from ...progress import progress_bar
 from ..fitsio import read_sharp
-from ..progress import progress_bar
 
 MANIFEST_NAME = "manifest.parquet"
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch.nn import functional as F
 
-from .errors import SharpgenError
+from ..errors import SharpgenError
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..units import CEA_PIXEL_MM, GAUSS_PER_NORMALIZED_UNIT
 from .resample import apply_separable, rescale_matrix, resize
-from .units import CEA_PIXEL_MM, GAUSS_PER_NORMALIZED_UNIT
 
 CLIP_GAUSS = 1000.0
 """The paper clips the field to +-1000 G before dividing by 1000 G."""

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import write_text_atomic
-from .errors import SharpgenError
+from ..atomic import write_text_atomic
+from ..errors import SharpgenError
 
 EVAL_PROPERTIES = ("tuf", "psep", "r_paper", "tpf", "tnf")
 METHODS = ("ssl", "pixel", "pca", "random")
@@ -109,7 +109,7 @@ def score_matches(queries: pd.DataFrame, real: pd.DataFrame, rows: np.ndarray) -
 
 def save_scatter(path: str | os.PathLike, queries: pd.DataFrame, real: pd.DataFrame, top1: dict, scores: dict) -> None:
     """Query vs. top-1 match, one row per property and one column per method, Pearson/Spearman annotated."""
-    from .plotting import get_pyplot, save_figure
+    from ..plotting import get_pyplot, save_figure
 
     pyplot = get_pyplot()
     methods = list(top1)
@@ -154,7 +154,7 @@ def evaluate_retrieval(
     import torch
     import zarr
 
-    from .query import Retriever, save_query_panel
+    from .search import Retriever, save_query_panel
 
     torch.set_num_threads(threads)
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -238,7 +238,7 @@ def compare_searches(retriever, query_rows: np.ndarray, k: int, path: str | os.P
     """Paper fig. 10 (journal version): real patches ``query_rows`` searched three ways, one row each: the
     SSL embedding (cosine), physical properties (standardized Euclidean) and physical properties
     (Mahalanobis). Panels give the HARP number and ``tuf``; returns the matched rows per method."""
-    from .plotting import save_patch_grid
+    from ..plotting import save_patch_grid
 
     table = retriever.table
     query_rows = np.asarray(query_rows, dtype=np.int64)

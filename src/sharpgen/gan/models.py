@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import SharpgenError
+from ..errors import SharpgenError
 
 LATENT_DIM = 100
 """Dimension of the latent vector z (the paper's)."""

@@ -22,9 +22,9 @@ from typing import ClassVar
 
 import pandas as pd
 
-from ..atomic import TEMP_PREFIX, atomic_path
-from ..errors import SharpgenError
-from ..settings import SectionSettings, check_number, check_str
+from ...atomic import TEMP_PREFIX, atomic_path
+from ...errors import SharpgenError
+from ...settings import SectionSettings, check_number, check_str
 from .validate import (
     FIELD_SEGMENTS,
     MANIFEST_NAME,

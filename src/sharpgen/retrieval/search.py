@@ -1,7 +1,7 @@
 """Retrieval of real SHARP patches that look like a query patch (``sharpgen query`` and the explorer).
 
 A query patch (generated from targets or a latent, or a user's FITS file normalized like the dataset) is
-embedded by the run's SimSiam encoder and searched in its FAISS index (:mod:`sharpgen.index`). A match is a
+embedded by the run's SimSiam encoder and searched in its FAISS index (:mod:`sharpgen.retrieval.index`). A match is a
 row of the normalized dataset: its metadata (record, HARP and NOAA numbers, T_REC, latitude, split) and its
 measured properties (paper units, and physical units where the run measured them) come from
 ``data/patches.parquet``, the similarity is the cosine of the two embeddings.
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import SharpgenError
+from ..errors import SharpgenError
 from .index import EmbeddingIndex, Filters, read_index, search
 
 MATCH_METADATA = ("record", "harpnum", "noaa_ar", "t_rec", "lat_fwt", "lon_fwt", "split")
@@ -42,7 +42,7 @@ class Retriever:
         """Load ``retrieval/ssl/encoder.pt``, ``retrieval/index/`` and ``data/`` of the run in ``run_dir``."""
         import zarr
 
-        from .ssl_train import load_encoder
+        from .train import load_encoder
 
         run_dir = Path(run_dir)
         index_dir = run_dir / "retrieval" / "index"
@@ -60,7 +60,7 @@ class Retriever:
 
     def embed(self, patches: np.ndarray) -> np.ndarray:
         """``(N, D)`` embeddings of ``(N, S, S)`` normalized patches."""
-        from .ssl_train import embed_patches
+        from .train import embed_patches
 
         return embed_patches(self.encoder, np.asarray(patches, dtype=np.float32))
 
@@ -127,7 +127,7 @@ def save_query_panel(
 ) -> None:
     """The paper's retrieval figure: one row per query, the query patch first, then its matches best first,
     titled with HARP number, cosine similarity and ``tuf``."""
-    from .plotting import save_patch_grid
+    from ..plotting import save_patch_grid
 
     k = max(len(m) for m in matches)
     blank = np.zeros_like(query_patches[0])
@@ -160,7 +160,7 @@ def write_query_results(
     """Search the matches of ``query_patches`` (``queries``: one row per patch, a ``label`` column and any
     measured properties) and write ``matches.csv`` (see :func:`match_table`) and ``query.png``
     (:func:`save_query_panel`) into ``out_dir``; return the match table."""
-    from .atomic import write_csv_atomic
+    from ..atomic import write_csv_atomic
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -37,11 +37,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .atomic import atomic_path, write_csv_atomic, write_text_atomic
-from .errors import SharpgenError
-from .gan_models import LATENT_DIM
-from .progress import progress_bar
-from .units import GAUSS_PER_NORMALIZED_UNIT
+from ..atomic import atomic_path, write_csv_atomic, write_text_atomic
+from ..errors import SharpgenError
+from ..progress import progress_bar
+from ..units import GAUSS_PER_NORMALIZED_UNIT
+from .models import LATENT_DIM
 
 CSV_COLUMNS = ("label", "loss", "rmse_gauss", "best_restart", "latent_norm", "start_loss")
 """Columns of ``inversion.csv``; row i describes target i and row i of ``latents.npy``."""
@@ -263,11 +263,11 @@ def invert_patches(
 def targets_from_fits(paths: Sequence[str | os.PathLike], normalize_settings) -> tuple[np.ndarray, list[str]]:
     """Read and normalize SHARP FITS files (field in G) like the ``normalize`` stage does.
 
-    ``normalize_settings`` is a :class:`sharpgen.dataset.NormalizeSettings` (mode, image_size, scale_mm are
+    ``normalize_settings`` is a :class:`sharpgen.data.normalize.NormalizeSettings` (mode, image_size, scale_mm are
     used). Returns the ``(N, S, S)`` float32 patches (normalized units) and the file paths as labels.
     """
-    from .fitsio import read_sharp
-    from .normalize import normalize_field
+    from ..data.fitsio import read_sharp
+    from ..data.scaling import normalize_field
 
     if not paths:
         raise SharpgenError("no FITS file given to invert")
@@ -391,10 +391,10 @@ def run_invert(
     pipeline config (default: the defaults, with the generator's image_size); its ``image_size`` must equal the
     generator's. Writes ``out_dir`` as :func:`save_inversion` does and returns the ``inversion.csv`` table.
     """
-    from .config import validate_config
-    from .dataset import NormalizeSettings
-    from .gan_models import load_generator
-    from .gan_train import pick_device
+    from ..config import validate_config
+    from ..data.normalize import NormalizeSettings
+    from .models import load_generator
+    from .train import pick_device
 
     if bool(fits_files) == bool(rows):
         raise SharpgenError("give either FITS files or dataset rows to invert (exactly one of the two)")

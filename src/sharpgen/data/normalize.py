@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import TEMP_PREFIX, write_parquet_atomic
-from .errors import SharpgenError
+from ..atomic import TEMP_PREFIX, write_parquet_atomic
+from ..errors import SharpgenError
+from ..physics import paper_properties, physical_properties
+from ..progress import progress_bar
+from ..units import GAUSS_PER_NORMALIZED_UNIT
 from .fitsio import read_sharp
-from .normalize import MODES, normalize_field, normalized_pixel_mm
-from .physics import paper_properties, physical_properties
-from .progress import progress_bar
-from .units import GAUSS_PER_NORMALIZED_UNIT
+from .scaling import MODES, normalize_field, normalized_pixel_mm
 
 SPLITS = ("train", "val", "test")
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

@@ -48,10 +48,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 import pandas as pd
 
-from ..atomic import atomic_path
-from ..errors import SharpgenError
-from ..progress import progress_bar
-from ..settings import SectionSettings, check_int, check_number, check_str
+from ...atomic import atomic_path
+from ...errors import SharpgenError
+from ...progress import progress_bar
+from ...settings import SectionSettings, check_int, check_number, check_str
 from .validate import (
     FIELD_SEGMENTS,
     FileCheck,

@@ -48,8 +48,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path, write_parquet_atomic, write_text_atomic
-from .errors import SharpgenError
+from ..atomic import atomic_path, write_parquet_atomic, write_text_atomic
+from ..errors import SharpgenError
 
 KINDS = ("exact", "hnsw", "ivf", "pqfs")
 INDEX_FILE, ROWS_FILE, INFO_FILE = "index.faiss", "index_rows.parquet", "index.json"

@@ -16,9 +16,9 @@ import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
-from .atomic import atomic_path
-from .errors import SharpgenError
-from .units import cea_pixel_mm
+from ..atomic import atomic_path
+from ..errors import SharpgenError
+from ..units import cea_pixel_mm
 
 FIELD_QUANTUM_G = 0.1
 """Quantization step of stored field values, in G (JSOC's BSCALE for SHARP segments)."""

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import TEMP_PREFIX, atomic_path
-from .gan_models import LATENT_DIM, load_generator
-from .gan_train import pick_device
-from .progress import progress_bar
-from .properties import patch_properties
+from ..atomic import TEMP_PREFIX, atomic_path
+from ..data.measure import patch_properties
+from ..progress import progress_bar
+from .models import LATENT_DIM, load_generator
+from .train import pick_device
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def generate(generator, z: np.ndarray, device) -> np.ndarray:
 def latent_properties(
     generator, latents: np.ndarray, device, threshold_gauss: float, pixel_mm: float | None, batch_size: int = 256
 ) -> pd.DataFrame:
-    """Properties (:func:`sharpgen.properties.patch_properties`) of the patches generated from ``(N, 100)`` latents."""
+    """Properties (:func:`sharpgen.data.measure.patch_properties`) of the patches generated from `(N, 100)` latents."""
     latents = np.asarray(latents, dtype=np.float32)
     parts = []
     for start in range(0, len(latents), batch_size):

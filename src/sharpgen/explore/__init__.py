@@ -1,0 +1,1 @@
+"""``sharpgen explore``: an interactive page over a finished run (sliders, generated patch, real matches)."""
