@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .config import load_config, validate_config
+from .config import build_settings, load_config, settings_from_config, validate_config
 from .errors import SharpgenError
 
 EPILOG = (
@@ -105,7 +105,7 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
     table = build_dataset(
         args.raw_dir,
         args.out_dir,
-        NormalizeSettings.from_config(config),
+        settings_from_config(NormalizeSettings, config),
         seed=args.seed,
         workers=args.threads,
         scheduler_address=args.scheduler_address,
@@ -126,7 +126,7 @@ def _cmd_train_gan(args: argparse.Namespace) -> int:
     log = train_gan(
         args.data_dir,
         args.out_dir,
-        GanSettings.from_config(config),
+        settings_from_config(GanSettings, config),
         seed=args.seed,
         device=config["gan"]["device"],
         threads=args.threads,
@@ -144,7 +144,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     count = sample_generator(
         args.generator,
         args.out_dir,
-        SampleSettings.from_config(config),
+        settings_from_config(SampleSettings, config),
         seed=args.seed,
         device=config["sample"]["device"],
         threads=args.threads,
@@ -161,7 +161,7 @@ def _cmd_train_ssl(args: argparse.Namespace) -> int:
     log = train_ssl(
         args.data_dir,
         args.out_dir,
-        SslSettings.from_config(config),
+        settings_from_config(SslSettings, config),
         seed=args.seed,
         device=config["ssl"]["device"],
         threads=args.threads,
@@ -172,8 +172,8 @@ def _cmd_train_ssl(args: argparse.Namespace) -> int:
 
 
 def _cmd_build_index(args: argparse.Namespace) -> int:
+    from .retrieval.embed import embed_dataset
     from .retrieval.index import IndexSettings, build_index_from_files
-    from .retrieval.train import embed_dataset
 
     config = _stage_config(args, "index")
     embeddings = os.path.join(args.out_dir, "embeddings.npy")
@@ -189,7 +189,7 @@ def _cmd_build_index(args: argparse.Namespace) -> int:
         embeddings,
         os.path.join(args.data_dir, "patches.parquet"),
         os.path.join(args.out_dir, "index"),
-        IndexSettings.from_config(config),
+        settings_from_config(IndexSettings, config),
         threads=args.threads,
     )
     print(f"{len(index)} patches indexed -> {os.path.join(args.out_dir, 'index')}", file=sys.stderr)
@@ -203,7 +203,7 @@ def _cmd_evaluate_retrieval(args: argparse.Namespace) -> int:
     document = evaluate_retrieval(
         args.run_dir,
         args.out_dir or os.path.join(args.run_dir, "retrieval"),
-        RetrievalEvalSettings.from_config(config),
+        settings_from_config(RetrievalEvalSettings, config),
         seed=args.seed,
         device=config["ssl"]["device"],
         threads=args.threads,
@@ -223,8 +223,8 @@ def _cmd_fit_directions(args: argparse.Namespace) -> int:
         args.samples_dir,
         args.generator,
         args.out_dir,
-        DirectionSettings.from_config(config),
-        SampleSettings.from_config(config),
+        settings_from_config(DirectionSettings, config),
+        settings_from_config(SampleSettings, config),
         seed=args.seed,
         device=config["sample"]["device"],
         threads=args.threads,
@@ -310,7 +310,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
         config = load_config(args.configfile) if args.configfile else validate_config({})
         config["image_size"] = retriever.image_size
-        normalize = NormalizeSettings.from_config(validate_config(config))
+        normalize = settings_from_config(NormalizeSettings, validate_config(config))
         patches, labels = targets_from_fits(args.fits, normalize)
         pixel_mm = normalize.scale_mm if normalize.mode == "fixed_scale" else None
         queries = pd.DataFrame(patch_properties(patches, normalize.threshold_gauss, pixel_mm))
@@ -371,7 +371,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         rows=args.rows,
         config=load_config(args.configfile) if args.configfile else None,
-        settings=InversionSettings.from_mapping(args.settings),
+        settings=build_settings(InversionSettings, args.settings),
         seed=args.seed,
         device=args.device,
         threads=args.threads,

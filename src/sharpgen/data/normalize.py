@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -28,40 +29,40 @@ from ..physics import paper_properties, physical_properties
 from ..progress import progress_bar
 from ..units import GAUSS_PER_NORMALIZED_UNIT
 from .fitsio import read_sharp
-from .scaling import MODES, normalize_field, normalized_pixel_mm
+from .scaling import normalize_field, normalized_pixel_mm
 
 SPLITS = ("train", "val", "test")
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass(frozen=True)
+class SplitFractions:
+    """Train/val/test fractions of HARPs (schema ``normalize.split``; the config checks that they sum to 1)."""
+
+    SECTION: ClassVar[str] = "normalize.split"
+
+    train: float
+    val: float
+    test: float
+
+    def as_tuple(self) -> tuple[float, float, float]:
+        """The fractions in :data:`SPLITS` order."""
+        return tuple(getattr(self, name) for name in SPLITS)
+
+
+@dataclass(frozen=True)
 class NormalizeSettings:
-    """Settings of the ``normalize`` stage (config section ``normalize`` plus the top-level ``image_size``)."""
+    """Settings of the ``normalize`` stage (schema section ``normalize`` plus the top-level ``image_size``)."""
+
+    SECTION: ClassVar[str] = "normalize"
+    CONFIG_KEYS: ClassVar[dict[str, str]] = {"image_size": "image_size"}
 
     mode: str
     image_size: int
     scale_mm: float
     chunk_size: int
     threshold_gauss: float
-    split_fractions: tuple[float, float, float]
-
-    @classmethod
-    def from_config(cls, config: dict) -> NormalizeSettings:
-        """Build from a validated pipeline config."""
-        section = config["normalize"]
-        fractions = tuple(float(section["split"][name]) for name in SPLITS)
-        if abs(sum(fractions) - 1.0) > 1e-6:
-            raise SharpgenError(f"config key 'normalize.split': fractions must sum to 1, got {sum(fractions):.4g}")
-        if section["mode"] not in MODES:
-            raise SharpgenError(f"config key 'normalize.mode': choose one of {', '.join(MODES)}")
-        return cls(
-            mode=section["mode"],
-            image_size=int(config["image_size"]),
-            scale_mm=float(section["scale_mm"]),
-            chunk_size=int(section["chunk_size"]),
-            threshold_gauss=float(section["threshold_gauss"]),
-            split_fractions=fractions,
-        )
+    split: SplitFractions
 
 
 def assign_splits(harpnums: np.ndarray, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
@@ -219,7 +220,7 @@ def build_dataset(
     properties = pd.concat(parts).sort_values("row").drop(columns="row").reset_index(drop=True)
     # Columns measured here (native shape, properties) replace any of the same name in the manifest.
     table = pd.concat([records.drop(columns=properties.columns, errors="ignore"), properties], axis=1)
-    table["split"] = assign_splits(table["harpnum"].to_numpy(), settings.split_fractions, seed)
+    table["split"] = assign_splits(table["harpnum"].to_numpy(), settings.split.as_tuple(), seed)
     shutil.rmtree(final_zarr, ignore_errors=True)
     os.replace(tmp_zarr, final_zarr)
     write_parquet_atomic(table, out_dir / "patches.parquet")

@@ -31,6 +31,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -46,7 +47,6 @@ from .models import LATENT_DIM
 CSV_COLUMNS = ("label", "loss", "rmse_gauss", "best_restart", "latent_norm", "start_loss")
 """Columns of ``inversion.csv``; row i describes target i and row i of ``latents.npy``."""
 
-OPTIMIZERS = ("adam", "sgd")
 
 DEFAULT_BATCH_SIZE = 16
 """Targets optimized together (each with all its restarts): ``16 x 10`` latents per forward pass."""
@@ -68,53 +68,21 @@ def masked_mse(
 
 @dataclass(frozen=True)
 class InversionSettings:
-    """Settings of ``invert``; nonsense values raise a one-line error.
+    """Settings of ``invert`` (schema ``$defs.invert``, where each is described; built by ``build_settings``).
 
-    ``threshold`` is in normalized units (0.05 = 50 G); ``weak_weight`` is the loss weight of pixels at or below it.
-    ``optimizer``: ``sgd`` with ``lr`` = 0.01 and ``momentum`` = 0.9 is the paper's; without the authors'
-    gradient accumulation it barely moves the latent (the loss is a mean over pixels, ~1e-3, and so are its
-    gradients), so the default is ``adam`` (``momentum`` is its beta1), whose steps do not scale with the
-    gradient's size.
+    ``threshold`` is in normalized units (0.05 = 50 G); ``weak_weight`` is the loss weight of pixels at or below it;
+    ``momentum`` is Adam's beta1 when ``optimizer`` is ``adam``.
     """
 
-    restarts: int = 10
-    iterations: int = 1000
-    optimizer: str = "adam"
-    lr: float = 0.05
-    momentum: float = 0.9
-    threshold: float = 0.05
-    weak_weight: float = 0.5
+    SECTION: ClassVar[str] = "$defs.invert"
 
-    def __post_init__(self):
-        for name, minimum in (("restarts", 1), ("iterations", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-                raise SharpgenError(f"invert setting {name!r}: expected an integer >= {minimum}, got {value!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise SharpgenError(
-                f"invert setting 'optimizer': choose one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
-            )
-        checks = {
-            "lr": (lambda v: v > 0, "a number > 0"),
-            "momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-            "threshold": (lambda v: 0 <= v < 1, "a number in [0, 1) (normalized units: 0.05 = 50 G)"),
-            "weak_weight": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-        }
-        for name, (ok, expected) in checks.items():
-            value = getattr(self, name)
-            valid = isinstance(value, int | float | np.number) and not isinstance(value, bool) and math.isfinite(value)
-            if not (valid and ok(value)):
-                raise SharpgenError(f"invert setting {name!r}: expected {expected}, got {value!r}")
-
-    @classmethod
-    def from_mapping(cls, values: dict | None) -> InversionSettings:
-        """Defaults overridden by ``values`` (e.g. a ``--settings`` JSON object); unknown keys are an error."""
-        values = dict(values or {})
-        known = [field.name for field in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise SharpgenError(f"unknown invert setting {', '.join(map(repr, unknown))} (allowed: {', '.join(known)})")
-        return cls(**values)
+    restarts: int
+    iterations: int
+    optimizer: str
+    lr: float
+    momentum: float
+    threshold: float
+    weak_weight: float
 
 
 @dataclass(frozen=True)
@@ -391,10 +359,10 @@ def run_invert(
     pipeline config (default: the defaults, with the generator's image_size); its ``image_size`` must equal the
     generator's. Writes ``out_dir`` as :func:`save_inversion` does and returns the ``inversion.csv`` table.
     """
-    from ..config import validate_config
+    from ..config import settings_from_config, validate_config
     from ..data.normalize import NormalizeSettings
+    from ..training import pick_device
     from .models import load_generator
-    from .train import pick_device
 
     if bool(fits_files) == bool(rows):
         raise SharpgenError("give either FITS files or dataset rows to invert (exactly one of the two)")
@@ -411,7 +379,7 @@ def run_invert(
     provenance = {"generator": str(generator_path), "seed": seed, "image_size": size}
     if fits_files:
         config = validate_config(config if config is not None else {"image_size": size})
-        normalize = NormalizeSettings.from_config(config)
+        normalize = settings_from_config(NormalizeSettings, config)
         if normalize.image_size != size:
             raise SharpgenError(
                 f"{generator_path} makes {size} px patches but the config's image_size is {normalize.image_size}; "

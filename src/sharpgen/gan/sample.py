@@ -14,6 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -21,31 +22,32 @@ import pandas as pd
 from ..atomic import TEMP_PREFIX, atomic_path
 from ..data.measure import patch_properties
 from ..progress import progress_bar
+from ..training import pick_device
 from .models import LATENT_DIM, load_generator
-from .train import pick_device
 
 
 @dataclass(frozen=True)
 class SampleSettings:
-    """Settings of ``sample`` (config section ``sample``) and the normalization the properties need."""
+    """Settings of ``sample`` (schema section ``sample``) and the normalization the properties need."""
+
+    SECTION: ClassVar[str] = "sample"
+    CONFIG_KEYS: ClassVar[dict[str, str]] = {
+        "threshold_gauss": "normalize.threshold_gauss",
+        "normalize_mode": "normalize.mode",
+        "scale_mm": "normalize.scale_mm",
+    }
 
     n_samples: int
     batch_size: int
+    stored_patches: int | None  # patches kept in patches.zarr (the first ones); None = all
     threshold_gauss: float
-    pixel_mm: float | None  # pixel side in Mm of fixed_scale patches; None for the paper's resize mode
-    stored_patches: int | None = None  # patches kept in patches.zarr (the first ones); None = all
+    normalize_mode: str
+    scale_mm: float
 
-    @classmethod
-    def from_config(cls, config: dict) -> SampleSettings:
-        """Build from a validated pipeline config."""
-        normalize = config["normalize"]
-        return cls(
-            n_samples=int(config["sample"]["n_samples"]),
-            batch_size=int(config["sample"]["batch_size"]),
-            stored_patches=config["sample"]["stored_patches"],
-            threshold_gauss=float(normalize["threshold_gauss"]),
-            pixel_mm=float(normalize["scale_mm"]) if normalize["mode"] == "fixed_scale" else None,
-        )
+    @property
+    def pixel_mm(self) -> float | None:
+        """Pixel side in Mm of fixed_scale patches; None for the paper's resize mode."""
+        return self.scale_mm if self.normalize_mode == "fixed_scale" else None
 
 
 def latent_batches(n: int, batch_size: int, seed: int):

@@ -22,6 +22,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -30,8 +31,8 @@ from ..atomic import write_parquet_atomic, write_text_atomic
 from ..errors import SharpgenError
 from ..gan.models import load_generator
 from ..gan.sample import SampleSettings, latent_properties
-from ..gan.train import pick_device
 from ..progress import progress_bar
+from ..training import pick_device
 from .directions import ALL_LATENTS, SIDES, DirectionSet, directions_to_json, fit_direction, fit_split, sides_of
 from .steering import calibration_curves, entanglement_row, median_slopes, median_spearman, traversal_steps, traverse
 
@@ -40,7 +41,9 @@ KINDS = ("plain", "conditional")
 
 @dataclass(frozen=True)
 class DirectionSettings:
-    """Settings of ``fit_directions`` (config section ``directions``)."""
+    """Settings of ``fit_directions`` (schema section ``directions``)."""
+
+    SECTION: ClassVar[str] = "directions"
 
     properties: tuple[str, ...]
     split_by: str | None
@@ -50,21 +53,6 @@ class DirectionSettings:
     traversal_starts: int
     max_step: float
     n_steps: int
-
-    @classmethod
-    def from_config(cls, config: dict) -> DirectionSettings:
-        """Build from a validated pipeline config."""
-        section = config["directions"]
-        return cls(
-            properties=tuple(section["properties"]),
-            split_by=section.get("split_by"),
-            label_fraction=float(section["label_fraction"]),
-            heldout_fraction=float(section["heldout_fraction"]),
-            svm_c=float(section["svm_c"]),
-            traversal_starts=int(section["traversal_starts"]),
-            max_step=float(section["max_step"]),
-            n_steps=int(section["n_steps"]),
-        )
 
 
 def fit_directions(

@@ -25,8 +25,8 @@ from ..data.fitsio import write_sharp_fits
 from ..errors import SharpgenError
 from ..gan.models import LATENT_DIM, load_generator
 from ..gan.sample import generate, latent_properties
-from ..gan.train import pick_device
 from ..plotting import save_patch_grid
+from ..training import pick_device
 from ..units import GAUSS_PER_NORMALIZED_UNIT, pixel_area_cm2
 from .directions import DirectionSet, directions_from_json
 from .steering import solve_targets

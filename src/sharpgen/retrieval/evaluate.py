@@ -23,6 +23,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -37,17 +38,13 @@ EXAMPLE_QUERIES, EXAMPLE_MATCHES = 4, 8
 
 @dataclass(frozen=True)
 class RetrievalEvalSettings:
-    """Settings of ``evaluate_retrieval`` (config section ``retrieval_eval``)."""
+    """Settings of ``evaluate_retrieval`` (schema section ``retrieval_eval``)."""
 
-    n_queries: int = 500
-    k: int = 10
-    pca_components: int = 50
+    SECTION: ClassVar[str] = "retrieval_eval"
 
-    @classmethod
-    def from_config(cls, config: dict) -> RetrievalEvalSettings:
-        """Build from a validated pipeline config."""
-        section = config["retrieval_eval"]
-        return cls(int(section["n_queries"]), int(section["k"]), int(section["pca_components"]))
+    n_queries: int
+    k: int
+    pca_components: int
 
 
 def correlations(query: np.ndarray, match: np.ndarray) -> dict[str, float]:

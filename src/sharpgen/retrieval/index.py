@@ -44,11 +44,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path, write_parquet_atomic, write_text_atomic
+from ..config import build_settings
 from ..errors import SharpgenError
 
 KINDS = ("exact", "hnsw", "ivf", "pqfs")
@@ -64,42 +66,19 @@ next queries: at most this many filters and (beyond the newest) about this many 
 
 @dataclass(frozen=True)
 class IndexSettings:
-    """Settings of the ``index`` stage (config section ``index``)."""
+    """Settings of the ``index`` stage (schema section ``index``)."""
 
-    kind: str = "exact"
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 100
-    hnsw_ef_search: int = 256
-    ivf_nlist: int = 0
-    ivf_nprobe: int = 64
-    pq_m: int = 0
-    refine_k_factor: int = 64
-    exact_below: int = 150000
+    SECTION: ClassVar[str] = "index"
 
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise SharpgenError(f"unknown index kind {self.kind!r} (choose one of: {', '.join(KINDS)})")
-        if self.hnsw_m < 2:
-            raise SharpgenError(f"index setting hnsw_m = {self.hnsw_m}: must be >= 2")
-        for name in ("hnsw_ef_construction", "hnsw_ef_search", "ivf_nprobe", "refine_k_factor"):
-            if getattr(self, name) < 1:
-                raise SharpgenError(f"index setting {name} = {getattr(self, name)}: must be >= 1")
-        if self.ivf_nlist < 0 or self.exact_below < 0 or self.pq_m < 0:
-            raise SharpgenError("index settings ivf_nlist, pq_m and exact_below must be >= 0")
-
-    @classmethod
-    def from_config(cls, config: dict) -> IndexSettings:
-        """Build from a validated pipeline config (section ``index``; missing keys take the defaults)."""
-        return cls.from_mapping(config.get("index"))
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping | None) -> IndexSettings:
-        mapping = dict(mapping or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(mapping) - known)
-        if unknown:
-            raise SharpgenError(f"unknown index setting(s) {', '.join(unknown)} (allowed: {', '.join(sorted(known))})")
-        return cls(**mapping)
+    kind: str
+    hnsw_m: int
+    hnsw_ef_construction: int
+    hnsw_ef_search: int
+    ivf_nlist: int
+    ivf_nprobe: int
+    pq_m: int
+    refine_k_factor: int
+    exact_below: int
 
 
 @dataclass(frozen=True)
@@ -241,9 +220,13 @@ def _auto_nlist(n: int) -> int:
 
 
 def build_index(
-    embeddings, table: pd.DataFrame, settings: IndexSettings = IndexSettings(), threads: int | None = None
+    embeddings, table: pd.DataFrame, settings: IndexSettings | None = None, threads: int | None = None
 ) -> EmbeddingIndex:
-    """Index ``(N, D)`` ``embeddings`` whose i-th row belongs to the patch described by ``table`` row i."""
+    """Index ``(N, D)`` ``embeddings`` whose i-th row belongs to the patch described by ``table`` row i.
+
+    ``settings`` None takes the schema's defaults of the ``index`` section.
+    """
+    settings = settings or build_settings(IndexSettings)
     import faiss
 
     if threads is not None:
@@ -314,7 +297,7 @@ def read_index(out_dir: str | os.PathLike) -> EmbeddingIndex:
     rows = pd.read_parquet(out_dir / ROWS_FILE)
     if index.ntotal != len(rows) or index.ntotal != info["n"] or index.d != info["dim"]:
         raise SharpgenError(f"{out_dir}: index.faiss, index_rows.parquet and index.json disagree; rebuild the index")
-    return EmbeddingIndex(index, rows, IndexSettings(**info["settings"]), int(info["dim"]))
+    return EmbeddingIndex(index, rows, build_settings(IndexSettings, info["settings"]), int(info["dim"]))
 
 
 def _column(rows: pd.DataFrame, name: str, filter_name: str) -> np.ndarray:
@@ -472,7 +455,7 @@ def build_index_from_files(
     embeddings_path: str | os.PathLike,
     table_path: str | os.PathLike,
     out_dir: str | os.PathLike,
-    settings: IndexSettings = IndexSettings(),
+    settings: IndexSettings | None = None,
     threads: int | None = None,
 ) -> EmbeddingIndex:
     """The stage: ``embeddings.npy`` (row i = patch i) + ``patches.parquet`` -> an index in ``out_dir``."""

@@ -42,7 +42,7 @@ class Retriever:
         """Load ``retrieval/ssl/encoder.pt``, ``retrieval/index/`` and ``data/`` of the run in ``run_dir``."""
         import zarr
 
-        from .train import load_encoder
+        from .embed import load_encoder
 
         run_dir = Path(run_dir)
         index_dir = run_dir / "retrieval" / "index"
@@ -60,7 +60,7 @@ class Retriever:
 
     def embed(self, patches: np.ndarray) -> np.ndarray:
         """``(N, D)`` embeddings of ``(N, S, S)`` normalized patches."""
-        from .train import embed_patches
+        from .embed import embed_patches
 
         return embed_patches(self.encoder, np.asarray(patches, dtype=np.float32))
 

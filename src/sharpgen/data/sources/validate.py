@@ -1,8 +1,8 @@
 """Checks shared by the real-data sources (``jsoc``, ``fits``): is this file one usable SHARP CEA field map?
 
 :func:`check_sharp_file` is the single test every downloaded or indexed file passes before it lands in
-``raw/<source>/``; :func:`manifest_frame` gives both sources the same typed manifest columns. Settings
-checks live in :mod:`sharpgen.settings`.
+``raw/<source>/``; :func:`manifest_frame` gives both sources the same typed manifest columns. Settings are
+checked by the schema (:func:`sharpgen.config.build_settings`).
 """
 
 from __future__ import annotations
