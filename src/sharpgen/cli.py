@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from . import __version__
 from .config import load_config, validate_config
 from .errors import SharpgenError
+from .latent.requests import MAX_EDIT_STEP
+from .retrieval.search import PANEL_MATCHES
 
 EPILOG = (
     "Units: field in G, lengths in Mm, flux in Mx; 'paper' properties are in the paper's normalized units "
@@ -591,16 +593,19 @@ def build_parser() -> argparse.ArgumentParser:
         "Targets are in paper units (tuf [kG], psep [fraction of the patch diagonal], r_paper, ...) or, for "
         "a fixed_scale run, usflux [Mx] and psep_mm [Mm]. Writes OUT_DIR/generated_NNN.fits (field in G; "
         "targets, achieved values and the latent in the header), generated.png, generated.csv (target vs. "
-        "achieved) and latents.npy (for sharpgen edit). A target outside what the model produces is refused "
-        "with the reachable range.",
+        "achieved) and latents.npy (for sharpgen edit); a rerun into the same OUT_DIR replaces them (older "
+        "generated_NNN.fits beyond the new --n are removed). A target outside what the model produces is "
+        "refused with the reachable range; so is a quantity given in both units (usflux and tuf), a target "
+        "that is also kept, or a name given twice, before anything is written.",
         epilog="Example: sharpgen generate --target usflux=3e22 psep_mm=40 --n 8. " + EPILOG,
     )
     edit = commands.add_parser(
         "edit",
         help="move latents (from generate or invert) along property directions",
         description="Move latents along property directions, by steps (--step NAME=STEPS, latent units; |z| is "
-        "about 10) or to target values (--target NAME=VALUE), holding --keep properties fixed (conditional "
-        "directions). Writes OUT_DIR/edited_NNN.fits, edited.png, edited.csv and latents.npy.",
+        f"about 10, so |STEPS| <= {MAX_EDIT_STEP:g}) or to target values (--target NAME=VALUE), holding --keep "
+        "properties fixed (conditional directions). Writes OUT_DIR/edited_NNN.fits, edited.png, edited.csv and "
+        "latents.npy; a rerun into the same OUT_DIR replaces them.",
         epilog="Example: sharpgen edit --latents results/default/generated/latents.npy --step r_paper=2 --keep tuf. "
         + EPILOG,
     )
@@ -610,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--keep", nargs="+", metavar="NAME", help="properties to hold at their starting values")
         command.add_argument(
-            "--tolerance", type=float, default=0.05, help="relative tolerance of a met target (default: 0.05)"
+            "--tolerance", type=float, default=0.05, help="relative tolerance of a met target, 0 to 1 (default: 0.05)"
         )
         command.add_argument("--out-dir", help="output directory (default: RUN_DIR/generated or RUN_DIR/edited)")
         command.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
@@ -650,7 +655,12 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--seed", type=int, default=0, help="seed of the generated queries' starts (default: 0)")
     query.add_argument("--keep", nargs="+", metavar="NAME", help="with --target: hold these properties fixed")
     query.add_argument("--tolerance", type=float, default=0.05, help="relative tolerance of a met target")
-    query.add_argument("--k", type=_positive_int, default=9, help="matches per query (default: 9)")
+    query.add_argument(
+        "--k",
+        type=_positive_int,
+        default=9,
+        help=f"matches per query, at most the index size (default: 9); query.png shows the first {PANEL_MATCHES}",
+    )
     query.add_argument("--time-range", nargs=2, metavar=("START", "END"), help="T_REC range, JSOC or ISO format")
     query.add_argument("--harp", nargs="+", type=int, metavar="HARPNUM", help="only these HARP numbers")
     query.add_argument("--latitude", nargs=2, type=float, metavar=("MIN", "MAX"), help="latitude band [deg]")

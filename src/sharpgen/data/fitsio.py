@@ -109,11 +109,10 @@ def read_sharp(path: str | os.PathLike) -> SharpRecord:
 
 def pixel_size_mm(header: fits.Header) -> tuple[float, float]:
     """Pixel size ``(sx, sy)`` in Mm of a CEA map whose CDELT1/2 are heliographic degrees."""
-    try:
-        cdelt1 = abs(float(header["CDELT1"]))
-        cdelt2 = abs(float(header["CDELT2"]))
-    except KeyError as exc:
-        raise SharpgenError(f"header lacks {exc.args[0]}: cannot tell the pixel size") from exc
+    missing = [key for key in ("CDELT1", "CDELT2") if key not in header]
+    if missing:
+        raise SharpgenError(f"header lacks {' and '.join(missing)}: cannot tell the pixel size")
+    cdelt1, cdelt2 = abs(float(header["CDELT1"])), abs(float(header["CDELT2"]))
     for axis in ("CUNIT1", "CUNIT2"):
         unit = str(header.get(axis, "degree")).strip().lower()
         if unit not in ("deg", "degree", "degrees"):
