@@ -23,7 +23,6 @@ from sharpgen.errors import SharpgenError
 from sharpgen.figures import registry as figures
 from sharpgen.figures.registry import (
     FIGURES,
-    PROPERTIES,
     embedding_layout,
     make_figure,
     parse_rulegraph,
@@ -37,6 +36,7 @@ from sharpgen.figures.registry import (
 )
 from sharpgen.gan.fidelity import distribution_distance
 from sharpgen.physics import paper_properties
+from sharpgen.properties import HISTOGRAM_PROPERTIES
 
 DIRECTION_FIGURES = (
     "latent-space", "traversals", "calibration", "entanglement", "conditional-edit", "retrieval-comparison"
@@ -142,12 +142,12 @@ def test_property_distributions_report_the_ks_statistic_of_every_property(tmp_pa
     real, fake = property_table(bipoles(30, 0)), property_table(bipoles(40, 1))
     numbers = plot_property_distributions(real, fake, tmp_path / "properties.png")
     assert_png(tmp_path / "properties.png")
-    assert list(numbers["properties"]) == list(PROPERTIES)
-    for name in PROPERTIES:
+    assert list(numbers["properties"]) == list(HISTOGRAM_PROPERTIES)
+    for name in HISTOGRAM_PROPERTIES:
         expected = distribution_distance(real[name].to_numpy(), fake[name].to_numpy())["ks"]
         assert numbers["properties"][name]["ks"] == pytest.approx(expected)
     same = plot_property_distributions(real, real, tmp_path / "same.png")
-    assert all(same["properties"][name]["ks"] == 0 for name in PROPERTIES)
+    assert all(same["properties"][name]["ks"] == 0 for name in HISTOGRAM_PROPERTIES)
 
 
 def test_property_distributions_name_the_missing_column(tmp_path):

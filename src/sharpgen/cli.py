@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from . import __version__
 from .config import build_settings, load_config, settings_from_config, validate_config
 from .errors import SharpgenError
+from .latent.requests import MAX_EDIT_STEP
+from .retrieval.search import PANEL_MATCHES
 
 EPILOG = (
     "Units: field in G, lengths in Mm, flux in Mx; 'paper' properties are in the paper's normalized units "
@@ -46,8 +48,9 @@ def _json_mapping(text: str) -> dict:
 def _cmd_properties(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .data.measure import fits_properties
+    from .data.measure import check_measurement, fits_properties
 
+    check_measurement(args.size, args.threshold_gauss)
     rows, failures = [], []
     for path in args.files:
         try:
@@ -243,68 +246,79 @@ def _cmd_fit_directions(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    import torch
+    from .latent.generate import load_steering, starting_latents, steer_and_write
+    from .latent.requests import check_out_dir, steer_request
 
-    from .latent.generate import load_steering, parse_assignments, starting_latents, steer, write_results
-
-    torch.set_num_threads(args.threads)
+    request = steer_request(args.target, args.keep, args.tolerance)
+    out_dir = check_out_dir(args.out_dir or os.path.join(args.run_dir, "generated"))
+    _torch_threads(args.threads)
     steering = load_steering(args.run_dir, device=args.device)
-    targets = parse_assignments(args.target or [])
-    starts = starting_latents(steering, targets, args.n, args.seed)
-    latents, table, converged, _ = steer(steering, starts, targets, args.keep or [], tolerance=args.tolerance)
-    out_dir = args.out_dir or os.path.join(args.run_dir, "generated")
-    achieved = {name: value for name, value in targets.items() if name in table.columns}
-    write_results(out_dir, steering, latents, table, converged, achieved, args.keep or [])
-    _report_steering(out_dir, "generated", converged, targets, table, args.tolerance)
+    starts = starting_latents(steering, request.targets, args.n, args.seed)
+    result = steer_and_write(steering, starts, request, out_dir, "generated")
+    _report_steering(out_dir, "generated", result, request.tolerance)
     return 0
 
 
-def _report_steering(out_dir, prefix, converged, targets, table, tolerance) -> None:
-    hits = int(converged.sum())
-    print(f"{len(converged)} patches -> {out_dir}/{prefix}_*.fits, {prefix}.png, {prefix}.csv", file=sys.stderr)
-    if targets:
-        print(f"{hits} of {len(converged)} within {tolerance:.0%} of every target", file=sys.stderr)
-        if hits < len(converged):
-            print(f"sharpgen: warning: {len(converged) - hits} request(s) missed; see {prefix}.csv", file=sys.stderr)
+def _torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _report_steering(out_dir, prefix, result, tolerance) -> None:
+    hits, count = int(result.converged.sum()), len(result.converged)
+    print(f"{count} patches -> {out_dir}/{prefix}_*.fits, {prefix}.png, {prefix}.csv", file=sys.stderr)
+    if result.targets:
+        print(f"{hits} of {count} within {tolerance:.0%} of every target", file=sys.stderr)
+        if hits < count:
+            print(f"sharpgen: warning: {count - hits} request(s) missed; see {prefix}.csv", file=sys.stderr)
 
 
 def _cmd_edit(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
+    from .latent.generate import load_latents, load_steering, steer_and_write
+    from .latent.requests import check_out_dir, steer_request
 
-    from .latent.generate import load_latents, load_steering, parse_assignments, steer, step_along, write_results
-
-    torch.set_num_threads(args.threads)
-    steering = load_steering(args.run_dir, device=args.device)
-    starts = load_latents(args.latents, args.rows)
-    keep = args.keep or []
     if bool(args.step) == bool(args.target):
         raise SharpgenError("give either --step NAME=STEPS or --target NAME=VALUE (not both)")
-    out_dir = args.out_dir or os.path.join(args.run_dir, "edited")
-    if args.step:
-        latents = step_along(steering, starts, parse_assignments(args.step), keep)
-        table = steering.measure(latents)
-        converged, targets = np.ones(len(latents), dtype=bool), {}
-    else:
-        targets = parse_assignments(args.target)
-        latents, table, converged, _ = steer(steering, starts, targets, keep, tolerance=args.tolerance)
-    achieved = {name: value for name, value in targets.items() if name in table.columns}
-    write_results(out_dir, steering, latents, table, converged, achieved, keep, prefix="edited")
-    _report_steering(out_dir, "edited", converged, targets, table, args.tolerance)
+    request = steer_request(args.target, args.keep, args.tolerance, steps=args.step)
+    out_dir = check_out_dir(args.out_dir or os.path.join(args.run_dir, "edited"))
+    starts = load_latents(args.latents, args.rows)
+    _torch_threads(args.threads)
+    steering = load_steering(args.run_dir, device=args.device)
+    result = steer_and_write(steering, starts, request, out_dir, "edited")
+    _report_steering(out_dir, "edited", result, request.tolerance)
     return 0
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
     import pandas as pd
-    import torch
 
+    from .data.fitsio import check_field_file
     from .data.measure import patch_properties
     from .data.normalize import NormalizeSettings
+    from .latent.requests import check_out_dir, check_search, steer_request
+    from .retrieval.index import Filters
     from .retrieval.search import Retriever, write_query_results
 
-    torch.set_num_threads(args.threads)
+    request = steer_request(args.target, args.keep, args.tolerance)
+    filters = Filters(
+        time_range=args.time_range,
+        harpnums=args.harp,
+        latitude=args.latitude,
+        abs_latitude=args.abs_latitude,
+        splits=args.split,
+    )
+    out_dir = check_out_dir(args.out_dir or os.path.join(args.run_dir, "query"))
+    if args.latents:
+        from .latent.generate import load_latents
+
+        latents = load_latents(args.latents, args.rows)
+    if args.fits:
+        for path in args.fits:
+            check_field_file(path)
+    _torch_threads(args.threads)
     retriever = Retriever.from_run(args.run_dir, device=args.device)
-    out_dir = args.out_dir or os.path.join(args.run_dir, "query")
+    check_search(retriever, args.k, filters)
     if args.fits:
         from .gan.invert import targets_from_fits
 
@@ -317,38 +331,21 @@ def _cmd_query(args: argparse.Namespace) -> int:
         queries.insert(0, "label", labels)
     else:
         from .gan.sample import generate
-        from .latent.generate import (
-            load_latents,
-            load_steering,
-            parse_assignments,
-            starting_latents,
-            steer,
-            write_results,
-        )
+        from .latent.generate import load_steering, starting_latents, steer_and_write
 
         steering = load_steering(args.run_dir, device=args.device)
         if args.latents:
-            latents = load_latents(args.latents, args.rows)
             queries = steering.measure(latents)
             labels = [f"{args.latents}[{row}]" for row in (args.rows or range(len(latents)))]
         else:
-            targets = parse_assignments(args.target)
-            starts = starting_latents(steering, targets, args.n, args.seed)
-            latents, queries, converged, _ = steer(steering, starts, targets, args.keep or [], args.tolerance)
-            achieved = {name: value for name, value in targets.items() if name in queries.columns}
-            write_results(out_dir, steering, latents, queries, converged, achieved, args.keep or [])
-            _report_steering(out_dir, "generated", converged, targets, queries, args.tolerance)
+            starts = starting_latents(steering, request.targets, args.n, args.seed)
+            result = steer_and_write(steering, starts, request, out_dir, "generated")
+            _report_steering(out_dir, "generated", result, request.tolerance)
+            latents, queries = result.latents, result.table
             labels = [f"generated_{i:03d}" for i in range(len(latents))]
         patches = generate(steering.generator, latents, steering.device)
         queries = queries.reset_index(drop=True)
         queries.insert(0, "label", labels)
-    filters = {
-        "time_range": args.time_range,
-        "harpnums": args.harp,
-        "latitude": args.latitude,
-        "abs_latitude": args.abs_latitude,
-        "splits": args.split,
-    }
     table = write_query_results(out_dir, retriever, patches, queries, args.k, filters)
     best = table[table["rank"] == 1]
     print(f"{len(queries)} queries, {len(table)} matches -> {out_dir}/matches.csv, query.png", file=sys.stderr)
@@ -362,7 +359,13 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 
 def _cmd_invert(args: argparse.Namespace) -> int:
+    from .data.fitsio import check_field_file
     from .gan.invert import InversionSettings, run_invert
+    from .latent.requests import check_out_dir
+
+    check_out_dir(args.out_dir)
+    for path in args.fits or ():
+        check_field_file(path)
 
     table = run_invert(
         args.generator,
@@ -590,16 +593,19 @@ def build_parser() -> argparse.ArgumentParser:
         "Targets are in paper units (tuf [kG], psep [fraction of the patch diagonal], r_paper, ...) or, for "
         "a fixed_scale run, usflux [Mx] and psep_mm [Mm]. Writes OUT_DIR/generated_NNN.fits (field in G; "
         "targets, achieved values and the latent in the header), generated.png, generated.csv (target vs. "
-        "achieved) and latents.npy (for sharpgen edit). A target outside what the model produces is refused "
-        "with the reachable range.",
+        "achieved) and latents.npy (for sharpgen edit); a rerun into the same OUT_DIR replaces them (older "
+        "generated_NNN.fits beyond the new --n are removed). A target outside what the model produces is "
+        "refused with the reachable range; so is a quantity given in both units (usflux and tuf), a target "
+        "that is also kept, or a name given twice, before anything is written.",
         epilog="Example: sharpgen generate --target usflux=3e22 psep_mm=40 --n 8. " + EPILOG,
     )
     edit = commands.add_parser(
         "edit",
         help="move latents (from generate or invert) along property directions",
         description="Move latents along property directions, by steps (--step NAME=STEPS, latent units; |z| is "
-        "about 10) or to target values (--target NAME=VALUE), holding --keep properties fixed (conditional "
-        "directions). Writes OUT_DIR/edited_NNN.fits, edited.png, edited.csv and latents.npy.",
+        f"about 10, so |STEPS| <= {MAX_EDIT_STEP:g}) or to target values (--target NAME=VALUE), holding --keep "
+        "properties fixed (conditional directions). Writes OUT_DIR/edited_NNN.fits, edited.png, edited.csv and "
+        "latents.npy; a rerun into the same OUT_DIR replaces them.",
         epilog="Example: sharpgen edit --latents results/default/generated/latents.npy --step r_paper=2 --keep tuf. "
         + EPILOG,
     )
@@ -609,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--keep", nargs="+", metavar="NAME", help="properties to hold at their starting values")
         command.add_argument(
-            "--tolerance", type=float, default=0.05, help="relative tolerance of a met target (default: 0.05)"
+            "--tolerance", type=float, default=0.05, help="relative tolerance of a met target, 0 to 1 (default: 0.05)"
         )
         command.add_argument("--out-dir", help="output directory (default: RUN_DIR/generated or RUN_DIR/edited)")
         command.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
@@ -649,7 +655,12 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--seed", type=int, default=0, help="seed of the generated queries' starts (default: 0)")
     query.add_argument("--keep", nargs="+", metavar="NAME", help="with --target: hold these properties fixed")
     query.add_argument("--tolerance", type=float, default=0.05, help="relative tolerance of a met target")
-    query.add_argument("--k", type=_positive_int, default=9, help="matches per query (default: 9)")
+    query.add_argument(
+        "--k",
+        type=_positive_int,
+        default=9,
+        help=f"matches per query, at most the index size (default: 9); query.png shows the first {PANEL_MATCHES}",
+    )
     query.add_argument("--time-range", nargs=2, metavar=("START", "END"), help="T_REC range, JSOC or ISO format")
     query.add_argument("--harp", nargs="+", type=int, metavar="HARPNUM", help="only these HARP numbers")
     query.add_argument("--latitude", nargs=2, type=float, metavar=("MIN", "MAX"), help="latitude band [deg]")

@@ -32,23 +32,14 @@ from ..atomic import write_bytes_atomic, write_text_atomic
 from ..errors import SharpgenError
 from ..jsonsafe import json_safe
 from ..plotting import draw_patch, get_pyplot, save_figure
+from ..properties import HISTOGRAM_PROPERTIES, PROPERTIES
 from . import latent as latent_figures
 
 if TYPE_CHECKING:  # pandas and scipy load only when a figure is drawn: `sharpgen --help` lists FIGURES fast
     import pandas as pd
 
-PROPERTIES = ("tuf", "psep", "r_paper", "tpf", "tnf", "area")
-"""The paper's properties compared in the property-distribution figure."""
-
-PROPERTY_LABELS = {
-    "tuf": "TUF: mean |B| over the patch [kG]",
-    "psep": "PSEP: pole separation [patch diagonals]",
-    "r_paper": "R: sum |B| near the PIL [kG px]",
-    "tpf": "TPF: mean B where B > 0 [kG]",
-    "tnf": "TNF: mean |B| where B < 0 [kG]",
-    "area": "area: fraction of pixels with |B| > 150 G",
-}
-LOG_PROPERTIES = frozenset({"tuf", "r_paper", "tpf", "tnf", "area"})
+PROPERTY_LABELS = {name: row.label for name, row in PROPERTIES.items()}
+LOG_PROPERTIES = frozenset(name for name, row in PROPERTIES.items() if row.log_scale)
 """Properties spanning decades: histogrammed in log bins of their positive values (zeros counted apart)."""
 
 REAL_COLOR, GENERATED_COLOR = "tab:blue", "tab:orange"
@@ -340,7 +331,7 @@ def plot_property_distributions(
     real: pd.DataFrame,
     generated: pd.DataFrame,
     path: str | os.PathLike,
-    properties: Sequence[str] = PROPERTIES,
+    properties: Sequence[str] = HISTOGRAM_PROPERTIES,
     real_label: str = "real",
 ) -> dict:
     """Fig. 3: histograms (density) of each property, real vs generated, with the two-sample KS statistic.

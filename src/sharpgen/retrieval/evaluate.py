@@ -30,8 +30,8 @@ import pandas as pd
 
 from ..atomic import write_text_atomic
 from ..errors import SharpgenError
+from ..properties import EVALUATED_PROPERTIES, PROPERTIES
 
-EVAL_PROPERTIES = ("tuf", "psep", "r_paper", "tpf", "tnf")
 METHODS = ("ssl", "pixel", "pca", "random")
 EXAMPLE_QUERIES, EXAMPLE_MATCHES = 4, 8
 
@@ -96,7 +96,7 @@ def baseline_rows(
 def score_matches(queries: pd.DataFrame, real: pd.DataFrame, rows: np.ndarray) -> dict:
     """Per property, correlations of the queries' values with their top-1 match and with the top-k mean."""
     result = {"top1": {}, "topk_mean": {}}
-    for name in EVAL_PROPERTIES:
+    for name in EVALUATED_PROPERTIES:
         values = real[name].to_numpy(dtype=np.float64)
         query = queries[name].to_numpy(dtype=np.float64)
         result["top1"][name] = correlations(query, values[rows[:, 0]])
@@ -111,9 +111,12 @@ def save_scatter(path: str | os.PathLike, queries: pd.DataFrame, real: pd.DataFr
     pyplot = get_pyplot()
     methods = list(top1)
     figure, axes = pyplot.subplots(
-        len(EVAL_PROPERTIES), len(methods), figsize=(2.6 * len(methods), 2.4 * len(EVAL_PROPERTIES)), squeeze=False
+        len(EVALUATED_PROPERTIES),
+        len(methods),
+        figsize=(2.6 * len(methods), 2.4 * len(EVALUATED_PROPERTIES)),
+        squeeze=False,
     )
-    for i, name in enumerate(EVAL_PROPERTIES):
+    for i, name in enumerate(EVALUATED_PROPERTIES):
         query = queries[name].to_numpy(dtype=np.float64)
         match = real[name].to_numpy(dtype=np.float64)
         positive = np.concatenate([query, match])
@@ -131,7 +134,7 @@ def save_scatter(path: str | os.PathLike, queries: pd.DataFrame, real: pd.DataFr
             axis.tick_params(labelsize=6)
             if j == 0:
                 axis.set_ylabel(f"match {name}", fontsize=8)
-            if i == len(EVAL_PROPERTIES) - 1:
+            if i == len(EVALUATED_PROPERTIES) - 1:
                 axis.set_xlabel(f"query {name}", fontsize=8)
     figure.suptitle("generated query vs. top-1 real match (paper units; r = Pearson, rho = Spearman)", fontsize=10)
     figure.tight_layout()
@@ -167,7 +170,7 @@ def evaluate_retrieval(
     queries = sampled.iloc[:count].reset_index(drop=True)
     query_patches = np.asarray(stored[:count], dtype=np.float32)
     real = retriever.table
-    missing = [name for name in EVAL_PROPERTIES if name not in real.columns or name not in queries.columns]
+    missing = [name for name in EVALUATED_PROPERTIES if name not in real.columns or name not in queries.columns]
     if missing:
         raise SharpgenError(f"properties {', '.join(missing)} are missing from the real or the generated table")
     k = min(settings.k, len(real))
@@ -183,7 +186,7 @@ def evaluate_retrieval(
         "n_queries": count,
         "k": k,
         "n_real": len(real),
-        "properties": list(EVAL_PROPERTIES),
+        "properties": list(EVALUATED_PROPERTIES),
         "methods": scores,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -197,18 +200,18 @@ def evaluate_retrieval(
     return document
 
 
-PHYSICAL_FEATURES = ("tuf", "psep", "r_paper", "tpf", "tnf")
-"""Properties of the physical-space searches of :func:`compare_searches` (flux-like ones as log10(1 + x/x_med))."""
+PHYSICAL_FEATURES = EVALUATED_PROPERTIES
+"""Properties of the physical-space searches of :func:`compare_searches` (log-scale ones as log10(1 + x/x_med))."""
 
 
 def physical_features(table: pd.DataFrame) -> np.ndarray:
-    """``(N, 5)`` features of :data:`PHYSICAL_FEATURES`: ``psep`` as is, the others as ``log10(1 + x / median)``
-    (they span decades); undefined values (NaN) become the column median."""
+    """``(N, 5)`` features of :data:`PHYSICAL_FEATURES`: as they are, or as ``log10(1 + x / median)`` for those
+    that span decades (the property table's ``log_scale``); undefined values (NaN) become the column median."""
     columns = []
     for name in PHYSICAL_FEATURES:
         values = table[name].to_numpy(dtype=np.float64)
         median = np.nanmedian(values)
-        if name != "psep":
+        if PROPERTIES[name].log_scale:
             values = np.log10(1.0 + np.clip(values, 0.0, None) / (median if median > 0 else 1.0))
         columns.append(np.where(np.isfinite(values), values, np.nanmedian(values)))
     return np.stack(columns, axis=1)

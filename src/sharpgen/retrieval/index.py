@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -114,6 +115,29 @@ class Filters:
             value = getattr(self, name)
             if value is not None and len(value) != 2:
                 raise SharpgenError(f"filter {name}: give a (min, max) pair, got {value!r}")
+        if self.time_range is not None:
+            start, end = _timestamp(self.time_range[0], "start"), _timestamp(self.time_range[1], "end")
+            if start is not None and end is not None and start > end:
+                raise SharpgenError(f"filter time_range: start {self.time_range[0]} is after end {self.time_range[1]}")
+        for name, low in (("latitude", -90.0), ("abs_latitude", 0.0)):
+            band = getattr(self, name)
+            if band is None:
+                continue
+            if not all(isinstance(v, numbers.Real) and low <= v <= 90.0 for v in band):
+                raise SharpgenError(f"filter {name} {_band(band)}: both ends must lie in [{low:g}, 90] degrees")
+            if band[0] > band[1]:
+                raise SharpgenError(f"filter {name} {_band(band)}: the minimum is above the maximum")
+
+    def describe(self) -> str:
+        """The given constraints in words, e.g. ``abs_latitude 10 to 30, splits test``."""
+        parts = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value is None:
+                continue
+            pair = item.name in ("time_range", "latitude", "abs_latitude")
+            parts.append(f"{item.name} {_band(value) if pair else ' '.join(map(str, value))}")
+        return ", ".join(parts) or "none"
 
     @classmethod
     def from_mapping(cls, mapping: Mapping | None) -> Filters:
@@ -168,6 +192,10 @@ def _timestamp(value, name: str) -> pd.Timestamp | None:
             f"filter time_range: cannot read {name} time {value!r} (use 2011.02.15_00:12:00_TAI or ISO)"
         )
     return pd.Timestamp(moment)
+
+
+def _band(pair) -> str:
+    return " to ".join(f"{v:g}" if isinstance(v, numbers.Real) else str(v) for v in pair)
 
 
 def index_rows_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -351,7 +379,7 @@ def _selection(index: EmbeddingIndex, filters: Filters) -> _Selection:
     mask = filter_mask(index, filters)
     ids = np.flatnonzero(mask)
     if ids.size == 0:
-        raise SharpgenError(f"no indexed patch passes the filters {filters}; widen them")
+        raise SharpgenError(f"no indexed patch passes the filters ({filters.describe()}); widen them")
     small = ids.size <= index.settings.exact_below
     vectors = index.index.reconstruct_batch(ids) if small else None
     selection = _Selection(ids, np.packbits(mask, bitorder="little"), vectors)

@@ -18,14 +18,14 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SharpgenError
+from ..properties import PROPERTIES
 from .index import EmbeddingIndex, Filters, read_index, search
 
 MATCH_METADATA = ("record", "harpnum", "noaa_ar", "t_rec", "lat_fwt", "lon_fwt", "split")
-MATCH_PROPERTIES = (
-    "tuf", "psep", "r_paper", "tpf", "tnf", "area", "tilt_paper", "lead_pol",
-    "usflux", "psep_mm", "r_value", "tilt_joy", "imbalance",
-)  # fmt: skip
-"""Columns of ``patches.parquet`` reported with every match, where the run has them."""
+MATCH_PROPERTIES = tuple(PROPERTIES)
+"""Columns of ``patches.parquet`` reported with every match, where the run has them: every measured property."""
+PANEL_MATCHES, PANEL_QUERIES = 16, 16
+"""``query.png`` draws at most this many matches per query and this many queries; ``matches.csv`` has them all."""
 
 
 @dataclass
@@ -126,10 +126,12 @@ def save_query_panel(
     matches: Sequence[pd.DataFrame],
 ) -> None:
     """The paper's retrieval figure: one row per query, the query patch first, then its matches best first,
-    titled with HARP number, cosine similarity and ``tuf``."""
+    titled with HARP number, cosine similarity and ``tuf``; at most :data:`PANEL_QUERIES` rows of
+    :data:`PANEL_MATCHES` matches."""
     from ..plotting import save_patch_grid
 
-    k = max(len(m) for m in matches)
+    query_patches, match_patches, matches = (x[:PANEL_QUERIES] for x in (query_patches, match_patches, matches))
+    k = min(max(len(m) for m in matches), PANEL_MATCHES)
     blank = np.zeros_like(query_patches[0])
     panels, titles = [], []
     for i, (patch, found, table) in enumerate(zip(query_patches, match_patches, matches, strict=True)):
@@ -165,10 +167,8 @@ def write_query_results(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     matches = retriever.search(query_patches, k=k, filters=filters)
-    if not any(len(m) for m in matches):
-        raise SharpgenError("no indexed patch passes the filters: nothing to return")
     table = match_table(queries, matches)
     write_csv_atomic(table, out_dir / "matches.csv")
-    found = [retriever.real_patches(m["row"].to_numpy()) for m in matches]
+    found = [retriever.real_patches(m["row"].to_numpy()[:PANEL_MATCHES]) for m in matches[:PANEL_QUERIES]]
     save_query_panel(out_dir / "query.png", query_patches, queries, found, matches)
     return table
