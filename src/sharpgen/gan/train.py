@@ -26,6 +26,7 @@ from ..atomic import atomic_path, write_csv_atomic
 from ..errors import SharpgenError
 from ..plotting import save_patch_grid
 from ..progress import progress_bar
+from ..run import stage_file
 from .models import LATENT_DIM, build_networks
 
 PREVIEW_COUNT = 16
@@ -77,11 +78,11 @@ def load_training_patches(data_dir: str | os.PathLike, image_size: int) -> torch
     import zarr
 
     data_dir = Path(data_dir)
-    table = pd.read_parquet(data_dir / "patches.parquet", columns=["split"])
+    table = pd.read_parquet(stage_file(data_dir, "patch_table"), columns=["split"])
     rows = np.flatnonzero(table["split"].to_numpy() == "train")
     if rows.size == 0:
         raise SharpgenError(f"{data_dir}: the train split is empty")
-    patches = zarr.open_array(str(data_dir / "patches.zarr"), mode="r")
+    patches = zarr.open_array(str(stage_file(data_dir, "patches")), mode="r")
     if patches.shape[1:] != (image_size, image_size):
         raise SharpgenError(
             f"{data_dir}: patches are {patches.shape[1]} px but image_size is {image_size}; rerun normalize"
@@ -210,7 +211,7 @@ def train_gan(
     """
     torch.set_num_threads(threads)
     out_dir = Path(out_dir)
-    checkpoint = out_dir / "checkpoints" / "last.pt"
+    checkpoint = stage_file(out_dir, "gan_checkpoint")
     dev = pick_device(device)
     patches = load_training_patches(data_dir, settings.image_size)
     state = _new_state(settings, seed, dev)
@@ -250,11 +251,12 @@ def train_gan(
         bar.update(1)
         if state["step"] % settings.checkpoint_every == 0 or state["step"] == settings.steps:
             _save_checkpoint(checkpoint, state, settings, identity)
-            write_csv_atomic(pd.DataFrame(state["log"], columns=list(LOG_COLUMNS)), out_dir / "train_log.csv")
+            write_csv_atomic(pd.DataFrame(state["log"], columns=list(LOG_COLUMNS)), stage_file(out_dir, "gan_log"))
         if preview_every and state["step"] % preview_every == 0:
-            _write_preview(out_dir / "previews" / f"step_{state['step']:06d}.png", ema, preview_z, state["step"])
+            preview = stage_file(out_dir, "gan_previews") / f"step_{state['step']:06d}.png"
+            _write_preview(preview, ema, preview_z, state["step"])
     bar.close()
-    _write_preview(out_dir / "samples.png", ema, preview_z, state["step"])
-    with atomic_path(out_dir / "generator.pt") as tmp:
+    _write_preview(stage_file(out_dir, "gan_grid"), ema, preview_z, state["step"])
+    with atomic_path(stage_file(out_dir, "generator")) as tmp:
         torch.save({"settings": dataclasses.asdict(settings), "state_dict": ema.state_dict()}, tmp)
     return pd.DataFrame(state["log"], columns=list(LOG_COLUMNS))

@@ -33,6 +33,7 @@ from ..atomic import atomic_path, write_csv_atomic
 from ..errors import SharpgenError
 from ..gan.train import data_fingerprint, load_training_patches, pick_device
 from ..progress import progress_bar
+from ..run import stage_file
 from .augment import AugmentSettings, two_views
 from .models import ARCHITECTURES, EMBEDDINGS, SimSiam, build_simsiam, effective_rank, output_std, simsiam_loss
 
@@ -175,7 +176,7 @@ def train_ssl(
     """
     torch.set_num_threads(threads)
     out_dir = Path(out_dir)
-    checkpoint = out_dir / "checkpoints" / "last.pt"
+    checkpoint = stage_file(out_dir, "ssl_checkpoint")
     dev = pick_device(device)
     patches = load_training_patches(data_dir, settings.image_size)
     steps_per_epoch = len(patches) // settings.batch_size
@@ -215,9 +216,9 @@ def train_ssl(
         bar.set_postfix(loss=f"{loss.item():.3f}", std=f"{state['log'][-1]['output_std']:.2f}")
         if state["step"] % settings.checkpoint_every == 0 or state["step"] == total:
             _save_checkpoint(checkpoint, state, settings, seed)
-            write_csv_atomic(pd.DataFrame(state["log"], columns=list(LOG_COLUMNS)), out_dir / "train_log.csv")
+            write_csv_atomic(pd.DataFrame(state["log"], columns=list(LOG_COLUMNS)), stage_file(out_dir, "ssl_log"))
     bar.close()
-    with atomic_path(out_dir / "encoder.pt") as tmp:
+    with atomic_path(stage_file(out_dir, "encoder")) as tmp:
         torch.save({"settings": dataclasses.asdict(settings), "seed": seed, "state_dict": model.state_dict()}, tmp)
     return pd.DataFrame(state["log"], columns=list(LOG_COLUMNS))
 
@@ -281,7 +282,7 @@ def embed_dataset(
     import zarr
 
     torch.set_num_threads(threads)
-    store = Path(data_dir) / "patches.zarr"
+    store = stage_file(data_dir, "patches")
     if not store.exists():
         raise SharpgenError(f"{store}: no patches (run the normalize stage first)")
     encoder = load_encoder(encoder_path, device)
