@@ -113,7 +113,7 @@ def run_config(repo_root: Path) -> dict:
     """What the test run was made with: config/config.yaml overlaid with config/test.yaml (as Snakemake does)."""
     config = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
     for key, value in yaml.safe_load((repo_root / "config" / "test.yaml").read_text()).items():
-        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     return config
 
 

@@ -4,6 +4,7 @@ import json
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
@@ -28,7 +29,7 @@ if _SNAKEMAKE_BIN not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = _SNAKEMAKE_BIN + os.pathsep + os.environ.get("PATH", "")
 
 # Every path of the results directory comes from sharpgen.run (the rules write no file name of their own).
-LAYOUT = RunLayout(config["results_dir"].rstrip("/"), config["source"])
+LAYOUT = RunLayout(config["results_dir"], config["source"])  # Path() drops a trailing slash
 RESULTS = str(LAYOUT.results_dir)
 
 
@@ -42,16 +43,24 @@ def artefacts(*keys):
     return {key: artefact(key) for key in keys}
 
 
-def folder(key):
-    """The stage folder holding artefact `key` (what the stage command gets as --out-dir / --data-dir)."""
-    return str(LAYOUT.folder(key))
+def results_dir_of(path, key):
+    """The results_dir holding a job's file `path`, artefact `key` (or "figure"), as the job sees it.
+
+    Params derived from a job's files (here and `os.path.dirname(output.x)` for a stage's folder) stay right
+    where a storage plugin remaps them; a literal path would not (`snakemake --lint`).
+    """
+    declared = LAYOUT.figure("any") if key == "figure" else LAYOUT.path(key)
+    depth = len(declared.relative_to(LAYOUT.results_dir).parts)
+    return str(Path(path).parents[depth - 1])
 
 
 def log_of(rule):
+    """logs/<rule>.log"""
     return str(LAYOUT.log(rule))
 
 
 def benchmark_of(rule):
+    """benchmarks/<rule>.tsv"""
     return str(LAYOUT.benchmark(rule))
 
 

@@ -12,8 +12,8 @@ rule fit_directions:
         calibration=artefact("calibration"),
         entanglement=artefact("entanglement"),
     params:
-        samples_dir=folder("sample_table"),
-        out_dir=folder("directions"),
+        samples_dir=lambda wildcards, input: os.path.dirname(input.table),
+        out_dir=lambda wildcards, output: os.path.dirname(output.directions),
         settings=lambda wildcards: as_json_arg(config["directions"]),
         normalize=lambda wildcards: as_json_arg(config["normalize"]),
         seed=config["seed"],

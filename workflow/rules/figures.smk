@@ -16,7 +16,7 @@ rule figure_pipeline:
         **figure_output("pipeline", "1. Pipeline", "schematic"),
         dot=str(LAYOUT.rulegraph),
     params:
-        results=RESULTS,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
         log_of("figure_pipeline"),
     benchmark:
@@ -41,7 +41,7 @@ rule figure_patches:
     output:
         **figure_output("real_vs_generated", "2. GAN", "samples"),
     params:
-        results=RESULTS,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
         seed=config["seed"],
     log:
         log_of("figure_patches"),
@@ -64,7 +64,7 @@ rule figure_properties:
     output:
         **figure_output("property_distributions", "2. GAN", "fidelity"),
     params:
-        results=RESULTS,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
         log_of("figure_properties"),
     benchmark:
@@ -86,7 +86,7 @@ rule figure_spectra:
     output:
         **figure_output("power_spectra", "2. GAN", "fidelity"),
     params:
-        results=RESULTS,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
         seed=config["seed"],
     log:
         log_of("figure_spectra"),
@@ -108,7 +108,7 @@ rule figure_gan_training:
     output:
         **figure_output("gan_training", "2. GAN", "training"),
     params:
-        results=RESULTS,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
         log_of("figure_gan_training"),
     benchmark:
@@ -130,7 +130,7 @@ rule figure_embedding:
     output:
         **figure_output("ssl_embedding", "4. Retrieval", "embedding"),
     params:
-        results=RESULTS,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
         seed=config["seed"],
     log:
         log_of("figure_embedding"),
@@ -152,7 +152,7 @@ rule figure_ssl_training:
     output:
         **figure_output("ssl_training", "4. Retrieval", "training"),
     params:
-        results=RESULTS,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
         log_of("figure_ssl_training"),
     benchmark:
@@ -173,7 +173,7 @@ rule figure_latent_space:
     output:
         **figure_output("latent_space", "3. Directions", "boundaries"),
     params:
-        results=RESULTS,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
         log_of("figure_latent_space"),
     benchmark:
@@ -194,7 +194,7 @@ rule figure_traversals:
     output:
         **figure_output("traversals", "3. Directions", "traversals"),
     params:
-        results=RESULTS,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
         log_of("figure_traversals"),
     benchmark:
@@ -215,7 +215,7 @@ rule figure_calibration:
     output:
         **figure_output("calibration", "3. Directions", "calibration"),
     params:
-        results=RESULTS,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
         log_of("figure_calibration"),
     benchmark:
@@ -236,7 +236,7 @@ rule figure_entanglement:
     output:
         **figure_output("entanglement", "3. Directions", "entanglement"),
     params:
-        results=RESULTS,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
         log_of("figure_entanglement"),
     benchmark:
@@ -257,7 +257,7 @@ rule figure_conditional_edit:
     output:
         **figure_output("conditional_edit", "3. Directions", "conditional editing"),
     params:
-        results=RESULTS,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
         log_of("figure_conditional_edit"),
     benchmark:
@@ -279,7 +279,7 @@ rule figure_retrieval_comparison:
     output:
         **figure_output("retrieval_comparison", "4. Retrieval", "comparison"),
     params:
-        results=RESULTS,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
         log_of("figure_retrieval_comparison"),
     benchmark:

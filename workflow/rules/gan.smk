@@ -10,8 +10,8 @@ rule train_gan:
         log_csv=artefact("gan_log"),
         grid=artefact("gan_grid"),
     params:
-        data_dir=folder("patch_table"),
-        out_dir=folder("generator"),
+        data_dir=lambda wildcards, input: os.path.dirname(input.table),
+        out_dir=lambda wildcards, output: os.path.dirname(output.generator),
         settings=lambda wildcards: as_json_arg(config["gan"]),
         image_size=config["image_size"],
         seed=config["seed"],

@@ -9,8 +9,8 @@ rule normalize:
         table=artefact("patch_table"),
         normalization=artefact("normalization"),
     params:
-        raw_dir=folder("raw_manifest"),
-        out_dir=folder("patch_table"),
+        raw_dir=lambda wildcards, input: os.path.dirname(input.manifest),
+        out_dir=lambda wildcards, output: os.path.dirname(output.table),
         settings=lambda wildcards: as_json_arg(config["normalize"]),
         image_size=config["image_size"],
         seed=config["seed"],

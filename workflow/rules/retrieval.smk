@@ -9,8 +9,8 @@ rule train_ssl:
         encoder=artefact("encoder"),
         log_csv=artefact("ssl_log"),
     params:
-        data_dir=folder("patch_table"),
-        out_dir=folder("encoder"),
+        data_dir=lambda wildcards, input: os.path.dirname(input.table),
+        out_dir=lambda wildcards, output: os.path.dirname(output.encoder),
         settings=lambda wildcards: as_json_arg(config["ssl"]),
         image_size=config["image_size"],
         seed=config["seed"],
@@ -40,8 +40,8 @@ rule build_index:
         rows=artefact("index_rows"),
         info=artefact("index_info"),
     params:
-        data_dir=folder("patch_table"),
-        out_dir=folder("embeddings"),
+        data_dir=lambda wildcards, input: os.path.dirname(input.table),
+        out_dir=lambda wildcards, output: os.path.dirname(output.embeddings),
         settings=lambda wildcards: as_json_arg(config["index"]),
         image_size=config["image_size"],
     log:
@@ -78,8 +78,8 @@ rule evaluate_retrieval:
             subcategory="examples",
         ),
     params:
-        run_dir=RESULTS,
-        out_dir=folder("evaluation"),
+        run_dir=lambda wildcards, output: results_dir_of(output.evaluation, "evaluation"),
+        out_dir=lambda wildcards, output: os.path.dirname(output.evaluation),
         settings=lambda wildcards: as_json_arg(config["retrieval_eval"]),
         seed=config["seed"],
     log:

@@ -8,7 +8,7 @@ rule retrieve:
         source=config["source"],
         settings=lambda wildcards: as_json_arg(config[config["source"]]),
         seed=config["seed"],
-        out_dir=folder("raw_manifest"),
+        out_dir=lambda wildcards, output: os.path.dirname(output.manifest),
     log:
         log_of("retrieve"),
     benchmark:

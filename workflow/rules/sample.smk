@@ -9,7 +9,7 @@ rule sample:
         patches=directory(artefact("sample_patches")),
         table=artefact("sample_table"),
     params:
-        out_dir=folder("sample_table"),
+        out_dir=lambda wildcards, output: os.path.dirname(output.table),
         settings=lambda wildcards: as_json_arg(config["sample"]),
         normalize=lambda wildcards: as_json_arg(config["normalize"]),
         seed=config["seed"],
