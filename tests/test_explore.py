@@ -250,7 +250,7 @@ def test_png_rows_put_north_up_and_the_overlay_finds_both_polarities():
 
 
 def test_missing_artefacts_stop_the_start_with_one_line(tmp_path, capsys):
-    with pytest.raises(SharpgenError, match=r"gan/generator.pt: not found \(run the pipeline through train_gan"):
+    with pytest.raises(SharpgenError, match=r"gan/generator.pt is missing: run the train_gan stage"):
         Explorer.from_run(tmp_path)
     assert main(["explore", "--results", str(tmp_path / "nowhere")]) == 2
     error = capsys.readouterr().err
@@ -261,7 +261,7 @@ def test_missing_artefacts_stop_the_start_with_one_line(tmp_path, capsys):
 def test_a_run_without_retrieval_artefacts_explores_and_says_why_there_are_no_matches(run_dir, tmp_path):
     partial = tmp_path / "partial"
     partial.mkdir()
-    for stage in ("gan", "samples", "directions"):
+    for stage in ("data", "gan", "samples", "directions"):
         (partial / stage).symlink_to(Path(run_dir) / stage, target_is_directory=True)
     explorer = Explorer.from_run(partial, device="cpu")
     assert explorer.config()["retrieval"] is False

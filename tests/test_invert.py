@@ -12,7 +12,8 @@ import zarr
 
 from sharpgen.atomic import write_parquet_atomic
 from sharpgen.cli import main
-from sharpgen.config import build_settings, validate_config
+from sharpgen.config import build_settings
+from sharpgen.data.normalize import Normalization
 from sharpgen.errors import SharpgenError
 from sharpgen.gan.invert import (
     CSV_COLUMNS,
@@ -25,6 +26,8 @@ from sharpgen.gan.invert import (
 )
 from sharpgen.gan.models import LATENT_DIM, UpsampleGenerator, build_networks
 
+RESIZE_16 = Normalization("resize", 16, None, 1000.0, 50.0)
+"""A run's normalization (data/normalization.json): the paper's resize to 16 px."""
 QUICK = build_settings(InversionSettings, restarts=2, iterations=3)
 
 
@@ -183,11 +186,10 @@ def test_run_invert_on_dataset_rows_writes_latents_and_table(generator_file, dat
     assert not [p.name for p in (tmp_path / "inv").iterdir() if p.name.startswith(".tmp-")]
 
 
-def test_run_invert_on_fits_files_normalizes_them_like_the_config(generator_file, real_sharp_files, tmp_path):
-    config = validate_config({"image_size": 16, "normalize": {"mode": "resize"}})
+def test_run_invert_on_fits_files_normalizes_them_like_the_run(generator_file, real_sharp_files, tmp_path):
     table = run_invert(
-        generator_file, tmp_path / "inv", fits_files=real_sharp_files, config=config, settings=QUICK, seed=2,
-        progress=False,
+        generator_file, tmp_path / "inv", fits_files=real_sharp_files, normalization=RESIZE_16, settings=QUICK,
+        seed=2, progress=False,
     )  # fmt: skip
     assert list(table["label"]) == [str(path) for path in real_sharp_files]
     assert np.load(tmp_path / "inv" / "latents.npy").shape == (3, LATENT_DIM)
@@ -202,7 +204,8 @@ def test_run_invert_on_fits_files_normalizes_them_like_the_config(generator_file
         ({"rows": [0]}, "dataset directory"),
         ({"rows": [5]}, r"row 5 is out of range: .* has 5 patches \(rows 0 to 4\)"),
         ({"rows": [-1]}, "out of range"),
-        ({"fits_files": ["missing.fits"]}, "no such FITS file"),
+        ({"fits_files": ["missing.fits"]}, "FITS files need the run's normalization"),
+        ({"fits_files": ["missing.fits"], "normalization": RESIZE_16}, "no such FITS file"),
     ],
 )
 def test_user_mistakes_in_inputs_give_one_line_errors(generator_file, data_dir, tmp_path, inputs, message):
@@ -214,11 +217,12 @@ def test_user_mistakes_in_inputs_give_one_line_errors(generator_file, data_dir, 
 
 
 def test_size_mismatches_are_reported(generator_file, real_sharp_files, tmp_path, small_generator):
-    config = validate_config({"image_size": 32})
-    with pytest.raises(SharpgenError, match="makes 16 px patches but the config's image_size is 32"):
+    normalization = Normalization("fixed_scale", 32, 1.4577, 1000.0, 50.0)
+    with pytest.raises(SharpgenError, match="makes 16 px patches but the normalization is to 32 px"):
         run_invert(
-            generator_file, tmp_path / "inv", fits_files=real_sharp_files[:1], config=config, settings=QUICK, seed=0
-        )
+            generator_file, tmp_path / "inv", fits_files=real_sharp_files[:1], normalization=normalization,
+            settings=QUICK, seed=0,
+        )  # fmt: skip
     make_dataset(tmp_path, size=32, count=2)
     with pytest.raises(SharpgenError, match="holds 32 px patches but .* makes 16 px ones"):
         run_invert(generator_file, tmp_path / "inv", data_dir=tmp_path, rows=[0], settings=QUICK, seed=0)

@@ -18,6 +18,7 @@ from .config import build_settings, load_config, settings_from_config, validate_
 from .errors import SharpgenError
 from .latent.requests import MAX_EDIT_STEP
 from .retrieval.search import PANEL_MATCHES
+from .run import RunLayout, stage_file
 
 EPILOG = (
     "Units: field in G, lengths in Mm, flux in Mx; 'paper' properties are in the paper's normalized units "
@@ -86,7 +87,7 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
         workers=args.threads,
         progress=not args.no_progress,
     )
-    print(f"{len(manifest)} records -> {os.path.join(args.out_dir, 'manifest.parquet')}", file=sys.stderr)
+    print(f"{len(manifest)} records -> {stage_file(args.out_dir, 'raw_manifest')}", file=sys.stderr)
     return 0
 
 
@@ -116,7 +117,7 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
     )
     counts = table["split"].value_counts().to_dict()
     print(
-        f"{len(table)} patches -> {os.path.join(args.out_dir, 'patches.zarr')} (splits: {counts})",
+        f"{len(table)} patches -> {stage_file(args.out_dir, 'patches')} (splits: {counts})",
         file=sys.stderr,
     )
     return 0
@@ -136,7 +137,7 @@ def _cmd_train_gan(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         preview_every=config["gan"]["preview_every"],
     )
-    print(f"{len(log)} steps -> {os.path.join(args.out_dir, 'generator.pt')}", file=sys.stderr)
+    print(f"{len(log)} steps -> {stage_file(args.out_dir, 'generator')}", file=sys.stderr)
     return 0
 
 
@@ -170,7 +171,7 @@ def _cmd_train_ssl(args: argparse.Namespace) -> int:
         threads=args.threads,
         progress=not args.no_progress,
     )
-    print(f"{len(log)} steps -> {os.path.join(args.out_dir, 'encoder.pt')}", file=sys.stderr)
+    print(f"{len(log)} steps -> {stage_file(args.out_dir, 'encoder')}", file=sys.stderr)
     return 0
 
 
@@ -179,7 +180,7 @@ def _cmd_build_index(args: argparse.Namespace) -> int:
     from .retrieval.index import IndexSettings, build_index_from_files
 
     config = _stage_config(args, "index")
-    embeddings = os.path.join(args.out_dir, "embeddings.npy")
+    embeddings = stage_file(args.out_dir, "embeddings")
     embed_dataset(
         args.data_dir,
         args.encoder,
@@ -190,12 +191,12 @@ def _cmd_build_index(args: argparse.Namespace) -> int:
     )
     index = build_index_from_files(
         embeddings,
-        os.path.join(args.data_dir, "patches.parquet"),
-        os.path.join(args.out_dir, "index"),
+        stage_file(args.data_dir, "patch_table"),
+        stage_file(args.out_dir, "index"),
         settings_from_config(IndexSettings, config),
         threads=args.threads,
     )
-    print(f"{len(index)} patches indexed -> {os.path.join(args.out_dir, 'index')}", file=sys.stderr)
+    print(f"{len(index)} patches indexed -> {stage_file(args.out_dir, 'index')}", file=sys.stderr)
     return 0
 
 
@@ -205,7 +206,7 @@ def _cmd_evaluate_retrieval(args: argparse.Namespace) -> int:
     config = _stage_config(args, "retrieval_eval")
     document = evaluate_retrieval(
         args.run_dir,
-        args.out_dir or os.path.join(args.run_dir, "retrieval"),
+        args.out_dir or RunLayout(args.run_dir).folder("evaluation"),
         settings_from_config(RetrievalEvalSettings, config),
         seed=args.seed,
         device=config["ssl"]["device"],
@@ -250,7 +251,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .latent.requests import check_out_dir, steer_request
 
     request = steer_request(args.target, args.keep, args.tolerance)
-    out_dir = check_out_dir(args.out_dir or os.path.join(args.run_dir, "generated"))
+    out_dir = check_out_dir(args.out_dir or RunLayout(args.run_dir).user_folder("generate"))
     _torch_threads(args.threads)
     steering = load_steering(args.run_dir, device=args.device)
     starts = starting_latents(steering, request.targets, args.n, args.seed)
@@ -281,7 +282,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     if bool(args.step) == bool(args.target):
         raise SharpgenError("give either --step NAME=STEPS or --target NAME=VALUE (not both)")
     request = steer_request(args.target, args.keep, args.tolerance, steps=args.step)
-    out_dir = check_out_dir(args.out_dir or os.path.join(args.run_dir, "edited"))
+    out_dir = check_out_dir(args.out_dir or RunLayout(args.run_dir).user_folder("edit"))
     starts = load_latents(args.latents, args.rows)
     _torch_threads(args.threads)
     steering = load_steering(args.run_dir, device=args.device)
@@ -295,7 +296,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
     from .data.fitsio import check_field_file
     from .data.measure import patch_properties
-    from .data.normalize import NormalizeSettings
+    from .data.normalize import Normalization
     from .latent.requests import check_out_dir, check_search, steer_request
     from .retrieval.index import Filters
     from .retrieval.search import Retriever, write_query_results
@@ -308,7 +309,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
         abs_latitude=args.abs_latitude,
         splits=args.split,
     )
-    out_dir = check_out_dir(args.out_dir or os.path.join(args.run_dir, "query"))
+    out_dir = check_out_dir(args.out_dir or RunLayout(args.run_dir).user_folder("query"))
     if args.latents:
         from .latent.generate import load_latents
 
@@ -316,18 +317,15 @@ def _cmd_query(args: argparse.Namespace) -> int:
     if args.fits:
         for path in args.fits:
             check_field_file(path)
+        normalization = Normalization.of_run(RunLayout(args.run_dir), args.configfile)
     _torch_threads(args.threads)
     retriever = Retriever.from_run(args.run_dir, device=args.device)
     check_search(retriever, args.k, filters)
     if args.fits:
         from .gan.invert import targets_from_fits
 
-        config = load_config(args.configfile) if args.configfile else validate_config({})
-        config["image_size"] = retriever.image_size
-        normalize = settings_from_config(NormalizeSettings, validate_config(config))
-        patches, labels = targets_from_fits(args.fits, normalize)
-        pixel_mm = normalize.scale_mm if normalize.mode == "fixed_scale" else None
-        queries = pd.DataFrame(patch_properties(patches, normalize.threshold_gauss, pixel_mm))
+        patches, labels = targets_from_fits(args.fits, normalization)
+        queries = pd.DataFrame(patch_properties(patches, normalization.threshold_gauss, normalization.pixel_mm))
         queries.insert(0, "label", labels)
     else:
         from .gan.sample import generate
@@ -361,19 +359,29 @@ def _cmd_query(args: argparse.Namespace) -> int:
 def _cmd_invert(args: argparse.Namespace) -> int:
     from .data.fitsio import check_field_file
     from .gan.invert import InversionSettings, run_invert
+    from .gan.models import load_generator
     from .latent.requests import check_out_dir
 
     check_out_dir(args.out_dir)
     for path in args.fits or ():
         check_field_file(path)
+    load_generator(args.generator)  # a file that is no generator is refused before anything else is read
 
+    normalization = None
+    if args.fits:
+        from pathlib import Path
+
+        from .data.normalize import Normalization
+
+        run_dir = args.run_dir or Path(args.generator).resolve().parent.parent  # RUN_DIR/gan/generator.pt
+        normalization = Normalization.of_run(RunLayout(run_dir), args.configfile)
     table = run_invert(
         args.generator,
         args.out_dir,
         fits_files=args.fits,
         data_dir=args.data_dir,
         rows=args.rows,
-        config=load_config(args.configfile) if args.configfile else None,
+        normalization=normalization,
         settings=build_settings(InversionSettings, args.settings),
         seed=args.seed,
         device=args.device,
@@ -634,12 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
         "query",
         help="find real SHARP patches that look like a generated patch or a FITS file",
         description="Make query patches (generated for --target values as in `sharpgen generate`, generated from "
-        "--latents, or read from --fits files and normalized as --configfile says), embed them with the run's "
-        "SimSiam encoder and return the K most similar real patches of its index, optionally filtered by time, "
-        "HARP number, latitude or split. Writes OUT_DIR/matches.csv (per query and match: rank, dataset row, "
-        "cosine similarity, record, HARP and NOAA numbers, T_REC, latitude, split, the match's properties and "
-        "the query's as query_<name>) and query.png (queries and matches side by side); --target also writes "
-        "the generated queries as in `sharpgen generate`.",
+        "--latents, or read from --fits files and normalized as the run's data/normalization.json says), embed "
+        "them with the run's SimSiam encoder and return the K most similar real patches of its index, optionally "
+        "filtered by time, HARP number, latitude or split. Writes OUT_DIR/matches.csv (per query and match: rank, "
+        "dataset row, cosine similarity, record, HARP and NOAA numbers, T_REC, latitude, split, the match's "
+        "properties and the query's as query_<name>) and query.png (queries and matches side by side); --target "
+        "also writes the generated queries as in `sharpgen generate`.",
         epilog="Example: sharpgen query --target usflux=3e22 psep_mm=40 --k 9 --abs-latitude 10 30. " + EPILOG,
     )
     query.add_argument(
@@ -650,7 +658,11 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--latents", help="latents.npy (from generate, edit, sample or invert) to generate queries")
     source.add_argument("--fits", nargs="+", metavar="FILE.fits", help="SHARP CEA FITS files (field in G)")
     query.add_argument("--rows", nargs="+", type=int, metavar="ROW", help="only these rows of --latents")
-    query.add_argument("--configfile", help="config whose normalize section applies to --fits (default: defaults)")
+    query.add_argument(
+        "--configfile",
+        help="not needed: --fits files are normalized as the run's data/normalization.json says; a config given "
+        "here must agree with it (normalize section, image_size)",
+    )
     query.add_argument("--n", type=_positive_int, default=1, help="queries to generate for --target (default: 1)")
     query.add_argument("--seed", type=int, default=0, help="seed of the generated queries' starts (default: 0)")
     query.add_argument("--keep", nargs="+", metavar="NAME", help="with --target: hold these properties fixed")
@@ -687,14 +699,20 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--out-dir", required=True, help="directory that receives latents.npy and inversion.csv")
     targets = inv.add_mutually_exclusive_group(required=True)
     targets.add_argument(
-        "--fits", nargs="+", metavar="FILE.fits", help="SHARP CEA FITS files, normalized as the config says"
+        "--fits", nargs="+", metavar="FILE.fits", help="SHARP CEA FITS files, normalized as the generator's run did"
     )
     targets.add_argument(
         "--rows", nargs="+", type=int, metavar="ROW", help="rows of the normalized dataset (needs --data-dir)"
     )
     inv.add_argument("--data-dir", help="directory holding patches.zarr and patches.parquet (with --rows)")
     inv.add_argument(
-        "--configfile", help="pipeline config YAML whose normalize section and image_size apply to --fits input"
+        "--run-dir",
+        help="with --fits: the run whose data/normalization.json normalizes the files (default: the run the "
+        "generator lies in, RUN_DIR/gan/generator.pt)",
+    )
+    inv.add_argument(
+        "--configfile",
+        help="not needed: a config given here must agree with the run's normalization (normalize section, image_size)",
     )
     inv.add_argument(
         "--settings",

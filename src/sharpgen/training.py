@@ -21,6 +21,7 @@ import torch
 
 from .atomic import atomic_path
 from .errors import SharpgenError
+from .run import stage_file
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -37,11 +38,11 @@ def load_training_patches(data_dir: str | os.PathLike, image_size: int) -> torch
     import zarr
 
     data_dir = Path(data_dir)
-    table = pd.read_parquet(data_dir / "patches.parquet", columns=["split"])
+    table = pd.read_parquet(stage_file(data_dir, "patch_table"), columns=["split"])
     rows = np.flatnonzero(table["split"].to_numpy() == "train")
     if rows.size == 0:
         raise SharpgenError(f"{data_dir}: the train split is empty")
-    patches = zarr.open_array(str(data_dir / "patches.zarr"), mode="r")
+    patches = zarr.open_array(str(stage_file(data_dir, "patches")), mode="r")
     if patches.shape[1:] != (image_size, image_size):
         raise SharpgenError(
             f"{data_dir}: patches are {patches.shape[1]} px but image_size is {image_size}; rerun normalize"

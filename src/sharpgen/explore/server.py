@@ -49,6 +49,7 @@ from ..errors import SharpgenError
 from ..jsonsafe import json_safe
 from ..latent.requests import check_names_and_roles
 from ..properties import PROPERTIES, quantity, twin_factor, twin_of
+from ..run import RunLayout
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -215,15 +216,6 @@ class Explorer:
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise SharpgenError(f"{run_dir}: no such results directory (run the pipeline first, e.g. `make run`)")
-        needed = (
-            ("gan/generator.pt", "train_gan"),
-            ("samples/properties.parquet", "sample"),
-            ("samples/latents.npy", "sample"),
-            ("directions/directions.json", "fit_directions"),
-        )
-        for relative, stage in needed:
-            if not (run_dir / relative).is_file():
-                raise SharpgenError(f"{run_dir / relative}: not found (run the pipeline through {stage} first)")
         steering = load_steering(run_dir, device=device)
         retriever, problem = None, None
         try:
@@ -271,7 +263,7 @@ class Explorer:
 
     def _max_step(self) -> float:
         try:
-            document = json.loads((self.run_dir / "directions" / "directions.json").read_text())
+            document = json.loads(RunLayout(self.run_dir).path("directions").read_text())
             return float(document["settings"]["max_step"])
         except (OSError, KeyError, TypeError, ValueError):
             return 4.0

@@ -41,6 +41,7 @@ from torch import nn
 from ..atomic import atomic_path, write_csv_atomic, write_text_atomic
 from ..errors import SharpgenError
 from ..progress import progress_bar
+from ..run import stage_file
 from ..units import GAUSS_PER_NORMALIZED_UNIT
 from .models import LATENT_DIM
 
@@ -228,29 +229,20 @@ def invert_patches(
     )
 
 
-def targets_from_fits(paths: Sequence[str | os.PathLike], normalize_settings) -> tuple[np.ndarray, list[str]]:
-    """Read and normalize SHARP FITS files (field in G) like the ``normalize`` stage does.
+def targets_from_fits(paths: Sequence[str | os.PathLike], normalization) -> tuple[np.ndarray, list[str]]:
+    """Read SHARP FITS files (field in G) and normalize them as a run did.
 
-    ``normalize_settings`` is a :class:`sharpgen.data.normalize.NormalizeSettings` (mode, image_size, scale_mm are
-    used). Returns the ``(N, S, S)`` float32 patches (normalized units) and the file paths as labels.
+    ``normalization`` is the run's :class:`sharpgen.data.normalize.Normalization` (``data/normalization.json``).
+    Returns the ``(N, S, S)`` float32 patches (normalized units) and the file paths as labels.
     """
     from ..data.fitsio import read_sharp
-    from ..data.scaling import normalize_field
 
     if not paths:
         raise SharpgenError("no FITS file given to invert")
     patches, labels = [], []
     for path in paths:
         record = read_sharp(path)
-        patches.append(
-            normalize_field(
-                record.field,
-                record.pixel_size_mm,
-                normalize_settings.mode,
-                normalize_settings.image_size,
-                normalize_settings.scale_mm,
-            )
-        )
+        patches.append(normalization.normalize(record.field, record.pixel_size_mm))
         labels.append(str(path))
     return np.stack(patches).astype(np.float32), labels
 
@@ -274,9 +266,9 @@ def targets_from_dataset(data_dir: str | os.PathLike, rows: Sequence[int]) -> tu
     import zarr
 
     data_dir = Path(data_dir)
-    store, table_path = data_dir / "patches.zarr", data_dir / "patches.parquet"
+    store, table_path = stage_file(data_dir, "patches"), stage_file(data_dir, "patch_table")
     if not store.exists() or not table_path.is_file():
-        raise SharpgenError(f"{data_dir}: no patches.zarr + patches.parquet (run the normalize stage first)")
+        raise SharpgenError(f"{data_dir}: no {store.name} + {table_path.name} (run the normalize stage first)")
     if len(rows) == 0:
         raise SharpgenError("no dataset row given to invert")
     patches = zarr.open_array(str(store), mode="r")
@@ -345,7 +337,7 @@ def run_invert(
     fits_files: Sequence[str | os.PathLike] | None = None,
     data_dir: str | os.PathLike | None = None,
     rows: Sequence[int] | None = None,
-    config: dict | None = None,
+    normalization=None,
     settings: InversionSettings,
     seed: int,
     device: str = "auto",
@@ -353,14 +345,13 @@ def run_invert(
     progress: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> pd.DataFrame:
-    """Invert FITS files (normalized with ``config``'s normalize section) or rows of the dataset ``data_dir``.
+    """Invert FITS files (normalized as ``normalization``, the generator's run's
+    :class:`~sharpgen.data.normalize.Normalization`) or rows of the dataset ``data_dir``.
 
-    Exactly one of ``fits_files`` / ``rows`` (with ``data_dir``) must be given. ``config`` is a validated
-    pipeline config (default: the defaults, with the generator's image_size); its ``image_size`` must equal the
-    generator's. Writes ``out_dir`` as :func:`save_inversion` does and returns the ``inversion.csv`` table.
+    Exactly one of ``fits_files`` (with ``normalization``) / ``rows`` (with ``data_dir``) must be given; the
+    normalized patches must have the generator's size. Writes ``out_dir`` as :func:`save_inversion` does and
+    returns the ``inversion.csv`` table.
     """
-    from ..config import settings_from_config, validate_config
-    from ..data.normalize import NormalizeSettings
     from ..training import pick_device
     from .models import load_generator
 
@@ -370,6 +361,8 @@ def run_invert(
         raise SharpgenError("dataset rows need the dataset directory (the one holding patches.zarr)")
     if fits_files and data_dir is not None:
         raise SharpgenError("a dataset directory is only used with dataset rows, not with FITS files")
+    if fits_files and normalization is None:
+        raise SharpgenError("FITS files need the run's normalization (data/normalization.json) to become patches")
     if threads < 1:
         raise SharpgenError(f"threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
@@ -378,15 +371,13 @@ def run_invert(
     size = int(gan_settings["image_size"])
     provenance = {"generator": str(generator_path), "seed": seed, "image_size": size}
     if fits_files:
-        config = validate_config(config if config is not None else {"image_size": size})
-        normalize = settings_from_config(NormalizeSettings, config)
-        if normalize.image_size != size:
+        if normalization.image_size != size:
             raise SharpgenError(
-                f"{generator_path} makes {size} px patches but the config's image_size is {normalize.image_size}; "
-                "use the config the generator was trained with"
+                f"{generator_path} makes {size} px patches but the normalization is to {normalization.image_size} px; "
+                "use the run the generator was trained in"
             )
-        targets, labels = targets_from_fits(fits_files, normalize)
-        provenance.update(source="fits", normalize={"mode": normalize.mode, "scale_mm": normalize.scale_mm})
+        targets, labels = targets_from_fits(fits_files, normalization)
+        provenance.update(source="fits", normalization=dataclasses.asdict(normalization))
     else:
         targets, labels = targets_from_dataset(data_dir, rows)
         if targets.shape[1:] != (size, size):

@@ -22,6 +22,7 @@ import pandas as pd
 from ..atomic import TEMP_PREFIX, atomic_path
 from ..data.measure import patch_properties
 from ..progress import progress_bar
+from ..run import stage_file
 from ..training import pick_device
 from .models import LATENT_DIM, load_generator
 
@@ -103,7 +104,8 @@ def sample_generator(
     stored = n if settings.stored_patches is None else min(n, settings.stored_patches)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp_zarr = out_dir / f"{TEMP_PREFIX}patches.zarr"
+    final_zarr = stage_file(out_dir, "sample_patches")
+    tmp_zarr = out_dir / f"{TEMP_PREFIX}{final_zarr.name}"
     shutil.rmtree(tmp_zarr, ignore_errors=True)
     patches = zarr.create_array(
         store=str(tmp_zarr),
@@ -113,7 +115,10 @@ def sample_generator(
         zarr_format=3,
     )
     bar = progress_bar(total=n, desc="sample", unit="patch", disable=not progress)
-    with atomic_path(out_dir / "latents.npy") as tmp_latents, atomic_path(out_dir / "properties.parquet") as tmp_table:
+    with (
+        atomic_path(stage_file(out_dir, "sample_latents")) as tmp_latents,
+        atomic_path(stage_file(out_dir, "sample_table")) as tmp_table,
+    ):
         latents = np.lib.format.open_memmap(tmp_latents, mode="w+", dtype=np.float32, shape=(n, LATENT_DIM))
         writer = None
         for start, z in latent_batches(n, batch, seed):
@@ -131,7 +136,7 @@ def sample_generator(
         writer.close()
         latents.flush()
         del latents
-        shutil.rmtree(out_dir / "patches.zarr", ignore_errors=True)
-        os.replace(tmp_zarr, out_dir / "patches.zarr")
+        shutil.rmtree(final_zarr, ignore_errors=True)
+        os.replace(tmp_zarr, final_zarr)
     bar.close()
     return n

@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from ..atomic import atomic_path, write_csv_atomic
 from ..plotting import save_patch_grid
 from ..progress import progress_bar
+from ..run import stage_file
 from ..training import load_training_patches, pick_device, restore_checkpoint, run_identity, save_checkpoint
 from .models import LATENT_DIM, build_networks
 
@@ -125,7 +126,7 @@ def train_gan(
     """
     torch.set_num_threads(threads)
     out_dir = Path(out_dir)
-    checkpoint = out_dir / "checkpoints" / "last.pt"
+    checkpoint = stage_file(out_dir, "gan_checkpoint")
     dev = pick_device(device)
     patches = load_training_patches(data_dir, settings.image_size)
     state = _new_state(settings, seed, dev)
@@ -168,11 +169,12 @@ def train_gan(
         bar.update(1)
         if state["step"] % settings.checkpoint_every == 0 or state["step"] == settings.steps:
             save_checkpoint(checkpoint, state, settings, identity, MODULES, GENERATORS)
-            write_csv_atomic(pd.DataFrame(state["log"], columns=list(LOG_COLUMNS)), out_dir / "train_log.csv")
+            write_csv_atomic(pd.DataFrame(state["log"], columns=list(LOG_COLUMNS)), stage_file(out_dir, "gan_log"))
         if preview_every and state["step"] % preview_every == 0:
-            _write_preview(out_dir / "previews" / f"step_{state['step']:06d}.png", ema, preview_z, state["step"])
+            preview = stage_file(out_dir, "gan_previews") / f"step_{state['step']:06d}.png"
+            _write_preview(preview, ema, preview_z, state["step"])
     bar.close()
-    _write_preview(out_dir / "samples.png", ema, preview_z, state["step"])
-    with atomic_path(out_dir / "generator.pt") as tmp:
+    _write_preview(stage_file(out_dir, "gan_grid"), ema, preview_z, state["step"])
+    with atomic_path(stage_file(out_dir, "generator")) as tmp:
         torch.save({"settings": dataclasses.asdict(settings), "state_dict": ema.state_dict()}, tmp)
     return pd.DataFrame(state["log"], columns=list(LOG_COLUMNS))

@@ -32,6 +32,7 @@ from ..errors import SharpgenError
 from ..gan.models import load_generator
 from ..gan.sample import SampleSettings, latent_properties
 from ..progress import progress_bar
+from ..run import stage_file
 from ..training import pick_device
 from .directions import ALL_LATENTS, SIDES, DirectionSet, directions_to_json, fit_direction, fit_split, sides_of
 from .steering import calibration_curves, entanglement_row, median_slopes, median_spearman, traversal_steps, traverse
@@ -71,8 +72,8 @@ def fit_directions(
 
     torch.set_num_threads(threads)
     samples_dir, out_dir = Path(samples_dir), Path(out_dir)
-    latents = np.load(samples_dir / "latents.npy")
-    table = pd.read_parquet(samples_dir / "properties.parquet")
+    latents = np.load(stage_file(samples_dir, "sample_latents"))
+    table = pd.read_parquet(stage_file(samples_dir, "sample_table"))
     missing = [name for name in settings.properties if name not in table.columns]
     if missing:
         raise SharpgenError(
@@ -147,9 +148,9 @@ def fit_directions(
         entry["traversal"] = summary[name]
         entry["sample_std"] = spread[name]
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_parquet_atomic(pd.concat(traversals, ignore_index=True), out_dir / "traversals.parquet")
-    write_parquet_atomic(pd.concat(curves, ignore_index=True), out_dir / "calibration.parquet")
+    write_parquet_atomic(pd.concat(traversals, ignore_index=True), stage_file(out_dir, "traversals"))
+    write_parquet_atomic(pd.concat(curves, ignore_index=True), stage_file(out_dir, "calibration"))
     entanglement = {"properties": list(settings.properties), "steps": steps.tolist(), **matrices}
-    write_text_atomic(out_dir / "entanglement.json", json.dumps(entanglement, indent=2) + "\n")
-    write_text_atomic(out_dir / "directions.json", json.dumps(document, indent=2) + "\n")
+    write_text_atomic(stage_file(out_dir, "entanglement"), json.dumps(entanglement, indent=2) + "\n")
+    write_text_atomic(stage_file(out_dir, "directions"), json.dumps(document, indent=2) + "\n")
     return document

@@ -22,11 +22,13 @@ import pandas as pd
 
 from ..atomic import atomic_path, write_csv_atomic, write_text_atomic
 from ..data.fitsio import write_sharp_fits
+from ..data.normalize import Normalization
 from ..errors import SharpgenError
 from ..gan.models import LATENT_DIM, load_generator
 from ..gan.sample import generate, latent_properties
 from ..plotting import save_patch_grid
 from ..properties import quantity, twin_factor, twin_of
+from ..run import STEERING, RunLayout
 from ..training import pick_device
 from ..units import GAUSS_PER_NORMALIZED_UNIT
 from .directions import DirectionSet, directions_from_json
@@ -77,26 +79,24 @@ class Steering:
 
 
 def load_steering(run_dir: str | os.PathLike, device: str = "auto") -> Steering:
-    """Load what a pipeline run left in ``run_dir`` (its ``results_dir``): the generator, the directions and
-    the sampled properties (for reachable ranges)."""
-    run_dir = Path(run_dir)
-    directions_path = run_dir / "directions" / "directions.json"
-    if not directions_path.is_file():
-        raise SharpgenError(f"{directions_path}: no directions (run the pipeline through fit_directions first)")
-    document = json.loads(directions_path.read_text())
+    """Load what a pipeline run left in ``run_dir`` (its ``results_dir``): the generator, the directions, the
+    sampled properties (for reachable ranges) and the normalization (pixel size for Mx and Mm, threshold)."""
+    layout = RunLayout(run_dir)
+    layout.require_all(STEERING)
+    document = json.loads(layout.path("directions").read_text())
+    normalization = Normalization.read(layout.path("normalization"))
     dev = pick_device(device)
-    generator, settings = load_generator(run_dir / "gan" / "generator.pt", dev)
-    measurement = document["measurement"]
+    generator, settings = load_generator(layout.path("generator"), dev)
     return Steering(
         generator=generator,
         device=dev,
         image_size=int(settings["image_size"]),
-        threshold_gauss=float(measurement["threshold_gauss"]),
-        pixel_mm=measurement["pixel_mm"],
+        threshold_gauss=normalization.threshold_gauss,
+        pixel_mm=normalization.pixel_mm,
         directions=directions_from_json(document),
         slopes={name: entry["traversal"]["plain"]["slopes_per_step"] for name, entry in document["directions"].items()},
-        samples=pd.read_parquet(run_dir / "samples" / "properties.parquet"),
-        sample_latents=np.load(run_dir / "samples" / "latents.npy", mmap_mode="r"),
+        samples=pd.read_parquet(layout.path("sample_table")),
+        sample_latents=np.load(layout.path("sample_latents"), mmap_mode="r"),
     )
 
 

@@ -15,6 +15,7 @@ import torch
 from ..atomic import atomic_path
 from ..errors import SharpgenError
 from ..progress import progress_bar
+from ..run import stage_file
 from ..training import pick_device
 from .models import SimSiam, build_simsiam
 
@@ -79,7 +80,7 @@ def embed_dataset(
     import zarr
 
     torch.set_num_threads(threads)
-    store = Path(data_dir) / "patches.zarr"
+    store = stage_file(data_dir, "patches")
     if not store.exists():
         raise SharpgenError(f"{store}: no patches (run the normalize stage first)")
     encoder = load_encoder(encoder_path, device)

@@ -31,6 +31,7 @@ import pandas as pd
 from ..atomic import write_text_atomic
 from ..errors import SharpgenError
 from ..properties import EVALUATED_PROPERTIES, PROPERTIES
+from ..run import RunLayout, stage_file
 
 METHODS = ("ssl", "pixel", "pca", "random")
 EXAMPLE_QUERIES, EXAMPLE_MATCHES = 4, 8
@@ -158,12 +159,10 @@ def evaluate_retrieval(
 
     torch.set_num_threads(threads)
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    samples_dir = run_dir / "samples"
-    if not (samples_dir / "properties.parquet").is_file():
-        raise SharpgenError(f"{samples_dir}: no samples (run the sample stage first)")
+    layout = RunLayout(run_dir)
+    sampled = pd.read_parquet(layout.require("sample_table"))
+    stored = zarr.open_array(str(layout.require("sample_patches")), mode="r")  # the first sample.stored_patches
     retriever = Retriever.from_run(run_dir, device)
-    sampled = pd.read_parquet(samples_dir / "properties.parquet")
-    stored = zarr.open_array(str(samples_dir / "patches.zarr"), mode="r")  # the first sample.stored_patches
     count = min(settings.n_queries, len(sampled), stored.shape[0])
     if count < 3:
         raise SharpgenError(f"only {count} stored samples: at least 3 queries are needed for a correlation")
@@ -190,13 +189,13 @@ def evaluate_retrieval(
         "methods": scores,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_scatter(out_dir / "evaluation_scatter.png", queries, real, top, scores)
+    save_scatter(stage_file(out_dir, "evaluation_scatter"), queries, real, top, scores)
     shown = min(EXAMPLE_QUERIES, count)
     example_matches = retriever.search(query_patches[:shown], k=min(EXAMPLE_MATCHES, len(real)))
     found = [retriever.real_patches(m["row"].to_numpy()) for m in example_matches]
     labelled = queries.iloc[:shown].assign(label=[f"query {i}" for i in range(shown)])
-    save_query_panel(out_dir / "examples.png", query_patches[:shown], labelled, found, example_matches)
-    write_text_atomic(out_dir / "evaluation.json", json.dumps(document, indent=2) + "\n")
+    save_query_panel(stage_file(out_dir, "retrieval_examples"), query_patches[:shown], labelled, found, example_matches)
+    write_text_atomic(stage_file(out_dir, "evaluation"), json.dumps(document, indent=2) + "\n")
     return document
 
 

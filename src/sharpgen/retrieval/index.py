@@ -53,9 +53,10 @@ import pandas as pd
 from ..atomic import atomic_path, write_parquet_atomic, write_text_atomic
 from ..config import build_settings
 from ..errors import SharpgenError
+from ..run import ARTEFACTS
 
 KINDS = ("exact", "hnsw", "ivf", "pqfs")
-INDEX_FILE, ROWS_FILE, INFO_FILE = "index.faiss", "index_rows.parquet", "index.json"
+INDEX_FILE, ROWS_FILE, INFO_FILE = (ARTEFACTS[key].name for key in ("index_faiss", "index_rows", "index_info"))
 METADATA_COLUMNS = ("record", "harpnum", "t_rec", "split")
 LATITUDE_COLUMNS = ("latitude", "lat_fwt")
 """Where the latitude (deg) of a patch is read from, first match wins."""

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import SharpgenError
 from ..properties import PROPERTIES
+from ..run import RETRIEVER, RunLayout
 from .index import EmbeddingIndex, Filters, read_index, search
 
 MATCH_METADATA = ("record", "harpnum", "noaa_ar", "t_rec", "lat_fwt", "lon_fwt", "split")
@@ -39,19 +39,16 @@ class Retriever:
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, device: str = "auto") -> Retriever:
-        """Load ``retrieval/ssl/encoder.pt``, ``retrieval/index/`` and ``data/`` of the run in ``run_dir``."""
+        """Load the encoder, the index and the dataset of the run in ``run_dir`` (:data:`sharpgen.run.RETRIEVER`)."""
         import zarr
 
         from .embed import load_encoder
 
-        run_dir = Path(run_dir)
-        index_dir = run_dir / "retrieval" / "index"
-        store, table_path = run_dir / "data" / "patches.zarr", run_dir / "data" / "patches.parquet"
-        for path, stage in ((index_dir / "index.json", "build_index"), (table_path, "normalize"), (store, "normalize")):
-            if not path.exists():
-                raise SharpgenError(f"{path}: not found (run the pipeline through {stage} first)")
-        encoder = load_encoder(run_dir / "retrieval" / "ssl" / "encoder.pt", device)
-        return cls(encoder, read_index(index_dir), pd.read_parquet(table_path), zarr.open_array(str(store), mode="r"))
+        layout = RunLayout(run_dir)
+        layout.require_all(RETRIEVER)
+        encoder = load_encoder(layout.path("encoder"), device)
+        patches = zarr.open_array(str(layout.path("patches")), mode="r")
+        return cls(encoder, read_index(layout.path("index")), pd.read_parquet(layout.path("patch_table")), patches)
 
     @property
     def image_size(self) -> int:

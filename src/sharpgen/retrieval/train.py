@@ -32,6 +32,7 @@ import torch
 from ..atomic import atomic_path, write_csv_atomic
 from ..errors import SharpgenError
 from ..progress import progress_bar
+from ..run import stage_file
 from ..training import load_training_patches, pick_device, restore_checkpoint, run_identity, save_checkpoint
 from .augment import AugmentSettings, two_views
 from .models import SimSiam, build_simsiam, effective_rank, output_std, simsiam_loss
@@ -107,7 +108,7 @@ def train_ssl(
     """
     torch.set_num_threads(threads)
     out_dir = Path(out_dir)
-    checkpoint = out_dir / "checkpoints" / "last.pt"
+    checkpoint = stage_file(out_dir, "ssl_checkpoint")
     dev = pick_device(device)
     patches = load_training_patches(data_dir, settings.image_size)
     steps_per_epoch = len(patches) // settings.batch_size
@@ -150,8 +151,8 @@ def train_ssl(
         bar.set_postfix(loss=f"{loss.item():.3f}", std=f"{state['log'][-1]['output_std']:.2f}")
         if state["step"] % settings.checkpoint_every == 0 or state["step"] == total:
             save_checkpoint(checkpoint, state, settings, identity, MODULES, GENERATORS)
-            write_csv_atomic(pd.DataFrame(state["log"], columns=list(LOG_COLUMNS)), out_dir / "train_log.csv")
+            write_csv_atomic(pd.DataFrame(state["log"], columns=list(LOG_COLUMNS)), stage_file(out_dir, "ssl_log"))
     bar.close()
-    with atomic_path(out_dir / "encoder.pt") as tmp:
+    with atomic_path(stage_file(out_dir, "encoder")) as tmp:
         torch.save({"settings": dataclasses.asdict(settings), "seed": seed, "state_dict": model.state_dict()}, tmp)
     return pd.DataFrame(state["log"], columns=list(LOG_COLUMNS))
