@@ -20,20 +20,16 @@ from workflow_helpers import run_snakemake
 
 from sharpgen.cli import main
 from sharpgen.errors import SharpgenError
-from sharpgen.figures import registry as figures
-from sharpgen.figures.registry import (
-    FIGURES,
-    embedding_layout,
-    make_figure,
-    parse_rulegraph,
-    plot_embedding_map,
+from sharpgen.figures import pipeline as pipeline_figure
+from sharpgen.figures.gan import (
     plot_gan_training,
-    plot_pipeline,
     plot_power_spectra,
     plot_property_distributions,
     plot_real_vs_generated,
-    plot_ssl_training,
 )
+from sharpgen.figures.pipeline import parse_rulegraph, plot_pipeline
+from sharpgen.figures.registry import FIGURES, Options, make_figure
+from sharpgen.figures.retrieval import embedding_layout, plot_embedding_map, plot_ssl_training
 from sharpgen.gan.fidelity import distribution_distance
 from sharpgen.physics import paper_properties
 from sharpgen.properties import HISTOGRAM_PROPERTIES
@@ -209,7 +205,7 @@ def test_training_curves_give_the_final_values_and_name_missing_columns(tmp_path
 def test_rulegraph_is_parsed_and_drawn_without_graphviz(tmp_path, monkeypatch):
     nodes, edges = parse_rulegraph(RULEGRAPH)
     assert nodes["3"] == "train_gan" and ("2", "3") in edges and len(edges) == 8
-    monkeypatch.setattr(figures.shutil, "which", lambda name: None)  # no Graphviz here
+    monkeypatch.setattr(pipeline_figure.shutil, "which", lambda name: None)  # no Graphviz here
     numbers = plot_pipeline(RULEGRAPH, tmp_path / "pipeline.png")
     assert_png(tmp_path / "pipeline.png")
     assert (
@@ -265,7 +261,7 @@ def small_run(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("name", [name for name in FIGURES if name not in DIRECTION_FIGURES])
 def test_make_figure_draws_each_figure_of_a_run_with_its_numbers(small_run, tmp_path, name):
-    options = figures.Options(rulegraph=str(small_run / "rulegraph.dot"), renderer="matplotlib")
+    options = Options(rulegraph=str(small_run / "rulegraph.dot"), renderer="matplotlib")
     make_figure(name, small_run, tmp_path / f"{name}.png", options)
     assert_png(tmp_path / f"{name}.png")
     numbers = json.loads(
