@@ -16,6 +16,7 @@ from sharpgen.latent.directions import (
     fit_direction,
     fit_split,
     sides_of,
+    split_shortfall,
 )
 from sharpgen.latent.steering import (
     calibration_curves,
@@ -102,6 +103,13 @@ def test_moves_stop_at_the_split_boundary_and_keep_the_side():
     crossing = DirectionSet(split, {"q": {"low": split, "high": split}}).stepped("q", origins, [-10.0, 10.0])
     assert list(directions.side_of(crossing)) == ["high", "low"]  # moving along the split's normal stops at it
     np.testing.assert_allclose(split.score(crossing), 0.0, atol=1e-5)
+
+
+def test_a_split_needs_enough_samples_of_each_sign_to_label_every_side():
+    lead_pol = np.r_[np.full(20, -3.0), np.full(20, 2.0), np.nan, 0.0]
+    assert split_shortfall("lead_pol", lead_pol, fraction=0.1) is None  # 2 / 0.1 = 20 a side
+    one_sided = split_shortfall("lead_pol", np.r_[np.full(40, -3.0), np.full(19, 2.0)], fraction=0.1)
+    assert "40 samples negative and 19 positive, fewer than 20 on one side" in one_sided
 
 
 def test_a_property_unrelated_to_the_latent_gets_chance_accuracy():

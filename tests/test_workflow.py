@@ -93,7 +93,7 @@ def test_fit_directions_writes_unit_directions_calibration_and_entanglement(test
     properties = yaml.safe_load((repo_root / "config" / "test.yaml").read_text())["directions"]["properties"]
     document = json.loads((test_run / "directions" / "directions.json").read_text())
     assert list(document["directions"]) == properties
-    assert document["split"]["property"] == "lead_sign"  # the default: one direction per leading polarity
+    assert document["split"]["property"] == "lead_pol"  # the default: one direction per leading polarity
     for entry in document["directions"].values():
         assert set(entry["sides"]) == {"low", "high"}
         for fit in entry["sides"].values():

@@ -3,7 +3,8 @@
 Reads ``samples/latents.npy`` + ``samples/properties.parquet`` (and the generator, to traverse) and writes
 into ``directions/``:
 
-- ``directions.json``: the split boundary (``directions.split_by``, e.g. the leading polarity; or null), per
+- ``directions.json``: the split boundary (``directions.split_by``, the leading polarity ``lead_pol``; or null, and
+  then ``split_skipped`` says why when a split was asked but the samples hold too few of one polarity), per
   property and side the unit normal, SVM offset and held-out accuracy, and for both the plain direction and
   its conditional version (orthogonal to every other configured property's direction on the same side) the
   median traversal Spearman correlation with the step reached (all steps, and steps >= 0 as in the paper's
@@ -32,7 +33,16 @@ from ..gan.models import load_generator
 from ..gan.sample import SampleSettings, latent_properties
 from ..gan.train import pick_device
 from ..progress import progress_bar
-from .directions import ALL_LATENTS, SIDES, DirectionSet, directions_to_json, fit_direction, fit_split, sides_of
+from .directions import (
+    ALL_LATENTS,
+    SIDES,
+    DirectionSet,
+    directions_to_json,
+    fit_direction,
+    fit_split,
+    sides_of,
+    split_shortfall,
+)
 from .steering import calibration_curves, entanglement_row, median_slopes, median_spearman, traversal_steps, traverse
 
 KINDS = ("plain", "conditional")
@@ -93,12 +103,12 @@ def fit_directions(
         )
     if settings.split_by is not None and settings.split_by not in table.columns:
         raise SharpgenError(f"directions.split_by: {settings.split_by!r} is not measured by the sample stage")
-    split = None
+    split, split_skipped = None, None
     if settings.split_by is not None:
-        split = fit_split(
-            settings.split_by, latents, table[settings.split_by].to_numpy(), settings.heldout_fraction, seed,
-            settings.svm_c,
-        )  # fmt: skip
+        values = table[settings.split_by].to_numpy()
+        split_skipped = split_shortfall(settings.split_by, values, settings.label_fraction)
+        if split_skipped is None:
+            split = fit_split(settings.split_by, latents, values, settings.heldout_fraction, seed, settings.svm_c)
     sides = sides_of(split, latents)
     plain = {
         name: {
@@ -149,6 +159,8 @@ def fit_directions(
             bar.update(1)
     bar.close()
     document = directions_to_json(directions, dataclasses.asdict(settings))
+    if split_skipped is not None:
+        document["split_skipped"] = split_skipped
     document["measurement"] = {
         "threshold_gauss": sample_settings.threshold_gauss,
         "pixel_mm": sample_settings.pixel_mm,
