@@ -69,7 +69,60 @@ def validate_config(config: dict | None, schema: dict | None = None) -> dict:
     )
     if errors:
         raise SharpgenError(_describe(errors[0]))
+    check_consistency(filled)
     return filled
+
+
+PQ_CENTROIDS = 16
+"""Centroids of each 4-bit product quantizer of the ``pqfs`` index: it needs at least this many embeddings."""
+
+
+def check_consistency(config: dict) -> None:
+    """Refuse, naming the key, a schema-valid ``config`` whose settings a stage could not honour.
+
+    Only what is certain before any work: image sizes the networks are not built for, physical-unit
+    directions of ``resize`` patches (no pixel size in Mm), fewer than two labelled latents per SVM class,
+    fewer stored samples than a retrieval evaluation needs, and (synthetic source, whose patch count is
+    known) an index too small for its kind.
+    """
+    from .physics import PHYSICAL_PROPERTIES
+
+    size = config["image_size"]
+    if size & (size - 1):
+        raise SharpgenError(
+            f"config key 'image_size': {size} is not a power of two (the GAN and SSL networks need one)"
+        )
+    if config["gan"]["architecture"] == "paper" and size != 128:
+        raise SharpgenError(f"config key 'image_size': {size}, but gan.architecture 'paper' is for 128 px patches only")
+    physical = [name for name in config["directions"]["properties"] if name in PHYSICAL_PROPERTIES]
+    if physical and config["normalize"]["mode"] == "resize":
+        raise SharpgenError(
+            f"config key 'directions.properties': {', '.join(physical)} in physical units need normalize.mode "
+            "fixed_scale (resize patches have no pixel size in Mm); use their paper-unit twins"
+        )
+    sample, fraction = config["sample"], config["directions"]["label_fraction"]
+    if int(fraction * sample["n_samples"]) < 2:
+        raise SharpgenError(
+            f"config key 'directions.label_fraction': {fraction} of sample.n_samples {sample['n_samples']} labels "
+            "fewer than 2 latents per class; raise either"
+        )
+    stored = min(sample["n_samples"], sample["stored_patches"] or sample["n_samples"])
+    if stored < 3:
+        raise SharpgenError(
+            f"config key 'sample.stored_patches': {stored} stored samples, but evaluate_retrieval needs at least 3"
+        )
+    if config["source"] != "synthetic":
+        return
+    n_patches, index = config["synthetic"]["n_patches"], config["index"]
+    if index["kind"] == "pqfs" and n_patches < PQ_CENTROIDS:
+        raise SharpgenError(
+            f"config key 'index.kind': pqfs needs at least {PQ_CENTROIDS} patches, synthetic.n_patches is "
+            f"{n_patches}; use exact"
+        )
+    if index["kind"] == "ivf" and index["ivf_nlist"] > n_patches:
+        raise SharpgenError(
+            f"config key 'index.ivf_nlist': {index['ivf_nlist']} cells exceed the {n_patches} synthetic patches"
+        )
 
 
 def load_config(path: str | os.PathLike) -> dict:

@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path, write_parquet_atomic, write_text_atomic
+from ..config import PQ_CENTROIDS
 from ..errors import SharpgenError
 
 KINDS = ("exact", "hnsw", "ivf", "pqfs")
@@ -261,6 +262,8 @@ def build_index(
         index.hnsw.efConstruction = settings.hnsw_ef_construction
         index.hnsw.efSearch = settings.hnsw_ef_search
     elif settings.kind == "pqfs":
+        if n < PQ_CENTROIDS:
+            raise SharpgenError(f"index kind pqfs needs at least {PQ_CENTROIDS} embeddings, got {n}; use exact")
         coarse = faiss.IndexPQFastScan(dim, _pq_subvectors(dim, settings.pq_m), 4)
         sample = np.random.default_rng(23).permutation(n)[:PQ_TRAINING_ROWS] if n > PQ_TRAINING_ROWS else slice(None)
         coarse.train(vectors[sample])
