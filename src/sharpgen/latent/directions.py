@@ -51,7 +51,7 @@ def extreme_labels(values: np.ndarray, fraction: float) -> tuple[np.ndarray, np.
     if not 0 < fraction <= 0.5:
         raise SharpgenError(f"label fraction must be in (0, 0.5], got {fraction}")
     finite = np.flatnonzero(np.isfinite(values))
-    count = int(np.floor(fraction * finite.size))
+    count = labelled_per_class(values, fraction)
     if count < 2:
         raise SharpgenError(
             f"only {finite.size} samples have a defined value: too few for a top/bottom {fraction:.0%} split"
@@ -59,6 +59,11 @@ def extreme_labels(values: np.ndarray, fraction: float) -> tuple[np.ndarray, np.
     order = finite[np.argsort(values[finite], kind="stable")]
     indices = np.concatenate([order[:count], order[-count:]])
     return indices, np.repeat([0, 1], count)
+
+
+def labelled_per_class(values: np.ndarray, fraction: float) -> int:
+    """Samples per class that :func:`extreme_labels` labels: ``fraction`` of the finite ``values``, rounded down."""
+    return int(np.floor(fraction * np.isfinite(np.asarray(values, dtype=np.float64)).sum()))
 
 
 def fit_classifier(
