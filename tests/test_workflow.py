@@ -134,7 +134,7 @@ def test_generate_and_edit_write_fits_png_and_table_from_the_run(test_run, tmp_p
     edited = tmp_path / "edited"
     proc = subprocess.run(
         [*sharpgen, "edit", "--run-dir", str(test_run), "--latents", str(out / "latents.npy"), "--step", "tuf=1.5",
-         "--keep", "psep", "--out-dir", str(edited)],
+         "--keep", "tpf", "--out-dir", str(edited)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
