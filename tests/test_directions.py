@@ -243,7 +243,10 @@ def test_fit_directions_skips_what_the_samples_cannot_support_and_says_why(tmp_p
         properties=("tuf", "psep"), split_by="lead_pol", label_fraction=0.1, heldout_fraction=0.3, svm_c=1.0,
         traversal_starts=2, max_step=1.0, n_steps=3,
     )  # fmt: skip
-    sample_settings = SampleSettings(n_samples=200, batch_size=100, threshold_gauss=150.0, pixel_mm=None)
+    sample_settings = SampleSettings(
+        n_samples=200, batch_size=100, stored_patches=None, threshold_gauss=150.0, normalize_mode="resize",
+        scale_mm=2.9154,
+    )  # fmt: skip
     document = fit_directions(
         tmp_path, tmp_path / "generator.pt", tmp_path / "out", settings, sample_settings, seed=1, device="cpu",
         progress=False,

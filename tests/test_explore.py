@@ -146,7 +146,7 @@ def test_physical_units_are_converted_to_the_papers(explorer):
     value = median_target(explorer)
     physical = explorer.parse(f"seed=1&usflux={value * spec.twin_per_unit!r}")
     assert dict(physical.targets)["tuf"] == pytest.approx(value)
-    with pytest.raises(SharpgenError, match="targeted twice"):
+    with pytest.raises(SharpgenError, match="same quantity in two units"):
         explorer.parse(f"tuf={value}&usflux={value * spec.twin_per_unit}")
 
 
@@ -156,14 +156,15 @@ def test_physical_units_are_converted_to_the_papers(explorer):
         ("seed=0&tuf=5", "tuf=5 is out of range: this model makes tuf from"),
         ("seed=0&usflux=1e30", "usflux=1e+30 is out of range"),
         ("seed=0&tuf=-1", "out of range"),
-        ("seed=0&bogus=1", "unknown property 'bogus' (steerable here: tuf"),
+        ("seed=0&bogus=1", "target 'bogus': unknown property (steerable here: tuf"),
         ("seed=0&hold=bogus", "cannot hold 'bogus': unknown property"),
         ("seed=0&tuf=abc", "tuf='abc': expected a finite number"),
         ("seed=0&tuf=nan", "expected a finite number"),
         ("seed=-1", "seed=-1 is out of range"),
         ("seed=x", "seed='x': expected an integer"),
         ("seed=0&k=0", "k=0 is out of range"),
-        ("seed=0&tuf={tuf}&hold=tuf", "either hold a property or give it a target"),
+        ("seed=0&tuf={tuf}&hold=tuf", "a property is either changed or kept, not both"),
+        ("seed=0&tuf={tuf}&hold=usflux", "target tuf (kept as usflux)"),
         ("seed=0&seed=1", "seed given 2 times"),
     ],
 )
@@ -195,6 +196,18 @@ def test_traversal_strip_moves_the_patch_along_the_direction(explorer, server):
     # Mechanics only, never what the tiny test GAN learned: finite values, and the strip moves (a move may stop
     # at the polarity boundary, so frames on one side can repeat, but not every frame is the start's).
     assert all(np.isfinite(values)) and len({f["image"] for f in frames}) >= 2
+
+
+def test_a_physical_twin_works_wherever_its_paper_property_does(explorer, server):
+    tuf, psep = explorer.properties["tuf"], explorer.properties["psep"]
+    usflux, psep_mm = median_target(explorer) * tuf.twin_per_unit, median_target(explorer, "psep") * psep.twin_per_unit
+    status, body, _ = get(server, f"/api/traversal?seed=3&usflux={usflux!r}&psep_mm={psep_mm!r}&along=usflux")
+    assert status == 200, body[:200]
+    answer = json.loads(body)
+    assert answer["along"] == "usflux" and answer["direction"] == "tuf" and answer["unit"] == "Mx"
+    assert answer["twin"] == "tuf" and all(f["value"] > 1e15 for f in answer["frames"])  # in Mx, not kG
+    held = explorer.parse(f"seed=3&psep_mm={psep_mm!r}&hold=usflux")
+    assert held.hold == ("tuf",) and dict(held.targets)["psep"] == pytest.approx(median_target(explorer, "psep"))
 
 
 def test_downloads_give_the_generated_fits_and_the_matches_csv(explorer, server):
@@ -239,7 +252,7 @@ def test_png_rows_put_north_up_and_the_overlay_finds_both_polarities():
 
 
 def test_missing_artefacts_stop_the_start_with_one_line(tmp_path, capsys):
-    with pytest.raises(SharpgenError, match=r"gan/generator.pt: not found \(run the pipeline through train_gan"):
+    with pytest.raises(SharpgenError, match=r"gan/generator.pt is missing: run the train_gan stage"):
         Explorer.from_run(tmp_path)
     assert main(["explore", "--results", str(tmp_path / "nowhere")]) == 2
     error = capsys.readouterr().err
@@ -250,7 +263,7 @@ def test_missing_artefacts_stop_the_start_with_one_line(tmp_path, capsys):
 def test_a_run_without_retrieval_artefacts_explores_and_says_why_there_are_no_matches(run_dir, tmp_path):
     partial = tmp_path / "partial"
     partial.mkdir()
-    for stage in ("gan", "samples", "directions"):
+    for stage in ("data", "gan", "samples", "directions"):
         (partial / stage).symlink_to(Path(run_dir) / stage, target_is_directory=True)
     explorer = Explorer.from_run(partial, device="cpu")
     assert explorer.config()["retrieval"] is False

@@ -34,11 +34,6 @@ R_GAUSS_HALF_WIDTH = 20
 PAPER_DILATION_RADIUS = 3
 """The paper dilates its strong-polarity masks with a 7 x 7 square (radius 3 pixels) for ``r_paper``."""
 
-PHYSICAL_PROPERTIES = (
-    "usflux", "pos_flux", "neg_flux", "imbalance", "psep_mm", "tilt_joy", "lead_sign", "r_value", "pil_length_mm",
-)  # fmt: skip
-"""The properties in physical units (:func:`physical_properties`): measured on ``fixed_scale`` patches only."""
-
 _PAPER_CHUNK = 256
 """Images per chunk in :func:`paper_properties` (fast for 128 x 128 float32 on one core)."""
 
@@ -368,7 +363,18 @@ def physical_properties(
     else:
         latitude = _per_image(latitude_deg, n, "latitude_deg")
         hemisphere = np.where(np.isnan(latitude), np.nan, np.where(latitude >= 0, 1.0, -1.0))
-    out = {key: np.empty(n, dtype=np.float64) for key in PHYSICAL_PROPERTIES}
+    keys = (
+        "usflux",
+        "pos_flux",
+        "neg_flux",
+        "imbalance",
+        "psep_mm",
+        "tilt_joy",
+        "lead_sign",
+        "r_value",
+        "pil_length_mm",
+    )
+    out = {key: np.empty(n, dtype=np.float64) for key in keys}
     chunk = max(1, _PHYSICAL_CHUNK_PIXELS // (h * w))
     for start in range(0, n, chunk):
         part = slice(start, start + chunk)

@@ -32,23 +32,15 @@ from ..atomic import write_bytes_atomic, write_text_atomic
 from ..errors import SharpgenError
 from ..jsonsafe import json_safe
 from ..plotting import draw_patch, get_pyplot, save_figure
+from ..properties import HISTOGRAM_PROPERTIES, PROPERTIES
+from ..run import RETRIEVER, STEERING, RunLayout
 from . import latent as latent_figures
 
 if TYPE_CHECKING:  # pandas and scipy load only when a figure is drawn: `sharpgen --help` lists FIGURES fast
     import pandas as pd
 
-PROPERTIES = ("tuf", "psep", "r_paper", "tpf", "tnf", "area")
-"""The paper's properties compared in the property-distribution figure."""
-
-PROPERTY_LABELS = {
-    "tuf": "TUF: mean |B| over the patch [kG]",
-    "psep": "PSEP: pole separation [patch diagonals]",
-    "r_paper": "R: sum |B| near the PIL [kG px]",
-    "tpf": "TPF: mean B where B > 0 [kG]",
-    "tnf": "TNF: mean |B| where B < 0 [kG]",
-    "area": "area: fraction of pixels with |B| > 150 G",
-}
-LOG_PROPERTIES = frozenset({"tuf", "r_paper", "tpf", "tnf", "area"})
+PROPERTY_LABELS = {name: row.label for name, row in PROPERTIES.items()}
+LOG_PROPERTIES = frozenset(name for name, row in PROPERTIES.items() if row.log_scale)
 """Properties spanning decades: histogrammed in log bins of their positive values (zeros counted apart)."""
 
 REAL_COLOR, GENERATED_COLOR = "tab:blue", "tab:orange"
@@ -340,7 +332,7 @@ def plot_property_distributions(
     real: pd.DataFrame,
     generated: pd.DataFrame,
     path: str | os.PathLike,
-    properties: Sequence[str] = PROPERTIES,
+    properties: Sequence[str] = HISTOGRAM_PROPERTIES,
     real_label: str = "real",
 ) -> dict:
     """Fig. 3: histograms (density) of each property, real vs generated, with the two-sample KS statistic.
@@ -690,16 +682,12 @@ def plot_ssl_training(log: pd.DataFrame, path: str | os.PathLike) -> dict:
 def _read_table(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
     import pandas as pd
 
-    if not path.is_file():
-        raise SharpgenError(f"{path} not found: run the pipeline stage that writes it first")
     return pd.read_parquet(path, columns=columns) if path.suffix == ".parquet" else pd.read_csv(path)
 
 
 def _open_patches(store: Path):
     import zarr
 
-    if not store.exists():
-        raise SharpgenError(f"{store} not found: run the pipeline stage that writes it first")
     return zarr.open_array(str(store), mode="r")
 
 
@@ -738,7 +726,7 @@ class Options:
     renderer: str = "auto"
 
 
-def _figure_pipeline(results: Path, out: Path, options: Options) -> dict:
+def _figure_pipeline(run: RunLayout, out: Path, options: Options) -> dict:
     if not options.rulegraph:
         raise SharpgenError("the pipeline figure needs --rulegraph FILE (the output of `snakemake --rulegraph`)")
     try:
@@ -748,34 +736,32 @@ def _figure_pipeline(results: Path, out: Path, options: Options) -> dict:
     return plot_pipeline(dot, out, renderer=options.renderer)
 
 
-def _figure_patches(results: Path, out: Path, options: Options) -> dict:
-    table = _read_table(results / "data" / "patches.parquet")
+def _figure_patches(run: RunLayout, out: Path, options: Options) -> dict:
+    table = _read_table(run.path("patch_table"))
     real_rows, label = _real_rows(table, options.split)
-    real = _rows(_open_patches(results / "data" / "patches.zarr"), _pick(real_rows, options.n_patches, options.seed))
-    fake_store = _open_patches(results / "samples" / "patches.zarr")
+    real = _rows(_open_patches(run.path("patches")), _pick(real_rows, options.n_patches, options.seed))
+    fake_store = _open_patches(run.path("sample_patches"))
     fake = _rows(fake_store, _pick(np.arange(fake_store.shape[0]), options.n_patches, options.seed + 1))
     return {"real": label, **plot_real_vs_generated(real, fake, out, pixel_mm=_pixel_mm(table), real_label=label)}
 
 
-def _figure_properties(results: Path, out: Path, options: Options) -> dict:
-    table = _read_table(results / "data" / "patches.parquet")
+def _figure_properties(run: RunLayout, out: Path, options: Options) -> dict:
+    table = _read_table(run.path("patch_table"))
     rows, label = _real_rows(table, options.split)
-    generated = _read_table(results / "samples" / "properties.parquet")
+    generated = _read_table(run.path("sample_table"))
     return plot_property_distributions(table.iloc[rows], generated, out, real_label=label)
 
 
-def _figure_embedding(results: Path, out: Path, options: Options) -> dict:
-    path = results / "retrieval" / "embeddings.npy"
-    if not path.is_file():
-        raise SharpgenError(f"{path} not found: run build_index first")
+def _figure_embedding(run: RunLayout, out: Path, options: Options) -> dict:
+    path = run.path("embeddings")
     embeddings = np.load(path)
-    table = _read_table(results / "data" / "patches.parquet")
+    table = _read_table(run.path("patch_table"))
     if len(embeddings) != len(table):
         raise SharpgenError(
             f"{path} has {len(embeddings)} rows but the dataset {len(table)} patches; rerun build_index"
         )
     xy, explained, rows = embedding_layout(embeddings, options.n_thumbnails, options.seed)
-    thumbnails = _rows(_open_patches(results / "data" / "patches.zarr"), rows)
+    thumbnails = _rows(_open_patches(run.path("patches")), rows)
     if "usflux" in table.columns and (table["usflux"] > 0).all():
         color, color_label = np.log10(table["usflux"].to_numpy()), "log10 unsigned flux [Mx]"
     else:
@@ -783,28 +769,28 @@ def _figure_embedding(results: Path, out: Path, options: Options) -> dict:
     return plot_embedding_map(xy, thumbnails, rows, out, color=color, color_label=color_label, explained=explained)
 
 
-def _figure_spectra(results: Path, out: Path, options: Options) -> dict:
-    table = _read_table(results / "data" / "patches.parquet")
+def _figure_spectra(run: RunLayout, out: Path, options: Options) -> dict:
+    table = _read_table(run.path("patch_table"))
     real_rows, label = _real_rows(table, options.split)
-    real = _rows(_open_patches(results / "data" / "patches.zarr"), _pick(real_rows, options.max_patches, options.seed))
-    fake_store = _open_patches(results / "samples" / "patches.zarr")
+    real = _rows(_open_patches(run.path("patches")), _pick(real_rows, options.max_patches, options.seed))
+    fake_store = _open_patches(run.path("sample_patches"))
     fake = _rows(fake_store, _pick(np.arange(fake_store.shape[0]), options.max_patches, options.seed + 1))
     return {"real": label, **plot_power_spectra(real, fake, out, pixel_mm=_pixel_mm(table))}
 
 
-def _figure_gan_training(results: Path, out: Path, options: Options) -> dict:
-    return plot_gan_training(_read_table(results / "gan" / "train_log.csv"), out)
+def _figure_gan_training(run: RunLayout, out: Path, options: Options) -> dict:
+    return plot_gan_training(_read_table(run.path("gan_log")), out)
 
 
-def _figure_ssl_training(results: Path, out: Path, options: Options) -> dict:
-    return plot_ssl_training(_read_table(results / "retrieval" / "ssl" / "train_log.csv"), out)
+def _figure_ssl_training(run: RunLayout, out: Path, options: Options) -> dict:
+    return plot_ssl_training(_read_table(run.path("ssl_log")), out)
 
 
-def _figure_retrieval_comparison(results: Path, out: Path, options: Options) -> dict:
+def _figure_retrieval_comparison(run: RunLayout, out: Path, options: Options) -> dict:
     from ..retrieval.evaluate import compare_searches
     from ..retrieval.search import Retriever
 
-    retriever = Retriever.from_run(results)
+    retriever = Retriever.from_run(run.results_dir)
     rows, _ = _real_rows(retriever.table, "test")
     tuf = retriever.table["tuf"].to_numpy(dtype=np.float64)[rows]
     order = rows[np.argsort(np.where(np.isfinite(tuf), tuf, -np.inf), kind="stable")]
@@ -814,64 +800,79 @@ def _figure_retrieval_comparison(results: Path, out: Path, options: Options) -> 
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """One figure :func:`make_figure` can draw: what it shows (for ``--help``) and what draws it."""
+    """One figure :func:`make_figure` can draw: what it shows (for ``--help``), what draws it and the artefacts
+    of the run it reads (keys of :data:`sharpgen.run.ARTEFACTS`: its rule's inputs)."""
 
     help: str
-    draw: Callable[[Path, Path, Options], dict]
+    draw: Callable[[RunLayout, Path, Options], dict]
+    reads: tuple[str, ...]
 
 
 FIGURES: dict[str, FigureSpec] = {
     "pipeline": FigureSpec(
         "fig. 1: the pipeline's Snakemake rule graph (needs --rulegraph; Graphviz if present, else matplotlib)",
         _figure_pipeline,
+        (),
     ),
     "patches": FigureSpec(
         "fig. 2: random real patches (--split) next to random GAN samples, gray -1..+1 kG",
         _figure_patches,
+        ("patches", "patch_table", "sample_patches"),
     ),
     "properties": FigureSpec(
         "fig. 3: histograms of tuf, psep, r_paper, tpf, tnf, area, real (--split) vs generated, with KS",
         _figure_properties,
+        ("patch_table", "sample_table"),
     ),
     "embedding": FigureSpec(
         "fig. 7: PCA map of the SSL embeddings of every real patch, coloured by flux, with thumbnails",
         _figure_embedding,
+        ("embeddings", "patches", "patch_table"),
     ),
     "spectra": FigureSpec(
         "fig. 11 (lite): radial power spectra of real (--split) and generated patches, and their ratio",
         _figure_spectra,
+        ("patches", "patch_table", "sample_patches"),
     ),
     "gan-training": FigureSpec(
-        "GAN losses and discriminator accuracies per step (gan/train_log.csv)", _figure_gan_training
+        "GAN losses and discriminator accuracies per step (gan/train_log.csv)", _figure_gan_training, ("gan_log",)
     ),
     "ssl-training": FigureSpec(
-        "SimSiam loss and collapse indicators per step (retrieval/ssl/train_log.csv)", _figure_ssl_training
+        "SimSiam loss and collapse indicators per step (retrieval/ssl/train_log.csv)",
+        _figure_ssl_training,
+        ("ssl_log",),
     ),
     "retrieval-comparison": FigureSpec(
         "fig. 10: two real test-split regions (median and 90th-percentile tuf) searched by SSL embedding and by "
         "physical properties (Euclidean, Mahalanobis)",
         _figure_retrieval_comparison,
+        RETRIEVER,
     ),
     "latent-space": FigureSpec(
         "fig. 4: sampled latents by distance to the tuf/psep/r_paper SVM boundaries and the polarity split, "
         "with thumbnails (at most --max-patches)",
         latent_figures.figure_latent_space,
+        (*STEERING, "sample_patches"),
     ),
     "traversals": FigureSpec(
         "fig. 5: the median-flux sample moved along every property's direction, measured values above",
         latent_figures.figure_traversals,
+        STEERING,
     ),
     "calibration": FigureSpec(
         "fig. 5 (curves): change of each property along its direction vs. step, median and quartiles",
         latent_figures.figure_calibration,
+        ("calibration",),
     ),
     "entanglement": FigureSpec(
         "the plain and conditional entanglement matrices (directions/entanglement.json)",
         latent_figures.figure_entanglement,
+        ("entanglement",),
     ),
     "conditional-edit": FigureSpec(
         "fig. 6: r_paper edited along its plain direction vs. holding tuf, with both properties per step",
         latent_figures.figure_conditional_edit,
+        STEERING,
     ),
 }
 
@@ -885,11 +886,14 @@ def make_figure(
     name: str, results_dir: str | os.PathLike, out: str | os.PathLike, options: Options | None = None
 ) -> dict:
     """Draw the figure ``name`` (a key of :data:`FIGURES`) of the run in ``results_dir`` into the PNG ``out``
-    and write its numbers to :func:`numbers_path` (``out`` with ``.json``; NaN written as null)."""
+    and write its numbers to :func:`numbers_path` (``out`` with ``.json``; NaN written as null). A missing
+    artefact it reads is one :class:`SharpgenError` line naming the stage that writes it."""
     if name not in FIGURES:
         raise SharpgenError(f"unknown figure {name!r} (choose from {', '.join(FIGURES)})")
     if Path(out).suffix.lower() != ".png":
         raise SharpgenError(f"figures are PNG files; {out} does not end in .png")
-    numbers = {"figure": name, **FIGURES[name].draw(Path(results_dir), Path(out), options or Options())}
+    spec, run = FIGURES[name], RunLayout(results_dir)
+    run.require_all(spec.reads)
+    numbers = {"figure": name, **spec.draw(run, Path(out), options or Options())}
     write_text_atomic(numbers_path(out), json.dumps(json_safe(numbers), indent=2) + "\n")
     return numbers

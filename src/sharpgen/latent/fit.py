@@ -24,6 +24,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -32,8 +33,9 @@ from ..atomic import write_parquet_atomic, write_text_atomic
 from ..errors import SharpgenError
 from ..gan.models import load_generator
 from ..gan.sample import SampleSettings, latent_properties
-from ..gan.train import pick_device
 from ..progress import progress_bar
+from ..run import stage_file
+from ..training import pick_device
 from .directions import (
     ALL_LATENTS,
     SIDES,
@@ -52,7 +54,9 @@ KINDS = ("plain", "conditional")
 
 @dataclass(frozen=True)
 class DirectionSettings:
-    """Settings of ``fit_directions`` (config section ``directions``)."""
+    """Settings of ``fit_directions`` (schema section ``directions``)."""
+
+    SECTION: ClassVar[str] = "directions"
 
     properties: tuple[str, ...]
     split_by: str | None
@@ -62,21 +66,6 @@ class DirectionSettings:
     traversal_starts: int
     max_step: float
     n_steps: int
-
-    @classmethod
-    def from_config(cls, config: dict) -> DirectionSettings:
-        """Build from a validated pipeline config."""
-        section = config["directions"]
-        return cls(
-            properties=tuple(section["properties"]),
-            split_by=section.get("split_by"),
-            label_fraction=float(section["label_fraction"]),
-            heldout_fraction=float(section["heldout_fraction"]),
-            svm_c=float(section["svm_c"]),
-            traversal_starts=int(section["traversal_starts"]),
-            max_step=float(section["max_step"]),
-            n_steps=int(section["n_steps"]),
-        )
 
 
 def fit_directions(
@@ -95,8 +84,8 @@ def fit_directions(
 
     torch.set_num_threads(threads)
     samples_dir, out_dir = Path(samples_dir), Path(out_dir)
-    latents = np.load(samples_dir / "latents.npy")
-    table = pd.read_parquet(samples_dir / "properties.parquet")
+    latents = np.load(stage_file(samples_dir, "sample_latents"))
+    table = pd.read_parquet(stage_file(samples_dir, "sample_table"))
     missing = [name for name in settings.properties if name not in table.columns]
     if missing:
         raise SharpgenError(
@@ -184,9 +173,9 @@ def fit_directions(
         entry["traversal"] = summary[name]
         entry["sample_std"] = spread[name]
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_parquet_atomic(pd.concat(traversals, ignore_index=True), out_dir / "traversals.parquet")
-    write_parquet_atomic(pd.concat(curves, ignore_index=True), out_dir / "calibration.parquet")
+    write_parquet_atomic(pd.concat(traversals, ignore_index=True), stage_file(out_dir, "traversals"))
+    write_parquet_atomic(pd.concat(curves, ignore_index=True), stage_file(out_dir, "calibration"))
     entanglement = {"properties": fitted, "steps": steps.tolist(), **matrices}
-    write_text_atomic(out_dir / "entanglement.json", json.dumps(entanglement, indent=2) + "\n")
-    write_text_atomic(out_dir / "directions.json", json.dumps(document, indent=2) + "\n")
+    write_text_atomic(stage_file(out_dir, "entanglement"), json.dumps(entanglement, indent=2) + "\n")
+    write_text_atomic(stage_file(out_dir, "directions"), json.dumps(document, indent=2) + "\n")
     return document
