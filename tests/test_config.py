@@ -173,3 +173,32 @@ def test_sharpgen_config_refuses_an_image_size_the_default_gan_cannot_make(tmp_p
     assert main(["config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("sharpgen: error: config key 'image_size': 100 is not a power of two") and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        (
+            {"normalize": {"mode": "resize"}, "directions": {"properties": ["tuf", "usflux", "psep_mm"]}},
+            "'directions.properties': usflux, psep_mm in physical units need normalize.mode fixed_scale",
+        ),
+        (
+            {"sample": {"n_samples": 100}, "directions": {"label_fraction": 0.015}},
+            "'directions.label_fraction': 0.015 of sample.n_samples 100",
+        ),
+        ({"sample": {"n_samples": 50, "stored_patches": 2}}, "'sample.stored_patches': 2 stored samples"),
+        ({"synthetic": {"n_patches": 12}, "index": {"kind": "pqfs"}}, "'index.kind': pqfs needs at least 16"),
+        ({"synthetic": {"n_patches": 12}, "index": {"kind": "ivf", "ivf_nlist": 20}}, "'index.ivf_nlist': 20"),
+    ],
+)
+def test_settings_no_stage_can_honour_are_refused_naming_the_key(settings, named):
+    with pytest.raises(SharpgenError) as excinfo:
+        validate_config(settings)
+    assert named in str(excinfo.value) and "\n" not in str(excinfo.value)
+
+
+def test_what_a_stage_can_honour_passes_the_consistency_check():
+    fixed = {"normalize": {"mode": "fixed_scale"}, "directions": {"properties": ["usflux", "psep_mm"]}}
+    assert validate_config(fixed)["directions"]["properties"] == ["usflux", "psep_mm"]
+    assert validate_config({"source": "jsoc", "synthetic": {"n_patches": 2}, "index": {"kind": "pqfs"}})  # N unknown
+    assert validate_config({"image_size": 128, "gan": {"architecture": "paper"}})

@@ -134,9 +134,11 @@ def test_the_seed_alone_gives_its_own_patch_and_holding_keeps_the_seeds_value(ex
     other = explorer.state(explorer.parse("seed=8"))
     assert other["image"] != free["image"]
     target = median_target(explorer, "tuf", 0.7)
-    held = explorer.state(explorer.parse(f"seed=7&tuf={target}&hold=psep"))
-    psep = next(r for r in held["rows"] if r["name"] == "psep")
-    assert psep["role"] == "held" and psep["target"] == pytest.approx(free["measured"]["psep"])
+    # tpf, defined on every patch with a positive pixel: psep needs both strong polarities, which the tiny test
+    # GAN may never draw (then it has no direction to hold)
+    held = explorer.state(explorer.parse(f"seed=7&tuf={target}&hold=tpf"))
+    tpf = next(r for r in held["rows"] if r["name"] == "tpf")
+    assert tpf["role"] == "held" and tpf["target"] == pytest.approx(free["measured"]["tpf"])
 
 
 def test_physical_units_are_converted_to_the_papers(explorer):
@@ -349,7 +351,7 @@ def _browser():
     return webdriver.Chrome(service=Service(executable_path=driver), options=options)
 
 
-def test_page_in_a_headless_browser_slider_changes_image_numbers_and_matches(server, tmp_path):
+def test_page_in_a_headless_browser_slider_asks_for_a_new_state_and_shows_it(server, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -386,10 +388,13 @@ def test_page_in_a_headless_browser_slider_changes_image_numbers_and_matches(ser
         wait.until(lambda _: renders() > count and "tuf=" in (snapshot()["query"] or ""))
         wait.until(lambda _: not driver.find_elements(By.CSS_SELECTOR, "body.busy"))
         after = snapshot()
-        assert after["image"] != before["image"]
-        assert after["tuf"] != before["tuf"]
+        # Mechanics, not what the tiny test GAN learned: the page asked for a new state and shows the API's
+        # answer to it (its patch and as many matches), its matches refreshed for the same query.
+        assert after["query"] != before["query"]
+        answer = json.loads(get(server, f"/api/state?{after['query']}")[1])
+        assert after["image"] == answer["image"] and len(after["matches"]) == len(answer["matches"])
         assert int(after["matches_version"]) > int(before["matches_version"])
-        assert after["matches_query"] == after["query"] and after["matches"] != before["matches"]
+        assert after["matches_query"] == after["query"]
         row = driver.find_element(By.CSS_SELECTOR, "#measured tr[data-name='tuf']").text
         assert "target" in row
         assert driver.find_element(By.ID, "status").text

@@ -243,6 +243,8 @@ def _cmd_fit_directions(args: argparse.Namespace) -> int:
     if document["split"] is not None:
         split = document["split"]
         print(f"split by {split['property']}: held-out accuracy {split['heldout_accuracy']:.3f}", file=sys.stderr)
+    for reason in document["skipped"].values():
+        print(f"sharpgen: warning: {reason}", file=sys.stderr)
     return 0
 
 

@@ -111,11 +111,56 @@ def _image_size_fits_the_networks(config: dict) -> None:
         )
 
 
+PQ_CENTROIDS = 16
+"""Centroids of each 4-bit product quantizer of the ``pqfs`` index: it needs at least this many embeddings."""
+
+
+def _stages_can_honour(config: dict) -> None:
+    """Refuse, naming the key, a schema-valid ``config`` whose settings a stage could not honour.
+
+    Only what is certain before any work: physical-unit directions of ``resize`` patches (no pixel size in Mm),
+    fewer than two labelled latents per SVM class, fewer stored samples than a retrieval evaluation needs, and
+    (synthetic source, whose patch count is known) an index too small for its kind.
+    """
+    from .properties import PROPERTIES
+
+    physical = [name for name in config["directions"]["properties"] if not PROPERTIES[name].paper_units]
+    if physical and config["normalize"]["mode"] == "resize":
+        raise SharpgenError(
+            f"config key 'directions.properties': {', '.join(physical)} in physical units need normalize.mode "
+            "fixed_scale (resize patches have no pixel size in Mm); use their paper-unit twins"
+        )
+    sample, fraction = config["sample"], config["directions"]["label_fraction"]
+    if int(fraction * sample["n_samples"]) < 2:
+        raise SharpgenError(
+            f"config key 'directions.label_fraction': {fraction} of sample.n_samples {sample['n_samples']} labels "
+            "fewer than 2 latents per class; raise either"
+        )
+    stored = min(sample["n_samples"], sample["stored_patches"] or sample["n_samples"])
+    if stored < 3:
+        raise SharpgenError(
+            f"config key 'sample.stored_patches': {stored} stored samples, but evaluate_retrieval needs at least 3"
+        )
+    if config["source"] != "synthetic":
+        return
+    n_patches, index = config["synthetic"]["n_patches"], config["index"]
+    if index["kind"] == "pqfs" and n_patches < PQ_CENTROIDS:
+        raise SharpgenError(
+            f"config key 'index.kind': pqfs needs at least {PQ_CENTROIDS} patches, synthetic.n_patches is "
+            f"{n_patches}; use exact"
+        )
+    if index["kind"] == "ivf" and index["ivf_nlist"] > n_patches:
+        raise SharpgenError(
+            f"config key 'index.ivf_nlist': {index['ivf_nlist']} cells exceed the {n_patches} synthetic patches"
+        )
+
+
 RULES: tuple[Callable[[dict], None], ...] = (
     _fractions_sum_to_one("synthetic.class_fractions"),
     _flux_range_is_ordered,
     _fractions_sum_to_one("normalize.split"),
     _image_size_fits_the_networks,
+    _stages_can_honour,
 )
 """Cross-field rules of a filled config that the schema cannot state; each raises one :class:`SharpgenError` line."""
 

@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path, write_parquet_atomic, write_text_atomic
-from ..config import build_settings
+from ..config import PQ_CENTROIDS, build_settings
 from ..errors import SharpgenError
 from ..run import ARTEFACTS
 
@@ -273,6 +273,8 @@ def build_index(
         index.hnsw.efConstruction = settings.hnsw_ef_construction
         index.hnsw.efSearch = settings.hnsw_ef_search
     elif settings.kind == "pqfs":
+        if n < PQ_CENTROIDS:
+            raise SharpgenError(f"index kind pqfs needs at least {PQ_CENTROIDS} embeddings, got {n}; use exact")
         coarse = faiss.IndexPQFastScan(dim, _pq_subvectors(dim, settings.pq_m), 4)
         sample = np.random.default_rng(23).permutation(n)[:PQ_TRAINING_ROWS] if n > PQ_TRAINING_ROWS else slice(None)
         coarse.train(vectors[sample])
