@@ -93,13 +93,15 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
 
 def _stage_config(args: argparse.Namespace, section: str) -> dict:
     """Validated config of a stage command: --configfile (or defaults), --settings into ``section``,
-    --normalize-settings into ``normalize`` (commands that measure patches), --image-size."""
-    config = load_config(args.configfile) if args.configfile else validate_config({})
+    --normalize-settings into ``normalize`` (commands that measure patches), --image-size. Without a
+    --configfile the other sections are defaults, so only this stage's rules apply, not those between stages."""
+    whole = bool(args.configfile)
+    config = load_config(args.configfile) if whole else validate_config({}, whole_pipeline=False)
     config[section].update(args.settings or {})
     config["normalize"].update(getattr(args, "normalize_settings", None) or {})
     if args.image_size is not None:
         config["image_size"] = args.image_size
-    return validate_config(config)
+    return validate_config(config, whole_pipeline=whole)
 
 
 def _cmd_normalize(args: argparse.Namespace) -> int:

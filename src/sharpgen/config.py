@@ -160,20 +160,25 @@ RULES: tuple[Callable[[dict], None], ...] = (
     _flux_range_is_ordered,
     _fractions_sum_to_one("normalize.split"),
     _image_size_fits_the_networks,
-    _stages_can_honour,
 )
 """Cross-field rules of a filled config that the schema cannot state; each raises one :class:`SharpgenError` line."""
 
+PIPELINE_RULES: tuple[Callable[[dict], None], ...] = (_stages_can_honour,)
+"""Rules between the stages of a whole pipeline config (what one stage needs of another's settings): checked
+where the whole config is known (the Snakefile, ``sharpgen config``, a ``--configfile``), not when one stage
+command fills the other sections with defaults."""
 
-def validate_config(config: dict | None, schema: dict | None = None) -> dict:
+
+def validate_config(config: dict | None, schema: dict | None = None, *, whole_pipeline: bool = True) -> dict:
     """Validate ``config`` and return a copy with every default filled in.
 
     Raises :class:`SharpgenError` naming the first offending key (wrong type, out of range, unknown key), or the
-    first broken cross-field rule of :data:`RULES` (pipeline schema only).
+    first broken cross-field rule of :data:`RULES` (pipeline schema only) and, for a ``whole_pipeline`` config,
+    of :data:`PIPELINE_RULES`.
     """
     filled = _fill_and_validate(config or {}, load_schema() if schema is None else schema)
     if schema is None:
-        for rule in RULES:
+        for rule in RULES + (PIPELINE_RULES if whole_pipeline else ()):
             rule(filled)
     return filled
 
@@ -227,7 +232,7 @@ def build_settings(cls: type[T], values: Mapping | None = None, /, **overrides) 
         if field in values:
             _nest(config, key, values.pop(field))
     _nest(config, cls.SECTION, values)
-    return settings_from_config(cls, validate_config(config))
+    return settings_from_config(cls, validate_config(config, whole_pipeline=False))
 
 
 def _as_lists(value: Any) -> Any:
