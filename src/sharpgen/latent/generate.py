@@ -239,12 +239,14 @@ def write_results(
 @dataclass(frozen=True)
 class Steered:
     """What :func:`steer_and_write` made: ``(N, 100)`` latents, their measured table, which met every target,
-    and the targets as requested (paper or physical units)."""
+    the targets as requested (paper or physical units) and the written summary (``<prefix>.csv``: file,
+    target vs achieved per patch)."""
 
     latents: np.ndarray
     table: pd.DataFrame
     converged: np.ndarray
     targets: dict[str, float]
+    summary: pd.DataFrame
 
 
 def steer_and_write(
@@ -258,8 +260,8 @@ def steer_and_write(
     else:
         latents, table, converged, _ = steer(steering, starts, request.targets, request.keep, request.tolerance)
     targets = {name: value for name, value in request.targets.items() if name in table.columns}
-    write_results(out_dir, steering, latents, table, converged, targets, request.keep, prefix=prefix)
-    return Steered(latents, table, converged, targets)
+    summary = write_results(out_dir, steering, latents, table, converged, targets, request.keep, prefix=prefix)
+    return Steered(latents, table, converged, targets, summary)
 
 
 def starting_latents(steering: Steering, targets: Mapping[str, float], n: int, seed: int) -> np.ndarray:
