@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,7 +209,9 @@ def _as_fits_paths(items: Iterable, folder: Path) -> list[Path]:
     for i, item in enumerate(items):
         if _is_map(item):
             path = folder / f"map_{i:03d}.fits"
-            item.save(path)
+            with warnings.catch_warnings():  # SunPy drops the long HIERARCH keys (targets): not needed to measure
+                warnings.simplefilter("ignore")
+                item.save(path)
             paths.append(path)
         elif isinstance(item, str | os.PathLike):
             paths.append(Path(item))
