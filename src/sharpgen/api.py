@@ -143,7 +143,7 @@ class Run:
         :class:`sharpgen.retrieval.index.Filters` (``time_range``, ``harpnums``, ``latitude``, ``abs_latitude``,
         ``splits``). Returns ``sharpgen query``'s table (one row per query and match, written to
         ``matches.csv`` and ``query.png`` in ``out_dir``, default ``<run>/query``); with ``maps=True`` a
-        ``map`` column holds each match as a SunPy Map of its normalized patch (field in G)."""
+        ``map`` column holds each match as a SunPy Map of its real record (native field in G, its own WCS)."""
         from .latent.requests import check_out_dir, check_search
         from .retrieval.index import Filters
         from .retrieval.search import write_query_results
@@ -182,15 +182,19 @@ class Run:
         return patches, table
 
     def _match_maps(self, rows: np.ndarray) -> list:
-        """SunPy Maps (field in G) of the normalized real patches ``rows``, with the run's pixel size."""
+        """SunPy Maps of the real records behind dataset ``rows``: their native field in G and their own WCS
+        (where and when each region was), read from the run's ``raw/`` folder."""
         import sunpy.map
 
-        from .latent.generate import generated_wcs_cards
-        from .units import GAUSS_PER_NORMALIZED_UNIT
-
-        patches = self.retriever.real_patches(rows) * GAUSS_PER_NORMALIZED_UNIT
-        pixel_mm = self.steering.pixel_mm
-        return [sunpy.map.Map(patch, generated_wcs_cards(patch.shape, pixel_mm)) for patch in patches]
+        raw = self.layout.results_dir / "raw"
+        maps = []
+        for row in rows:
+            name = self.retriever.table["file"].iloc[int(row)]
+            found = sorted(raw.glob(f"*/{name}"))
+            if not found:
+                raise SharpgenError(f"{name}: the record of dataset row {row} is not under {raw}; rerun retrieve")
+            maps.append(sunpy.map.Map(found[0]))
+        return maps
 
 
 def _is_map(item) -> bool:
