@@ -225,7 +225,7 @@ def test_files_are_sharp_like_and_read_back_in_gauss(generated):
         header, field = record.header, record.field
         assert field.shape == (row.naxis2, row.naxis1)
         assert record.pixel_size_mm == pytest.approx((0.3644, 0.3644), rel=1e-3)
-        assert header["BUNIT"] == "Mx/cm^2"
+        assert header["BUNIT"] == "G"
         assert header["CTYPE1"] == "CRLN-CEA" and header["CTYPE2"] == "CRLT-CEA"
         assert header["CUNIT1"] == header["CUNIT2"] == "degree"
         assert header["CDELT1"] == header["CDELT2"] == 0.03

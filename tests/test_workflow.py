@@ -46,7 +46,7 @@ def test_retrieve_writes_every_synthetic_record_and_its_manifest(test_run, repo_
     assert (manifest["status"] == "ok").all()
     for name in manifest["file"]:
         record = read_sharp(raw / name)
-        assert record.header["BUNIT"] == "Mx/cm^2"
+        assert record.header["BUNIT"] == "G"
         assert record.pixel_size_mm[0] == pytest.approx(0.3644, rel=1e-3)
 
 

@@ -296,14 +296,11 @@ def _cmd_edit(args: argparse.Namespace) -> int:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from .data.fitsio import check_field_file
-    from .data.measure import patch_properties
     from .data.normalize import Normalization
     from .latent.requests import check_out_dir, check_search, steer_request
     from .retrieval.index import Filters
-    from .retrieval.search import Retriever, write_query_results
+    from .retrieval.search import Retriever, fits_queries, write_query_results
 
     request = steer_request(args.target, args.keep, args.tolerance)
     filters = Filters(
@@ -326,11 +323,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     retriever = Retriever.from_run(args.run_dir, device=args.device)
     check_search(retriever, args.k, filters)
     if args.fits:
-        from .gan.invert import targets_from_fits
-
-        patches, labels = targets_from_fits(args.fits, normalization)
-        queries = pd.DataFrame(patch_properties(patches, normalization.threshold_gauss, normalization.pixel_mm))
-        queries.insert(0, "label", labels)
+        patches, queries = fits_queries(args.fits, normalization)
     else:
         from .gan.sample import generate
         from .latent.generate import load_steering, starting_latents, steer_and_write

@@ -25,6 +25,11 @@ def cea_pixel_mm(cdelt_deg: float = CEA_PIXEL_DEG) -> float:
     return math.radians(cdelt_deg) * RSUN_REF_MM
 
 
+def cea_pixel_deg(pixel_mm: float) -> float:
+    """Heliographic degrees of a CEA pixel ``pixel_mm`` Mm on a side (the inverse of :func:`cea_pixel_mm`)."""
+    return math.degrees(pixel_mm / RSUN_REF_MM)
+
+
 CEA_PIXEL_MM = cea_pixel_mm()
 """Side of a native SHARP CEA pixel, in Mm (about 0.3644)."""
 

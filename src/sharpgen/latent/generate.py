@@ -15,13 +15,21 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path, write_csv_atomic, write_text_atomic
-from ..data.fitsio import write_sharp_fits
+from ..data.fitsio import (
+    BUNIT_GAUSS,
+    PHYSICAL_SCALE_KEY,
+    PIXEL_MM_KEY,
+    cea_cards,
+    earth_observer,
+    write_sharp_fits,
+)
 from ..data.normalize import Normalization
 from ..errors import SharpgenError
 from ..gan.models import LATENT_DIM, load_generator
@@ -30,7 +38,7 @@ from ..plotting import save_patch_grid
 from ..properties import quantity, twin_factor, twin_of
 from ..run import STEERING, RunLayout
 from ..training import pick_device
-from ..units import GAUSS_PER_NORMALIZED_UNIT
+from ..units import CEA_PIXEL_DEG, GAUSS_PER_NORMALIZED_UNIT, cea_pixel_deg
 from .directions import DirectionSet, directions_from_json
 from .requests import SteerRequest
 from .steering import solve_targets
@@ -145,6 +153,29 @@ def steer(
     return latents, table, converged, wanted
 
 
+GENERATED_TIME_TAI = datetime(2010, 6, 6)
+"""A generated patch has no place on the Sun: its header puts its centre at the centre of the solar disk as
+seen from Earth at this time (TAI; B0 = -0.09 deg, so near the equator, where CEA pixels are undistorted)."""
+
+
+def generated_wcs_cards(shape: tuple[int, int], pixel_mm: float | None) -> dict:
+    """Header cards of a generated ``shape`` patch: field in G, a Carrington CEA WCS at disk centre on
+    :data:`GENERATED_TIME_TAI` (:func:`sharpgen.data.fitsio.cea_cards`) and the pixel side in Mm
+    (``PIXSIZMM``). A ``resize`` run (``pixel_mm`` None) has no physical pixel size: CDELT is then the native
+    SHARP pixel, flagged nominal by ``PHYSCALE = F``."""
+    observer = earth_observer(GENERATED_TIME_TAI.isoformat())
+    center = (observer["CRLN_OBS"], observer["CRLT_OBS"])
+    cdelt_deg = CEA_PIXEL_DEG if pixel_mm is None else cea_pixel_deg(pixel_mm)
+    scale = {PHYSICAL_SCALE_KEY: False} if pixel_mm is None else {PIXEL_MM_KEY: float(pixel_mm)}
+    return {
+        "BUNIT": BUNIT_GAUSS,
+        "ORIGIN": "sharpgen",
+        "CONTENT": "generated active region (Br)",
+        **cea_cards(shape, cdelt_deg, center, GENERATED_TIME_TAI),
+        **scale,
+    }
+
+
 def write_results(
     out_dir: str | os.PathLike,
     steering: Steering,
@@ -155,7 +186,8 @@ def write_results(
     kept: Sequence[str],
     prefix: str = "generated",
 ) -> pd.DataFrame:
-    """Write ``<prefix>_NNN.fits`` (field in G; targets, achieved values and the latent in the header),
+    """Write ``<prefix>_NNN.fits`` (field in G, the WCS of :func:`generated_wcs_cards`; targets, achieved values
+    and the latent in the header),
     ``<prefix>.png``, ``<prefix>.csv`` (requested vs achieved per patch) and ``latents.npy``; return the table.
     ``<prefix>_NNN.fits`` files of an earlier, larger request in ``out_dir`` are removed: the folder then holds
     exactly this request's outputs."""
@@ -173,13 +205,7 @@ def write_results(
             summary[name] = table[name].to_numpy()
     for i, patch in enumerate(patches):
         cards = {
-            "BUNIT": "Mx/cm^2",
-            "ORIGIN": "sharpgen",
-            "CONTENT": "generated active region (Br)",
-            "CDELT1": steering.pixel_mm or 0.0,
-            "CDELT2": steering.pixel_mm or 0.0,
-            "CUNIT1": "Mm" if steering.pixel_mm else "pixel",
-            "CUNIT2": "Mm" if steering.pixel_mm else "pixel",
+            **generated_wcs_cards(patch.shape, steering.pixel_mm),
             "CONVERGE": bool(converged[i]),
             "KEPT": ",".join(kept),
         }
@@ -213,12 +239,14 @@ def write_results(
 @dataclass(frozen=True)
 class Steered:
     """What :func:`steer_and_write` made: ``(N, 100)`` latents, their measured table, which met every target,
-    and the targets as requested (paper or physical units)."""
+    the targets as requested (paper or physical units) and the written summary (``<prefix>.csv``: file,
+    target vs achieved per patch)."""
 
     latents: np.ndarray
     table: pd.DataFrame
     converged: np.ndarray
     targets: dict[str, float]
+    summary: pd.DataFrame
 
 
 def steer_and_write(
@@ -232,8 +260,8 @@ def steer_and_write(
     else:
         latents, table, converged, _ = steer(steering, starts, request.targets, request.keep, request.tolerance)
     targets = {name: value for name, value in request.targets.items() if name in table.columns}
-    write_results(out_dir, steering, latents, table, converged, targets, request.keep, prefix=prefix)
-    return Steered(latents, table, converged, targets)
+    summary = write_results(out_dir, steering, latents, table, converged, targets, request.keep, prefix=prefix)
+    return Steered(latents, table, converged, targets, summary)
 
 
 def starting_latents(steering: Steering, targets: Mapping[str, float], n: int, seed: int) -> np.ndarray:

@@ -148,6 +148,19 @@ def save_query_panel(
     )
 
 
+def fits_queries(paths: Sequence[str | os.PathLike], normalization) -> tuple[np.ndarray, pd.DataFrame]:
+    """User FITS files (field in G) as queries: ``(N, S, S)`` patches normalized as the run did
+    (``normalization``: its :class:`sharpgen.data.normalize.Normalization`) and their table (``label`` = the
+    path, then the properties the run measures on its patches)."""
+    from ..data.measure import patch_properties
+    from ..gan.invert import targets_from_fits
+
+    patches, labels = targets_from_fits(paths, normalization)
+    queries = pd.DataFrame(patch_properties(patches, normalization.threshold_gauss, normalization.pixel_mm))
+    queries.insert(0, "label", labels)
+    return patches, queries
+
+
 def write_query_results(
     out_dir: str | os.PathLike,
     retriever: Retriever,

@@ -41,7 +41,7 @@ from ...config import build_settings
 from ...errors import SharpgenError
 from ...progress import progress_bar
 from ...units import CEA_PIXEL_DEG, CEA_PIXEL_MM, CM2_PER_MM2, RSUN_REF_MM
-from ..fitsio import write_sharp_fits
+from ..fitsio import BUNIT_GAUSS, cea_cards, earth_observer, write_sharp_fits
 
 # --- constants -------------------------------------------------------------------------------------------
 
@@ -163,13 +163,6 @@ MANIFEST_COLUMNS = (
     "separation_mm", "tilt_deg", "hale_reversed", "seed",
 )  # fmt: skip
 """Columns of ``manifest.parquet``, one row per record."""
-
-_AU_M = 1.495978707e11
-_RSUN_REF_M = 696_000_000
-_CARRINGTON_REF = (datetime(2010, 8, 7, 20, 36), 23.2938)  # (time, CRLN_OBS) of HARP 115's record
-_SYNODIC_DAYS = 27.2753
-_PERIHELION = datetime(2010, 1, 3)
-_B0_MAX = datetime(2010, 9, 8)  # the solar B0 angle peaks at +7.25 deg early in September
 
 
 # --- settings --------------------------------------------------------------------------------------------
@@ -840,20 +833,6 @@ def record_time(index: int) -> datetime:
     return FIRST_T_REC + index * RECORD_STEP
 
 
-def _observer(t: datetime) -> dict:
-    """Approximate SDO geometry at ``t``: Carrington longitude and B0 of disk centre, distance, radius."""
-    ref_time, ref_lon = _CARRINGTON_REF
-    days = (t - ref_time).total_seconds() / 86400.0
-    crln = (ref_lon - 360.0 * days / _SYNODIC_DAYS) % 360.0
-    year_phase = 2.0 * math.pi * ((t - _B0_MAX).total_seconds() / 86400.0) / 365.2422
-    crlt = 7.25 * math.cos(year_phase)
-    orbit_phase = 2.0 * math.pi * ((t - _PERIHELION).total_seconds() / 86400.0) / 365.2422
-    dsun = _AU_M * (1.0 - 0.0167 * math.cos(orbit_phase))
-    rsun_obs = math.degrees(math.atan(_RSUN_REF_M / dsun)) * 3600.0
-    return {"CRLN_OBS": round(crln, 6), "CRLT_OBS": round(crlt, 6),
-            "DSUN_OBS": round(dsun, 2), "RSUN_OBS": round(rsun_obs, 6)}  # fmt: skip
-
-
 def record_names(index: int) -> tuple[int, str, str, str]:
     """``(harpnum, t_rec, record id, file name)`` of synthetic record ``index`` (JSOC-like)."""
     harpnum = HARPNUM_OFFSET + index + 1
@@ -873,28 +852,17 @@ def header_cards(spec: RegionSpec, index: int, seed: int, pos_flux_mx: float, ne
     network and noise [Mx].
     """
     harpnum, t_rec, _, _ = record_names(index)
-    observer = _observer(record_time(index))
-    crval1 = (observer["CRLN_OBS"] + spec.center_longitude_deg) % 360.0
+    time = record_time(index)
+    crln_obs = earth_observer(time.isoformat())["CRLN_OBS"]
+    center = (crln_obs + spec.center_longitude_deg, spec.center_latitude_deg)
     return {
-        "BUNIT": "Mx/cm^2",
-        "CTYPE1": "CRLN-CEA",
-        "CTYPE2": "CRLT-CEA",
-        "CUNIT1": "degree",
-        "CUNIT2": "degree",
-        "CRPIX1": (spec.naxis1 + 1) / 2.0,
-        "CRPIX2": (spec.naxis2 + 1) / 2.0,
-        "CRVAL1": round(crval1, 6),
-        "CRVAL2": round(spec.center_latitude_deg, 6),
-        "CDELT1": CEA_PIXEL_DEG,
-        "CDELT2": CEA_PIXEL_DEG,
-        "CROTA2": 0.0,
+        "BUNIT": BUNIT_GAUSS,
+        **cea_cards((spec.naxis2, spec.naxis1), CEA_PIXEL_DEG, center, time),
         "T_REC": t_rec,
         "HARPNUM": harpnum,
         "NOAA_AR": NOAA_OFFSET + index + 1 if spec.spots else 0,
         "LAT_FWT": round(spec.latitude_deg, 6),
         "LON_FWT": round(spec.lon_fwt_deg, 6),
-        "RSUN_REF": _RSUN_REF_M,
-        **observer,
         "QUALITY": 0,
         "ORIGIN": "sharpgen synthetic",
         "SYN_CLS": spec.ar_class,
