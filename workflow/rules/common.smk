@@ -51,3 +51,17 @@ def figure_output(name, category, subcategory):
 def run_dir_of_figure(wildcards, output):
     """The results_dir a figure belongs to (`sharpgen figure --results`): two levels above figures/<name>.png."""
     return os.path.dirname(os.path.dirname(output.png))
+
+
+def check_slurm_jobs_fit():
+    """On the SLURM executor, stop before submitting if a job asks for more than any node offers (it would pend
+    forever, silently)."""
+    if workflow.executor_plugin is None or workflow.executor_plugin.name != "slurm":
+        return
+    from sharpgen.cluster import check_jobs_fit
+
+    jobs = [(job.rule.name, job.threads, dict(job.resources)) for job in workflow.dag.needrun_jobs() if not job.is_local]
+    try:
+        check_jobs_fit(jobs)
+    except SharpgenError as exc:
+        raise WorkflowError(f"SLURM pre-flight check: {exc}") from None
