@@ -31,14 +31,17 @@ include: "workflow/rules/figures.smk"
 rule all:
     default_target: True
     input:
-        raw_manifest=RAW_MANIFEST,
-        patches=f"{RESULTS}/data/patches.zarr",
-        table=f"{RESULTS}/data/patches.parquet",
-        generator=f"{RESULTS}/gan/generator.pt",
-        samples=f"{RESULTS}/samples/properties.parquet",
-        directions=f"{RESULTS}/directions/directions.json",
-        index=f"{RESULTS}/retrieval/index/index.json",
-        retrieval_evaluation=f"{RESULTS}/retrieval/evaluation.json",
+        **artefacts(
+            "raw_manifest",
+            "patches",
+            "patch_table",
+            "normalization",
+            "generator",
+            "sample_table",
+            "directions",
+            "index_info",
+            "evaluation",
+        ),
         figures=FIGURE_FILES,
     localrule: True
 

@@ -27,6 +27,7 @@ Example: ``python benchmarks/bench_index.py --sizes 100000 1000000 --data gaussi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -127,6 +128,7 @@ def main(argv=None) -> None:
     import numpy as np
     import pandas as pd
 
+    from sharpgen.config import build_settings
     from sharpgen.retrieval.index import Filters, IndexSettings, build_index, search
 
     faiss.omp_set_num_threads(args.threads)
@@ -138,7 +140,7 @@ def main(argv=None) -> None:
         table = pd.DataFrame({"split": rng.choice(np.array(["train", "val", "test"]), n, p=[0.8, 0.1, 0.1])})
         base = {"data": law, "n": n, "dim": args.dim, "threads": args.threads, "single_threads": args.single_threads}
         start = time.perf_counter()
-        exact = build_index(data, table, IndexSettings("exact", exact_below=args.exact_below))
+        exact = build_index(data, table, build_settings(IndexSettings, kind="exact", exact_below=args.exact_below))
         exact_build = time.perf_counter() - start
         truth = search(exact, queries, k=args.k).rows
         truth_filtered = search(exact, queries, k=args.k, filters=filters).rows
@@ -147,16 +149,20 @@ def main(argv=None) -> None:
             runs.append(("exact", exact, exact_build, [({}, None)]))
         for kind in [kind for kind in args.kinds if kind != "exact"]:
             if kind == "hnsw":
-                settings = IndexSettings(
-                    "hnsw", hnsw_m=args.hnsw_m, hnsw_ef_construction=args.ef_construction, exact_below=args.exact_below
+                settings = build_settings(
+                    IndexSettings,
+                    kind="hnsw",
+                    hnsw_m=args.hnsw_m,
+                    hnsw_ef_construction=args.ef_construction,
+                    exact_below=args.exact_below,
                 )
                 variants = [({"hnsw_ef_search": ef}, {"hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction,
                                                        "ef_search": ef}) for ef in args.ef_search]  # fmt: skip
             elif kind == "ivf":
-                settings = IndexSettings("ivf", ivf_nlist=args.nlist, exact_below=args.exact_below)
+                settings = build_settings(IndexSettings, kind="ivf", ivf_nlist=args.nlist, exact_below=args.exact_below)
                 variants = [({"ivf_nprobe": p}, {"nprobe": p}) for p in args.nprobe]
             elif kind == "pqfs":
-                settings = IndexSettings("pqfs", exact_below=args.exact_below)
+                settings = build_settings(IndexSettings, kind="pqfs", exact_below=args.exact_below)
                 variants = [({"refine_k_factor": f}, {"refine_k_factor": f}) for f in args.k_factor]
             else:
                 raise SystemExit(f"unknown kind {kind!r}")
@@ -168,7 +174,7 @@ def main(argv=None) -> None:
             runs.append((kind, index, build, variants))
         for kind, index, build, variants in runs:
             for change, extra in variants:
-                index.settings = IndexSettings(**{**index.settings.__dict__, **change})
+                index.settings = dataclasses.replace(index.settings, **change)
                 row = {"kind": kind, **base, "build_s": round(build, 2), **(extra or {})}
                 row.update(measure(index, queries, args.k, args, truth, truth_filtered, filters))
                 print(json.dumps(row), flush=True)

@@ -22,7 +22,7 @@ import pandas as pd
 import psutil
 
 from sharpgen.atomic import write_parquet_atomic
-from sharpgen.config import validate_config
+from sharpgen.config import build_settings, settings_from_config, validate_config
 from sharpgen.data.normalize import NormalizeSettings, build_dataset
 from sharpgen.data.sources.synthetic import SyntheticSettings, generate_synthetic
 
@@ -84,10 +84,12 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_normalize_", dir=args.work_dir) as tmp:
         raw = Path(tmp) / "raw"
         start = time.perf_counter()
-        base = generate_synthetic(raw, SyntheticSettings(n_patches=args.base), seed=1, workers=args.workers)
+        base = generate_synthetic(
+            raw, build_settings(SyntheticSettings, n_patches=args.base), seed=1, workers=args.workers
+        )
         print(json.dumps({"bench": "synthetic_base", "n": args.base, "seconds": round(time.perf_counter() - start, 2)}))
         config = validate_config({"image_size": args.image_size, "normalize": {"mode": args.mode}})
-        settings = NormalizeSettings.from_config(config)
+        settings = settings_from_config(NormalizeSettings, config)
         peaks = {}
         for n in args.sizes:
             write_parquet_atomic(tiled_manifest(base, n), raw / "manifest.parquet")

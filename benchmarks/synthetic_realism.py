@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import curve_fit
 
+from sharpgen.config import build_settings
 from sharpgen.data.fitsio import read_sharp
 from sharpgen.data.scaling import paper_normalize
 from sharpgen.data.sources.synthetic import PIXEL_AREA_CM2, SyntheticSettings, generate_synthetic
@@ -138,7 +139,7 @@ def real_fields() -> tuple[list[np.ndarray], dict]:
 def synthetic_fields(n: int, seed: int, workers: int) -> tuple[list[np.ndarray], dict]:
     """``n`` synthetic fields written by the source and read back, plus class counts and ground truth."""
     with tempfile.TemporaryDirectory() as tmp:
-        settings = SyntheticSettings(n_patches=n)
+        settings = build_settings(SyntheticSettings, n_patches=n)
         manifest = generate_synthetic(tmp, settings, seed=seed, workers=workers, progress=False)
         fields = [read_sharp(Path(tmp) / name).field for name in manifest["file"]]
     rendered = manifest["pos_flux_mx"] + manifest["neg_flux_mx"]
@@ -156,7 +157,9 @@ def throughput(n: int, seed: int, workers: int) -> dict:
     """Wall-clock seconds to generate ``n`` patches (FITS + manifest) with ``workers`` processes."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        generate_synthetic(tmp, SyntheticSettings(n_patches=n), seed=seed, workers=workers, progress=False)
+        generate_synthetic(
+            tmp, build_settings(SyntheticSettings, n_patches=n), seed=seed, workers=workers, progress=False
+        )
         seconds = time.perf_counter() - start
         megabytes = sum(p.stat().st_size for p in Path(tmp).iterdir()) / 1e6
     return {"throughput": True, "n": n, "workers": workers, "seconds": round(seconds, 2),

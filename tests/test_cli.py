@@ -79,3 +79,15 @@ def test_jsoc_retrieve_without_email_stops_with_one_line(tmp_path, monkeypatch):
     code, _, err = run_cli("retrieve", "--source", "jsoc", "--out-dir", str(tmp_path), "--settings", settings)
     assert code == 2
     assert err.count("\n") == 1 and "JSOC_EMAIL" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_query_refuses_k_above_the_index_and_empty_filters_before_writing_anything(test_run, tmp_path):
+    size = len(pd.read_parquet(test_run / "retrieval" / "index" / "index_rows.parquet"))
+    out = tmp_path / "query"
+    request = ["query", "--run-dir", str(test_run), "--target", "tuf=0.05", "--out-dir", str(out)]
+    code, _, err = run_cli(*request, "--k", str(size + 1))
+    assert code == 2 and f"--k {size + 1}: the index holds only {size} patches; ask for at most {size}" in err
+    code, _, err = run_cli(*request, "--abs-latitude", "89.9", "90", "--split", "test")
+    assert code == 2 and "no indexed patch passes the filters (abs_latitude 89.9 to 90, splits test); widen them" in err
+    assert "Filters(" not in err and "Traceback" not in err and not out.exists()

@@ -16,6 +16,7 @@ from sharpgen.latent.directions import (
     fit_direction,
     fit_split,
     sides_of,
+    split_shortfall,
 )
 from sharpgen.latent.steering import (
     calibration_curves,
@@ -102,6 +103,13 @@ def test_moves_stop_at_the_split_boundary_and_keep_the_side():
     crossing = DirectionSet(split, {"q": {"low": split, "high": split}}).stepped("q", origins, [-10.0, 10.0])
     assert list(directions.side_of(crossing)) == ["high", "low"]  # moving along the split's normal stops at it
     np.testing.assert_allclose(split.score(crossing), 0.0, atol=1e-5)
+
+
+def test_a_split_needs_enough_samples_of_each_sign_to_label_every_side():
+    lead_pol = np.r_[np.full(20, -3.0), np.full(20, 2.0), np.nan, 0.0]
+    assert split_shortfall("lead_pol", lead_pol, fraction=0.1) is None  # 2 / 0.1 = 20 a side
+    one_sided = split_shortfall("lead_pol", np.r_[np.full(40, -3.0), np.full(19, 2.0)], fraction=0.1)
+    assert "40 samples negative and 19 positive, fewer than 20 on one side" in one_sided
 
 
 def test_a_property_unrelated_to_the_latent_gets_chance_accuracy():
@@ -209,3 +217,42 @@ def test_an_unreachable_target_ends_at_the_closest_approach_not_where_newton_sto
     closest = float(table["q"].iloc[0])
     assert abs(closest - 2.1) < 1.0  # just below or above the jump, not wherever the last iterate went
     np.testing.assert_allclose(measure(latents)["q"], table["q"])  # the table describes the returned latent
+
+
+def test_fit_directions_skips_what_the_samples_cannot_support_and_says_why(tmp_path):
+    """A generator whose samples all lead with one polarity and never show both strong polarities: the split and
+    psep are skipped (each with its reason), tuf still gets its direction, traversals and entanglement."""
+    import json
+
+    import torch
+
+    from sharpgen.gan.models import build_networks
+    from sharpgen.gan.sample import SampleSettings
+    from sharpgen.latent.fit import DirectionSettings, fit_directions
+
+    torch.manual_seed(0)
+    generator, _ = build_networks("default", 16)
+    torch.save({"settings": {"architecture": "default", "image_size": 16}, "state_dict": generator.state_dict()},
+               tmp_path / "generator.pt")  # fmt: skip
+    latents = LATENTS[:200].astype(np.float32)
+    np.save(tmp_path / "latents.npy", latents)
+    pd.DataFrame({
+        "sample": np.arange(200), "tuf": 0.1 + 0.01 * latents[:, 0], "psep": np.nan, "lead_pol": -2.0,
+    }).to_parquet(tmp_path / "properties.parquet")  # fmt: skip
+    settings = DirectionSettings(
+        properties=("tuf", "psep"), split_by="lead_pol", label_fraction=0.1, heldout_fraction=0.3, svm_c=1.0,
+        traversal_starts=2, max_step=1.0, n_steps=3,
+    )  # fmt: skip
+    sample_settings = SampleSettings(
+        n_samples=200, batch_size=100, stored_patches=None, threshold_gauss=150.0, normalize_mode="resize",
+        scale_mm=2.9154,
+    )  # fmt: skip
+    document = fit_directions(
+        tmp_path, tmp_path / "generator.pt", tmp_path / "out", settings, sample_settings, seed=1, device="cpu",
+        progress=False,
+    )  # fmt: skip
+    assert document["split"] is None and set(document["skipped"]) == {"split", "psep"}
+    assert "200 samples negative and 0 positive" in document["skipped"]["split"]
+    assert list(document["directions"]) == ["tuf"] and set(document["directions"]["tuf"]["sides"]) == {"all"}
+    assert json.loads((tmp_path / "out" / "entanglement.json").read_text())["properties"] == ["tuf"]
+    assert set(pd.read_parquet(tmp_path / "out" / "traversals.parquet")["direction"]) == {"tuf"}

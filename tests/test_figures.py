@@ -20,23 +20,20 @@ from workflow_helpers import run_snakemake
 
 from sharpgen.cli import main
 from sharpgen.errors import SharpgenError
-from sharpgen.figures import registry as figures
-from sharpgen.figures.registry import (
-    FIGURES,
-    PROPERTIES,
-    embedding_layout,
-    make_figure,
-    parse_rulegraph,
-    plot_embedding_map,
+from sharpgen.figures import pipeline as pipeline_figure
+from sharpgen.figures.gan import (
     plot_gan_training,
-    plot_pipeline,
     plot_power_spectra,
     plot_property_distributions,
     plot_real_vs_generated,
-    plot_ssl_training,
 )
+from sharpgen.figures.pipeline import parse_rulegraph, plot_pipeline
+from sharpgen.figures.registry import FIGURES, Options, make_figure
+from sharpgen.figures.retrieval import embedding_layout, plot_embedding_map, plot_ssl_training
 from sharpgen.gan.fidelity import distribution_distance
 from sharpgen.physics import paper_properties
+from sharpgen.properties import HISTOGRAM_PROPERTIES
+from sharpgen.run import RunLayout
 
 DIRECTION_FIGURES = (
     "latent-space", "traversals", "calibration", "entanglement", "conditional-edit", "retrieval-comparison"
@@ -142,12 +139,12 @@ def test_property_distributions_report_the_ks_statistic_of_every_property(tmp_pa
     real, fake = property_table(bipoles(30, 0)), property_table(bipoles(40, 1))
     numbers = plot_property_distributions(real, fake, tmp_path / "properties.png")
     assert_png(tmp_path / "properties.png")
-    assert list(numbers["properties"]) == list(PROPERTIES)
-    for name in PROPERTIES:
+    assert list(numbers["properties"]) == list(HISTOGRAM_PROPERTIES)
+    for name in HISTOGRAM_PROPERTIES:
         expected = distribution_distance(real[name].to_numpy(), fake[name].to_numpy())["ks"]
         assert numbers["properties"][name]["ks"] == pytest.approx(expected)
     same = plot_property_distributions(real, real, tmp_path / "same.png")
-    assert all(same["properties"][name]["ks"] == 0 for name in PROPERTIES)
+    assert all(same["properties"][name]["ks"] == 0 for name in HISTOGRAM_PROPERTIES)
 
 
 def test_property_distributions_name_the_missing_column(tmp_path):
@@ -208,7 +205,7 @@ def test_training_curves_give_the_final_values_and_name_missing_columns(tmp_path
 def test_rulegraph_is_parsed_and_drawn_without_graphviz(tmp_path, monkeypatch):
     nodes, edges = parse_rulegraph(RULEGRAPH)
     assert nodes["3"] == "train_gan" and ("2", "3") in edges and len(edges) == 8
-    monkeypatch.setattr(figures.shutil, "which", lambda name: None)  # no Graphviz here
+    monkeypatch.setattr(pipeline_figure.shutil, "which", lambda name: None)  # no Graphviz here
     numbers = plot_pipeline(RULEGRAPH, tmp_path / "pipeline.png")
     assert_png(tmp_path / "pipeline.png")
     assert (
@@ -264,7 +261,7 @@ def small_run(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("name", [name for name in FIGURES if name not in DIRECTION_FIGURES])
 def test_make_figure_draws_each_figure_of_a_run_with_its_numbers(small_run, tmp_path, name):
-    options = figures.Options(rulegraph=str(small_run / "rulegraph.dot"), renderer="matplotlib")
+    options = Options(rulegraph=str(small_run / "rulegraph.dot"), renderer="matplotlib")
     make_figure(name, small_run, tmp_path / f"{name}.png", options)
     assert_png(tmp_path / f"{name}.png")
     numbers = json.loads(
@@ -289,7 +286,8 @@ def test_figure_command_lists_every_figure_and_fails_in_one_line(small_run, tmp_
     missing = tmp_path / "nowhere"
     assert main(["figure", "properties", "--results", str(missing), "--out", str(tmp_path / "p.png")]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith("sharpgen: error: ") and "patches.parquet not found" in error and "\n" not in error
+    assert error.startswith("sharpgen: error: ") and "\n" not in error
+    assert "data/patches.parquet is missing: run the normalize stage" in error
     assert main(["figure", "pipeline", "--results", str(small_run), "--out", str(tmp_path / "x.png")]) == 2
     assert "--rulegraph" in capsys.readouterr().err
     assert main(["figure", "patches", "--results", str(small_run), "--out", str(tmp_path / "x.pdf")]) == 2
@@ -325,10 +323,10 @@ def caption_title(repo_root: Path, name: str) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize(("rule", "name"), FIGURE_RULES.items())
 def test_pipeline_run_draws_every_figure_with_its_numbers_log_and_benchmark(test_run, rule, name):
-    assert_png(test_run / "figures" / f"{name}.png")
-    assert json.loads((test_run / "figures" / f"{name}.json").read_text())["figure"]
-    assert (test_run / "logs" / f"{rule}.log").is_file()
-    assert (test_run / "benchmarks" / f"{rule}.tsv").is_file()
+    layout = RunLayout(test_run)
+    assert_png(layout.figure(name))
+    assert json.loads(layout.figure_numbers(name).read_text())["figure"]
+    assert layout.log(rule).is_file() and layout.benchmark(rule).is_file()
 
 
 @pytest.mark.slow

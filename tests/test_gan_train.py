@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -16,11 +17,12 @@ import torch
 import zarr
 
 from sharpgen.atomic import write_parquet_atomic
+from sharpgen.config import build_settings
 from sharpgen.errors import SharpgenError
 from sharpgen.gan import train as gan_train
 from sharpgen.gan.train import LOG_COLUMNS, GanSettings, train_gan
 
-SETTINGS = GanSettings("default", 32, 6, 4, 2e-4, (0.5, 0.999), "hinge", 0.9, 3)
+SETTINGS = build_settings(GanSettings, image_size=32, steps=6, batch_size=4, lr=2e-4, ema_decay=0.9, checkpoint_every=3)
 
 
 @pytest.fixture
@@ -55,17 +57,17 @@ def test_training_writes_generator_log_and_checkpoint(data_dir, tmp_path):
 
 def test_interrupted_run_resumes_to_the_same_generator(data_dir, tmp_path, monkeypatch):
     train_gan(data_dir, tmp_path / "whole", SETTINGS, seed=1, progress=False)
-    real_save = gan_train._save_checkpoint
+    real_save = gan_train.save_checkpoint
 
     def save_then_die(*args):
         real_save(*args)
         raise KeyboardInterrupt  # killed right after the step-3 checkpoint
 
-    monkeypatch.setattr(gan_train, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(gan_train, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train_gan(data_dir, tmp_path / "split", SETTINGS, seed=1, progress=False)
     assert not (tmp_path / "split" / "generator.pt").exists()
-    monkeypatch.setattr(gan_train, "_save_checkpoint", real_save)
+    monkeypatch.setattr(gan_train, "save_checkpoint", real_save)
     train_gan(data_dir, tmp_path / "split", SETTINGS, seed=1, progress=False)
     whole, split = (
         state_dict_of(tmp_path / "whole" / "generator.pt"),
@@ -104,7 +106,7 @@ def test_a_stale_checkpoint_is_replaced_by_training_from_scratch(data_dir, tmp_p
     settings, seed = SETTINGS, 1
     train_gan(data_dir, tmp_path / "gan", settings, seed=seed, progress=False)
     if change == "settings":
-        settings = GanSettings(**{**SETTINGS.__dict__, "lr": 1e-3})
+        settings = dataclasses.replace(SETTINGS, lr=1e-3)
     elif change == "seed":
         seed = 2
     else:
@@ -118,7 +120,7 @@ def test_a_stale_checkpoint_is_replaced_by_training_from_scratch(data_dir, tmp_p
 
 
 def test_patch_size_mismatch_is_a_user_error(data_dir, tmp_path):
-    bigger = GanSettings(**{**SETTINGS.__dict__, "image_size": 64})
+    bigger = dataclasses.replace(SETTINGS, image_size=64)
     with pytest.raises(SharpgenError, match="rerun normalize"):
         train_gan(data_dir, tmp_path / "gan", bigger, seed=1, progress=False)
 
@@ -132,7 +134,7 @@ def test_ema_warms_up_then_holds_its_decay():
 
 def test_raising_steps_continues_a_finished_run_instead_of_restarting(data_dir, tmp_path):
     train_gan(data_dir, tmp_path / "long", SETTINGS, seed=1, progress=False)
-    short = GanSettings(**{**SETTINGS.__dict__, "steps": 4})
+    short = dataclasses.replace(SETTINGS, steps=4)
     train_gan(data_dir, tmp_path / "extended", short, seed=1, progress=False)
     log = train_gan(data_dir, tmp_path / "extended", SETTINGS, seed=1, progress=False)
     assert list(log["step"]) == list(range(1, 7))

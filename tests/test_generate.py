@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from astropy.io import fits
@@ -15,13 +16,14 @@ from sharpgen.latent.directions import Direction, DirectionSet
 from sharpgen.latent.generate import (
     Steering,
     load_latents,
-    parse_assignments,
     random_latents,
     starting_latents,
     steer,
+    steer_and_write,
     step_along,
     write_results,
 )
+from sharpgen.latent.requests import SteerRequest, parse_assignments
 
 SIZE, PIXEL_MM = 32, 2.9154
 AXIS = np.zeros(100)
@@ -128,3 +130,23 @@ def test_starts_are_sampled_latents_near_the_target_and_differ_between_requests(
     assert np.all(np.abs(measured - 0.02) <= nearest + 1e-9)  # among the 50 sampled latents nearest 0.02
     np.testing.assert_array_equal(starts, starting_latents(steering, {"tuf": 0.02}, 8, seed=4))
     assert starting_latents(steering, {}, 3, seed=4).shape == (3, 100)  # no target: random latents
+
+
+def test_a_physical_twin_is_kept_and_stepped_like_its_paper_property(steering):
+    starts = random_latents(4, 3)
+    np.testing.assert_array_equal(
+        step_along(steering, starts, {"psep": 2.0}, keep=["usflux"]),
+        step_along(steering, starts, {"psep": 2.0}, keep=["tuf"]),
+    )
+    np.testing.assert_array_equal(
+        step_along(steering, starts, {"psep_mm": 2.0}), step_along(steering, starts, {"psep": 2.0})
+    )
+
+
+def test_a_rerun_with_fewer_patches_replaces_the_earlier_outputs(steering, tmp_path):
+    request = SteerRequest(targets={"tuf": 0.02}, tolerance=0.02)
+    steer_and_write(steering, random_latents(3, 5), request, tmp_path, "generated")
+    (tmp_path / "generated_notes.fits").write_text("not ours")  # not an output name: left alone
+    result = steer_and_write(steering, random_latents(1, 5), request, tmp_path, "generated")
+    assert sorted(p.name for p in tmp_path.glob("generated_*.fits")) == ["generated_000.fits", "generated_notes.fits"]
+    assert len(pd.read_csv(tmp_path / "generated.csv")) == 1 and result.targets == {"tuf": 0.02}

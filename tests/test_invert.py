@@ -12,7 +12,8 @@ import zarr
 
 from sharpgen.atomic import write_parquet_atomic
 from sharpgen.cli import main
-from sharpgen.config import validate_config
+from sharpgen.config import build_settings
+from sharpgen.data.normalize import Normalization
 from sharpgen.errors import SharpgenError
 from sharpgen.gan.invert import (
     CSV_COLUMNS,
@@ -25,7 +26,9 @@ from sharpgen.gan.invert import (
 )
 from sharpgen.gan.models import LATENT_DIM, UpsampleGenerator, build_networks
 
-QUICK = InversionSettings(restarts=2, iterations=3)
+RESIZE_16 = Normalization("resize", 16, None, 1000.0, 50.0)
+"""A run's normalization (data/normalization.json): the paper's resize to 16 px."""
+QUICK = build_settings(InversionSettings, restarts=2, iterations=3)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -98,7 +101,7 @@ def test_masked_mse_weights_strong_pixels_one_and_weak_pixels_half():
 
 def test_inversion_recovers_a_generated_patch_far_better_than_a_random_latent(small_generator):
     target = render(small_generator, known_latents(2))
-    settings = InversionSettings(restarts=3, iterations=100, optimizer="sgd", lr=1.0)
+    settings = build_settings(InversionSettings, restarts=3, iterations=100, optimizer="sgd", lr=1.0)
     result = invert_patches(small_generator, target, settings, seed=1)
     random_loss = masked_mse(
         torch.from_numpy(render(small_generator, known_latents(2, seed=7))), torch.from_numpy(target)
@@ -138,7 +141,7 @@ def reference_inversion(generator, target, settings, seed, accumulate_gradients=
 
 def test_each_latent_follows_plain_sgd_without_gradient_accumulation(small_generator):
     targets = render(small_generator, known_latents(2))
-    settings = InversionSettings(restarts=2, iterations=15, optimizer="sgd", lr=0.5)
+    settings = build_settings(InversionSettings, restarts=2, iterations=15, optimizer="sgd", lr=0.5)
     result = invert_patches(small_generator, targets, settings, seed=3)
     for latent, target in zip(result.latents, targets, strict=True):
         target = torch.from_numpy(target)
@@ -150,7 +153,7 @@ def test_each_latent_follows_plain_sgd_without_gradient_accumulation(small_gener
 
 def test_same_seed_gives_identical_latents_whatever_the_batching(small_generator):
     targets = render(small_generator, known_latents(3))
-    settings = InversionSettings(restarts=2, iterations=10, lr=0.5)
+    settings = build_settings(InversionSettings, restarts=2, iterations=10, lr=0.5)
     first = invert_patches(small_generator, targets, settings, seed=11)
     again = invert_patches(small_generator, targets, settings, seed=11)
     one_by_one = invert_patches(small_generator, targets, settings, seed=11, batch_size=1)
@@ -183,11 +186,10 @@ def test_run_invert_on_dataset_rows_writes_latents_and_table(generator_file, dat
     assert not [p.name for p in (tmp_path / "inv").iterdir() if p.name.startswith(".tmp-")]
 
 
-def test_run_invert_on_fits_files_normalizes_them_like_the_config(generator_file, real_sharp_files, tmp_path):
-    config = validate_config({"image_size": 16, "normalize": {"mode": "resize"}})
+def test_run_invert_on_fits_files_normalizes_them_like_the_run(generator_file, real_sharp_files, tmp_path):
     table = run_invert(
-        generator_file, tmp_path / "inv", fits_files=real_sharp_files, config=config, settings=QUICK, seed=2,
-        progress=False,
+        generator_file, tmp_path / "inv", fits_files=real_sharp_files, normalization=RESIZE_16, settings=QUICK,
+        seed=2, progress=False,
     )  # fmt: skip
     assert list(table["label"]) == [str(path) for path in real_sharp_files]
     assert np.load(tmp_path / "inv" / "latents.npy").shape == (3, LATENT_DIM)
@@ -202,7 +204,8 @@ def test_run_invert_on_fits_files_normalizes_them_like_the_config(generator_file
         ({"rows": [0]}, "dataset directory"),
         ({"rows": [5]}, r"row 5 is out of range: .* has 5 patches \(rows 0 to 4\)"),
         ({"rows": [-1]}, "out of range"),
-        ({"fits_files": ["missing.fits"]}, "no such FITS file"),
+        ({"fits_files": ["missing.fits"]}, "FITS files need the run's normalization"),
+        ({"fits_files": ["missing.fits"], "normalization": RESIZE_16}, "no such FITS file"),
     ],
 )
 def test_user_mistakes_in_inputs_give_one_line_errors(generator_file, data_dir, tmp_path, inputs, message):
@@ -214,11 +217,12 @@ def test_user_mistakes_in_inputs_give_one_line_errors(generator_file, data_dir, 
 
 
 def test_size_mismatches_are_reported(generator_file, real_sharp_files, tmp_path, small_generator):
-    config = validate_config({"image_size": 32})
-    with pytest.raises(SharpgenError, match="makes 16 px patches but the config's image_size is 32"):
+    normalization = Normalization("fixed_scale", 32, 1.4577, 1000.0, 50.0)
+    with pytest.raises(SharpgenError, match="makes 16 px patches but the normalization is to 32 px"):
         run_invert(
-            generator_file, tmp_path / "inv", fits_files=real_sharp_files[:1], config=config, settings=QUICK, seed=0
-        )
+            generator_file, tmp_path / "inv", fits_files=real_sharp_files[:1], normalization=normalization,
+            settings=QUICK, seed=0,
+        )  # fmt: skip
     make_dataset(tmp_path, size=32, count=2)
     with pytest.raises(SharpgenError, match="holds 32 px patches but .* makes 16 px ones"):
         run_invert(generator_file, tmp_path / "inv", data_dir=tmp_path, rows=[0], settings=QUICK, seed=0)
@@ -235,18 +239,18 @@ def test_dataset_rows_can_repeat_and_come_in_any_order(data_dir):
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"restarts": 0}, "'restarts': expected an integer >= 1"),
-        ({"iterations": 2.5}, "'iterations': expected an integer >= 0"),
-        ({"lr": -0.01}, "'lr': expected a number > 0"),
-        ({"momentum": 1.0}, r"'momentum': expected a number in \[0, 1\)"),
-        ({"weak_weight": float("nan")}, "'weak_weight'"),
-        ({"step": 3}, "unknown invert setting 'step'"),
-        ({"optimizer": "lbfgs"}, "'optimizer': choose one of adam, sgd"),
+        ({"restarts": 0}, "'invert.restarts': 0 is less than the minimum of 1"),
+        ({"iterations": 2.5}, "'invert.iterations': 2.5 is not of type 'integer'"),
+        ({"lr": -0.01}, "'invert.lr': -0.01 is less than or equal to the minimum of 0"),
+        ({"momentum": 1.0}, "'invert.momentum': 1.0 is greater than or equal to the maximum of 1"),
+        ({"weak_weight": float("nan")}, "'invert.weak_weight'"),
+        ({"step": 3}, "unknown invert setting 'invert.step'"),
+        ({"optimizer": "lbfgs"}, "'invert.optimizer': 'lbfgs' is not one of"),
     ],
 )
 def test_nonsense_settings_are_rejected_in_one_line(values, message):
     with pytest.raises(SharpgenError, match=message):
-        InversionSettings.from_mapping(values)
+        build_settings(InversionSettings, values)
 
 
 def test_cli_invert_writes_latents_and_reports_mistakes_in_one_line(generator_file, data_dir, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -17,6 +18,7 @@ import pandas as pd
 import pytest
 from fake_jsoc import REGISTERED_EMAIL, FakeJsoc, build_catalogue
 
+from sharpgen.config import build_settings
 from sharpgen.data.fitsio import read_sharp, write_sharp_fits
 from sharpgen.data.sources.jsoc import (
     JsocSettings,
@@ -57,7 +59,8 @@ def _no_env_email(monkeypatch):
 
 def settings_for(fake: FakeJsoc, **changes) -> JsocSettings:
     """Settings for the fake catalogue with tiny waits, so every test takes about a second."""
-    base = JsocSettings(
+    base = build_settings(
+        JsocSettings,
         email=REGISTERED_EMAIL,
         start="2011.01.01_00:00:00_TAI",
         end="2011.01.02_12:00:00_TAI",
@@ -278,10 +281,11 @@ def test_killed_run_leaves_only_temporary_names_and_rerun_completes(fake_jsoc, c
     out = tmp_path / "out"
     stalled = file_name_of(catalogue, 856, 0)
     fake_jsoc.faults.hang_files = {stalled}
-    settings = settings_for(fake_jsoc, timeout_s=60.0).to_mapping()
+    settings = dataclasses.asdict(settings_for(fake_jsoc, timeout_s=60.0))
     script = (
-        "import json, sys; from sharpgen.data.sources.jsoc import JsocSettings, retrieve_jsoc; "
-        "settings = JsocSettings.from_mapping(json.loads(sys.argv[2])); "
+        "import json, sys; from sharpgen.config import build_settings; "
+        "from sharpgen.data.sources.jsoc import JsocSettings, retrieve_jsoc; "
+        "settings = build_settings(JsocSettings, json.loads(sys.argv[2])); "
         "retrieve_jsoc(sys.argv[1], settings, progress=False)"
     )
     child = subprocess.Popen(
@@ -306,7 +310,7 @@ def test_killed_run_leaves_only_temporary_names_and_rerun_completes(fake_jsoc, c
         assert check_sharp_file(path).ok
 
     fake_jsoc.faults.clear()
-    manifest = retrieve_jsoc(out, JsocSettings.from_mapping(dict(settings, timeout_s=2.0)), progress=False)
+    manifest = retrieve_jsoc(out, build_settings(JsocSettings, dict(settings, timeout_s=2.0)), progress=False)
     assert (manifest["status"] == "ok").sum() == N_OK
     assert not list(out.glob(".tmp-*"))
 
@@ -344,15 +348,15 @@ def test_default_client_uses_the_settings_server_and_timeout(fake_jsoc):
 
 
 def test_settings_defaults_round_trip_and_record_set():
-    settings = JsocSettings()
+    settings = build_settings(JsocSettings)
     assert settings.series == "hmi.sharp_cea_720s" and settings.segment == "Br"
-    assert JsocSettings.from_mapping(settings.to_mapping()) == settings
-    custom = JsocSettings.from_mapping(
-        {"harps": [377, 377], "start": "2011-02-14", "end": "2011-02-16T12:00", "cadence": "720m"}
+    assert build_settings(JsocSettings, dataclasses.asdict(settings)) == settings
+    custom = build_settings(
+        JsocSettings, {"harps": [377, 377], "start": "2011-02-14", "end": "2011-02-16T12:00", "cadence": "720m"}
     )
     assert custom.record_set() == ("hmi.sharp_cea_720s[377][2011.02.14_00:00:00_TAI-2011.02.16_12:00:00_TAI@12h]")
     assert custom.query_windows() == [("2011.02.14_00:00:00_TAI", "2011.02.16_12:00:00_TAI")]
-    long = JsocSettings(start="2011.01.01_00:00:00_TAI", end="2011.03.15_00:00:00_TAI", cadence="1d")
+    long = build_settings(JsocSettings, start="2011.01.01_00:00:00_TAI", end="2011.03.15_00:00:00_TAI", cadence="1d")
     windows = long.query_windows()
     assert windows[0] == ("2011.01.01_00:00:00_TAI", "2011.01.30_00:00:00_TAI")
     assert windows[1][0] == "2011.01.31_00:00:00_TAI" and windows[-1][1] == "2011.03.15_00:00:00_TAI"
@@ -365,7 +369,7 @@ def test_settings_defaults_round_trip_and_record_set():
         ({"cadence": "10m"}, "'jsoc.cadence'.*multiple of the series' 720 s"),
         ({"cadence": "often"}, "'jsoc.cadence'"),
         ({"segment": "bitmap"}, "'jsoc.segment'"),
-        ({"series": "hmi.sharp_720s"}, "not a CEA series"),
+        ({"series": "hmi.sharp_720s"}, "'jsoc.series'"),
         ({"harps": [10, 5]}, "'jsoc.harps'"),
         ({"start": "2012.01.01_TAI", "end": "2011.01.01_TAI"}, "'jsoc.end'.*before start"),
         ({"start": "yesterday"}, "'jsoc.start'"),
@@ -376,7 +380,7 @@ def test_settings_defaults_round_trip_and_record_set():
 )
 def test_bad_settings_name_the_key(mapping, message):
     with pytest.raises(SharpgenError, match=message):
-        JsocSettings.from_mapping(mapping)
+        build_settings(JsocSettings, mapping)
 
 
 def test_rs_list_parsing_reads_hex_quality_and_missing_values():
@@ -407,14 +411,14 @@ def test_rs_list_parsing_reads_hex_quality_and_missing_values():
     assert (rows[0]["naxis1"], rows[0]["naxis2"]) == (744, 377)
     assert math.isnan(rows[0]["lon_fwt"]) and math.isnan(rows[1]["usflux_header"])
     assert rows[0]["noaa_ar"] == 0 and rows[0]["record"].endswith("[2011.02.15_00:00:00_TAI]")
-    reasons = selection_reasons(rows[0], JsocSettings())
+    reasons = selection_reasons(rows[0], build_settings(JsocSettings))
     assert reasons == [
         "QUALITY 0x00010400 above max_quality 0x0000ffff",
         "LON_FWT missing",
         "no NOAA number (NOAA_AR 0)",
     ]
     small = dict(rows[1], noaa_ar=11158, naxis1=50, naxis2=40)
-    assert selection_reasons(small, JsocSettings()) == ["NAXIS 50x40 below min_naxis 64"]
+    assert selection_reasons(small, build_settings(JsocSettings)) == ["NAXIS 50x40 below min_naxis 64"]
 
 
 def test_compact_record_set_names_exactly_the_records():
@@ -452,7 +456,9 @@ def test_unreachable_server_is_one_line_error(tmp_path):
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    settings = JsocSettings(email=REGISTERED_EMAIL, server=f"http://127.0.0.1:{port}/", tries=2, poll_s=0.01)
+    settings = build_settings(
+        JsocSettings, email=REGISTERED_EMAIL, server=f"http://127.0.0.1:{port}/", tries=2, poll_s=0.01
+    )
     with pytest.raises(SharpgenError, match=r"cannot reach JSOC .* connection failed .* after 2 tries"):
         retrieve_jsoc(tmp_path / "out", settings, progress=False)
 

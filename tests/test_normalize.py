@@ -10,6 +10,7 @@ import pytest
 import zarr
 
 from sharpgen.atomic import write_parquet_atomic
+from sharpgen.config import build_settings
 from sharpgen.data.fitsio import write_sharp_fits
 from sharpgen.data.normalize import NormalizeSettings, assign_splits, build_dataset
 from sharpgen.data.resample import rescale_matrix
@@ -80,7 +81,14 @@ def _raw_folder(tmp_path, n=5):
 @pytest.mark.parametrize("mode", ["resize", "fixed_scale"])
 def test_dataset_rows_align_with_patches(tmp_path, mode):
     raw = _raw_folder(tmp_path / "raw")
-    settings = NormalizeSettings(mode, 64, DEFAULT_SCALE_MM, 2, 150.0, (0.6, 0.2, 0.2))
+    settings = build_settings(
+        NormalizeSettings,
+        mode=mode,
+        image_size=64,
+        scale_mm=DEFAULT_SCALE_MM,
+        chunk_size=2,
+        split={"train": 0.6, "val": 0.2, "test": 0.2},
+    )
     table = build_dataset(raw, tmp_path / "data", settings, seed=3, workers=1, progress=False)
     patches = zarr.open_array(str(tmp_path / "data" / "patches.zarr"))[:]
     assert patches.shape == (5, 64, 64) and patches.dtype == np.float32
@@ -114,14 +122,20 @@ def test_manifest_without_usable_records_is_a_user_error(tmp_path):
         ),
         tmp_path / "manifest.parquet",
     )
-    settings = NormalizeSettings("resize", 32, DEFAULT_SCALE_MM, 2, 150.0, (0.8, 0.1, 0.1))
+    settings = build_settings(NormalizeSettings, mode="resize", image_size=32, scale_mm=DEFAULT_SCALE_MM, chunk_size=2)
     with pytest.raises(SharpgenError, match="no usable record"):
         build_dataset(tmp_path, tmp_path / "data", settings, seed=0, progress=False)
 
 
 def test_same_records_and_seed_give_identical_dataset_bytes(tmp_path):
     raw = _raw_folder(tmp_path / "raw")
-    settings = NormalizeSettings("fixed_scale", 32, DEFAULT_SCALE_MM, 2, 150.0, (0.6, 0.2, 0.2))
+    settings = build_settings(
+        NormalizeSettings,
+        mode="fixed_scale",
+        image_size=32,
+        chunk_size=2,
+        split={"train": 0.6, "val": 0.2, "test": 0.2},
+    )
 
     def digest(out):
         build_dataset(raw, out, settings, seed=5, workers=2, progress=False)

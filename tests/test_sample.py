@@ -9,6 +9,7 @@ import torch
 import zarr
 
 from sharpgen.cli import main
+from sharpgen.config import build_settings
 from sharpgen.gan.models import build_networks
 from sharpgen.gan.sample import SampleSettings, latent_batches, sample_generator
 from sharpgen.physics import paper_properties
@@ -43,7 +44,7 @@ def test_latent_stream_does_not_depend_on_the_batch_size():
 
 
 def test_samples_are_aligned_and_carry_physical_properties(generator_path, tmp_path):
-    settings = SampleSettings(n_samples=37, batch_size=10, threshold_gauss=150.0, pixel_mm=1.4577)
+    settings = build_settings(SampleSettings, n_samples=37, batch_size=10, normalize_mode="fixed_scale")
     sample_generator(generator_path, tmp_path, settings, seed=3, progress=False)
     latents, patches, table = read_samples(tmp_path)
     assert latents.shape == (37, 100) and patches.shape == (37, SIZE, SIZE) and len(table) == 37
@@ -61,7 +62,7 @@ def test_samples_are_aligned_and_carry_physical_properties(generator_path, tmp_p
 
 
 def test_resize_mode_has_paper_units_only_and_same_seed_same_samples(generator_path, tmp_path):
-    settings = SampleSettings(n_samples=12, batch_size=5, threshold_gauss=150.0, pixel_mm=None)
+    settings = build_settings(SampleSettings, n_samples=12, batch_size=5, normalize_mode="resize")
     sample_generator(generator_path, tmp_path / "a", settings, seed=9, progress=False)
     sample_generator(generator_path, tmp_path / "b", settings, seed=9, progress=False)
     sample_generator(generator_path, tmp_path / "c", settings, seed=10, progress=False)
@@ -74,8 +75,8 @@ def test_resize_mode_has_paper_units_only_and_same_seed_same_samples(generator_p
 
 
 def test_only_the_first_stored_patches_are_kept_but_every_sample_is_measured(generator_path, tmp_path):
-    every = SampleSettings(n_samples=23, batch_size=5, threshold_gauss=150.0, pixel_mm=None)
-    first = SampleSettings(n_samples=23, batch_size=5, threshold_gauss=150.0, pixel_mm=None, stored_patches=7)
+    every = build_settings(SampleSettings, n_samples=23, batch_size=5, normalize_mode="resize")
+    first = build_settings(SampleSettings, n_samples=23, batch_size=5, normalize_mode="resize", stored_patches=7)
     sample_generator(generator_path, tmp_path / "every", every, seed=2, progress=False)
     sample_generator(generator_path, tmp_path / "first", first, seed=2, progress=False)
     latents, patches, table = read_samples(tmp_path / "every")

@@ -11,6 +11,7 @@ import torch
 import zarr
 
 from sharpgen.atomic import write_parquet_atomic
+from sharpgen.config import build_settings, settings_from_config, validate_config
 from sharpgen.errors import SharpgenError
 from sharpgen.physics import paper_properties
 from sharpgen.retrieval import train as ssl_train
@@ -25,10 +26,11 @@ from sharpgen.retrieval.augment import (
     polarity_flip,
     two_views,
 )
+from sharpgen.retrieval.embed import embed_dataset, embed_patches, load_encoder
 from sharpgen.retrieval.models import build_simsiam, effective_rank, output_std, simsiam_loss
-from sharpgen.retrieval.train import LOG_COLUMNS, SslSettings, embed_dataset, embed_patches, load_encoder, train_ssl
+from sharpgen.retrieval.train import LOG_COLUMNS, SslSettings, train_ssl
 
-SETTINGS = SslSettings("default", 32, 100, "projector", 3, 4, 0.05, 0.9, 1e-4, 3, AugmentSettings())
+SETTINGS = build_settings(SslSettings, image_size=32, epochs=3, batch_size=4, checkpoint_every=3)
 
 
 def bipoles(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -130,8 +132,8 @@ def test_augmentations_keep_shape_and_dtype():
         gaussian_blur(x, g, 1.0, 1.0),
         add_noise(x, g, 0.01),
         polarity_flip(x, g),
-        augment(x, g, AugmentSettings(zoom=0.1)),
-        *two_views(x, g, AugmentSettings()),
+        augment(x, g, build_settings(AugmentSettings, zoom=0.1)),
+        *two_views(x, g, build_settings(AugmentSettings)),
     ):
         assert out.shape == x.shape and out.dtype == x.dtype
 
@@ -158,9 +160,9 @@ def test_right_angle_rotations_and_mirrors_are_exact_permutations():
 
 def test_augmentations_are_deterministic_for_a_seed():
     x = batch()
-    first = two_views(x, torch.Generator().manual_seed(7), AugmentSettings(zoom=0.1))
-    again = two_views(x, torch.Generator().manual_seed(7), AugmentSettings(zoom=0.1))
-    other = two_views(x, torch.Generator().manual_seed(8), AugmentSettings(zoom=0.1))
+    first = two_views(x, torch.Generator().manual_seed(7), build_settings(AugmentSettings, zoom=0.1))
+    again = two_views(x, torch.Generator().manual_seed(7), build_settings(AugmentSettings, zoom=0.1))
+    other = two_views(x, torch.Generator().manual_seed(8), build_settings(AugmentSettings, zoom=0.1))
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert not torch.equal(first[0], other[0])
     assert not torch.equal(first[0], first[1])  # two different views
@@ -168,7 +170,7 @@ def test_augmentations_are_deterministic_for_a_seed():
 
 def test_default_augmentations_keep_total_unsigned_flux_roughly():
     x = torch.from_numpy(bipoles(32, 64, seed=5))[:, None]
-    views = augment(x, torch.Generator().manual_seed(0), AugmentSettings())
+    views = augment(x, torch.Generator().manual_seed(0), build_settings(AugmentSettings))
     before = paper_properties(x[:, 0].numpy())["tuf"]
     after = paper_properties(views[:, 0].numpy())["tuf"]
     assert np.median(np.abs(after / before - 1)) < 0.1
@@ -181,10 +183,10 @@ def test_zero_magnitudes_switch_augmentations_off():
 
 
 def test_bad_augmentation_settings_are_user_errors():
-    with pytest.raises(SharpgenError, match="unknown augmentation key"):
-        AugmentSettings.from_mapping({"brighten": 0.5})
-    with pytest.raises(SharpgenError, match="zoom"):
-        AugmentSettings.from_mapping({"zoom": 1.5})
+    with pytest.raises(SharpgenError, match="unknown config key 'ssl.augment.brighten'"):
+        build_settings(AugmentSettings, brighten=0.5)
+    with pytest.raises(SharpgenError, match="'ssl.augment.zoom'"):
+        build_settings(AugmentSettings, zoom=1.5)
 
 
 # Training
@@ -217,20 +219,20 @@ def test_training_is_deterministic_for_a_seed(data_dir, tmp_path):
 
 def test_interrupted_run_resumes_to_the_same_encoder(data_dir, tmp_path, monkeypatch):
     train_ssl(data_dir, tmp_path / "whole", SETTINGS, seed=1, progress=False)
-    real_save = ssl_train._save_checkpoint
+    real_save = ssl_train.save_checkpoint
     saves = []
 
-    def save_then_die(path, state, settings, seed):
-        real_save(path, state, settings, seed)
+    def save_then_die(path, state, *rest):
+        real_save(path, state, *rest)
         saves.append(state["step"])
         if state["step"] == 6:  # killed mid-run, in the middle of epoch 1
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(ssl_train, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(ssl_train, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train_ssl(data_dir, tmp_path / "split", SETTINGS, seed=1, progress=False)
     assert not (tmp_path / "split" / "encoder.pt").exists() and saves == [3, 6]
-    monkeypatch.setattr(ssl_train, "_save_checkpoint", real_save)
+    monkeypatch.setattr(ssl_train, "save_checkpoint", real_save)
     log = train_ssl(data_dir, tmp_path / "split", SETTINGS, seed=1, progress=False)
     whole, split = state_dict_of(tmp_path / "whole" / "encoder.pt"), state_dict_of(tmp_path / "split" / "encoder.pt")
     assert all(torch.equal(whole[name], split[name]) for name in whole)
@@ -269,7 +271,7 @@ def test_training_mistakes_are_user_errors(data_dir, tmp_path):
     with pytest.raises(SharpgenError, match="rerun normalize"):
         train_ssl(data_dir, tmp_path / "ssl", dataclasses.replace(SETTINGS, image_size=64), seed=1, progress=False)
     with pytest.raises(SharpgenError, match="ssl.embedding"):
-        dataclasses.replace(SETTINGS, embedding="predictor")
+        build_settings(SslSettings, embedding="predictor")
     with pytest.raises(SharpgenError, match="no SSL encoder"):
         load_encoder(tmp_path / "missing.pt")
 
@@ -283,9 +285,9 @@ def test_settings_from_config_read_the_ssl_section():
             "augment": {"zoom": 0.2, "rotation_deg": 180},
         },
     }  # fmt: skip
-    settings = SslSettings.from_config(config)
+    settings = settings_from_config(SslSettings, validate_config(config))
     assert settings.image_size == 64 and settings.architecture == "paper" and settings.augment.zoom == 0.2
-    assert SslSettings.from_dict(dataclasses.asdict(settings)) == settings
+    assert build_settings(SslSettings, dataclasses.asdict(settings)) == settings
 
 
 # Embeddings

@@ -10,8 +10,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
+from sharpgen.config import build_settings
 from sharpgen.data.fitsio import read_sharp
 from sharpgen.data.sources import synthetic
 from sharpgen.data.sources.synthetic import (
@@ -19,7 +19,6 @@ from sharpgen.data.sources.synthetic import (
     MANIFEST_COLUMNS,
     MANIFEST_NAME,
     PIXEL_AREA_CM2,
-    ClassFractions,
     SyntheticSettings,
     draw_region,
     generate_synthetic,
@@ -28,10 +27,10 @@ from sharpgen.data.sources.synthetic import (
 )
 from sharpgen.errors import SharpgenError
 
-SMALL = SyntheticSettings(n_patches=6, max_naxis=320)
+SMALL = build_settings(SyntheticSettings, n_patches=6, max_naxis=320)
 
 
-DEFAULTS = SyntheticSettings()
+DEFAULTS = build_settings(SyntheticSettings)
 
 
 def _specs(n: int, settings: SyntheticSettings = DEFAULTS, seed: int = 0):
@@ -57,28 +56,12 @@ def generated(tmp_path_factory):
 # --- settings ---------------------------------------------------------------------------------------------
 
 
-def _schema_defaults(repo_root) -> dict:
-    schema = yaml.safe_load((repo_root / "config" / "schema.yaml").read_text(encoding="utf-8"))
-    section = schema["properties"]["synthetic"]["properties"]
-    defaults = {}
-    for key, spec in section.items():
-        if spec.get("type") == "object" and "properties" in spec:
-            defaults[key] = {name: sub["default"] for name, sub in spec["properties"].items()}
-        else:
-            defaults[key] = spec["default"]
-    return defaults
-
-
-def test_settings_defaults_equal_the_schema_defaults(repo_root):
-    assert SyntheticSettings().to_mapping() == _schema_defaults(repo_root)
-
-
 def test_settings_round_trip_through_a_mapping():
     mapping = {"n_patches": 7, "class_fractions": {"alpha": 0.3, "beta": 0.4}}
-    settings = SyntheticSettings.from_mapping(mapping)
+    settings = build_settings(SyntheticSettings, mapping)
     assert settings.n_patches == 7 and settings.class_fractions.alpha == 0.3
-    assert SyntheticSettings.from_mapping(settings.to_mapping()) == settings
-    assert SyntheticSettings.from_mapping(None) == SyntheticSettings()
+    assert build_settings(SyntheticSettings, dataclasses.asdict(settings)) == settings
+    assert build_settings(SyntheticSettings, None) == build_settings(SyntheticSettings)
 
 
 @pytest.mark.parametrize(
@@ -94,7 +77,7 @@ def test_settings_round_trip_through_a_mapping():
 )
 def test_bad_settings_raise_an_error_naming_the_key(mapping, key):
     with pytest.raises(SharpgenError, match=re.escape(key)):
-        SyntheticSettings.from_mapping(mapping)
+        build_settings(SyntheticSettings, mapping)
 
 
 # --- ground truth (drawn, not rendered) -----------------------------------------------------------------
@@ -102,7 +85,7 @@ def test_bad_settings_raise_an_error_naming_the_key(mapping, key):
 
 def test_class_fractions_are_respected():
     fractions = {"alpha": 0.15, "beta": 0.45, "multipolar": 0.4, "delta": 0.0}
-    settings = SyntheticSettings(class_fractions=ClassFractions(**fractions))
+    settings = build_settings(SyntheticSettings, class_fractions=fractions)
     classes = pd.Series([spec.ar_class for spec in _specs(400, settings, seed=1)])
     for name in CLASS_NAMES:
         p = fractions[name]
@@ -152,7 +135,7 @@ def _quiet(spec):
 
 
 def test_rendered_field_shape_units_and_limits():
-    spec = _specs(1, SyntheticSettings(max_naxis=400), seed=5)[0]
+    spec = _specs(1, build_settings(SyntheticSettings, max_naxis=400), seed=5)[0]
     field = render_region(spec, np.random.default_rng(0))
     assert field.dtype == np.float32 and field.shape == (spec.naxis2, spec.naxis1)
     assert np.all(np.isfinite(field)) and np.abs(field).max() <= synthetic.FIELD_LIMIT_GAUSS
@@ -162,7 +145,7 @@ def test_rendered_field_shape_units_and_limits():
 
 def test_noise_free_flux_matches_the_drawn_total():
     ratios = []
-    for spec in _specs(20, SyntheticSettings(max_naxis=800), seed=6):
+    for spec in _specs(20, build_settings(SyntheticSettings, max_naxis=800), seed=6):
         pos, neg = signed_flux_mx(render_region(_quiet(spec), np.random.default_rng(1)))
         ratios.append((pos + neg) / spec.total_flux_mx)
     ratios = np.array(ratios)

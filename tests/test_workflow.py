@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -92,18 +93,28 @@ def test_sample_writes_aligned_latents_patches_and_properties(test_run, repo_roo
 def test_fit_directions_writes_unit_directions_calibration_and_entanglement(test_run, repo_root):
     properties = yaml.safe_load((repo_root / "config" / "test.yaml").read_text())["directions"]["properties"]
     document = json.loads((test_run / "directions" / "directions.json").read_text())
-    assert list(document["directions"]) == properties
-    assert document["split"]["property"] == "lead_sign"  # the default: one direction per leading polarity
+    # The default splits by the leading polarity (lead_pol); a property or the split that the tiny generator's
+    # samples cannot support is skipped, saying why. Which happens is what the GAN learned: both must be well formed.
+    skipped = document["skipped"]
+    assert list(document["directions"]) == [name for name in properties if name not in skipped]
+    assert all(reason.startswith(f"{name} skipped") for name, reason in skipped.items() if name != "split")
+    if document["split"] is None:
+        assert skipped["split"].startswith("split by lead_pol skipped")
+        sides = {"all"}
+    else:
+        assert document["split"]["property"] == "lead_pol" and "split" not in skipped
+        sides = {"low", "high"}
     for entry in document["directions"].values():
-        assert set(entry["sides"]) == {"low", "high"}
+        assert set(entry["sides"]) == sides
         for fit in entry["sides"].values():
             assert np.linalg.norm(fit["normal"]) == pytest.approx(1.0)
         assert 0.0 <= entry["heldout_accuracy"] <= 1.0
     entanglement = json.loads((test_run / "directions" / "entanglement.json").read_text())
-    for kind in ("plain", "conditional"):
-        assert all(entanglement[kind][name][name] == pytest.approx(1.0) for name in properties)
+    for kind in ("plain", "conditional"):  # slopes relative to the own one: 1, or NaN where the own slope is 0/NaN
+        diagonal = [entanglement[kind][name][name] for name in entanglement["properties"]]
+        assert all(math.isnan(value) or value == pytest.approx(1.0) for value in diagonal)
     curves = pd.read_parquet(test_run / "directions" / "calibration.parquet")
-    assert set(curves["direction"]) == set(properties) and set(curves["kind"]) == {"plain", "conditional"}
+    assert set(curves["direction"]) == set(document["directions"]) and set(curves["kind"]) == {"plain", "conditional"}
     assert (curves.loc[curves["step"] == 0, "tuf_median"] == 0).all()  # changes are relative to step 0
 
 
@@ -123,7 +134,7 @@ def test_generate_and_edit_write_fits_png_and_table_from_the_run(test_run, tmp_p
     edited = tmp_path / "edited"
     proc = subprocess.run(
         [*sharpgen, "edit", "--run-dir", str(test_run), "--latents", str(out / "latents.npy"), "--step", "tuf=1.5",
-         "--keep", "psep", "--out-dir", str(edited)],
+         "--keep", "tpf", "--out-dir", str(edited)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -158,7 +169,8 @@ def test_evaluate_retrieval_scores_ssl_and_every_baseline(test_run):
     for scores in document["methods"].values():
         for kind in ("top1", "topk_mean"):
             assert set(scores[kind]) == {"tuf", "psep", "r_paper", "tpf", "tnf"}
-            assert -1.0 <= scores[kind]["tuf"]["pearson"] <= 1.0 and scores[kind]["tuf"]["n"] == 16
+            pearson = scores[kind]["tuf"]["pearson"]  # NaN when every query met the same real patch
+            assert (math.isnan(pearson) or -1.0 <= pearson <= 1.0) and scores[kind]["tuf"]["n"] == 16
     for name in ("evaluation_scatter.png", "examples.png"):
         assert (test_run / "retrieval" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -170,7 +182,7 @@ def test_query_from_targets_latents_and_fits_returns_real_matches(test_run, tmp_
     runs = {
         "targets": ["--target", f"tuf={target}", "--n", "2", "--split", "train"],
         "latents": ["--latents", str(test_run / "samples" / "latents.npy"), "--rows", "0", "3"],
-        "fits": ["--fits", str(real_sharp_files[0]), "--configfile", "config/test.yaml"],
+        "fits": ["--fits", str(real_sharp_files[0])],  # normalized as data/normalization.json says
     }
     for name, options in runs.items():
         out = tmp_path / name

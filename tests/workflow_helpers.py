@@ -89,3 +89,10 @@ def downstream(graph: dict[str, set[str]], rule: str) -> set[str]:
             seen.add(name)
             todo.extend(graph[name])
     return seen
+
+
+def summary(output: str) -> list[dict[str, str]]:
+    """`snakemake --summary` as one row per output file: output_file, date, rule, log-file(s), status, plan."""
+    lines = [line for line in output.splitlines() if line.count("\t") >= 5]
+    header = lines[0].split("\t")
+    return [dict(zip(header, line.split("\t"), strict=False)) for line in lines[1:]]

@@ -14,8 +14,11 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .config import load_config, validate_config
+from .config import build_settings, load_config, settings_from_config, validate_config
 from .errors import SharpgenError
+from .latent.requests import MAX_EDIT_STEP
+from .retrieval.search import PANEL_MATCHES
+from .run import RunLayout, stage_file
 
 EPILOG = (
     "Units: field in G, lengths in Mm, flux in Mx; 'paper' properties are in the paper's normalized units "
@@ -46,8 +49,9 @@ def _json_mapping(text: str) -> dict:
 def _cmd_properties(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .data.measure import fits_properties
+    from .data.measure import check_measurement, fits_properties
 
+    check_measurement(args.size, args.threshold_gauss)
     rows, failures = [], []
     for path in args.files:
         try:
@@ -83,7 +87,7 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
         workers=args.threads,
         progress=not args.no_progress,
     )
-    print(f"{len(manifest)} records -> {os.path.join(args.out_dir, 'manifest.parquet')}", file=sys.stderr)
+    print(f"{len(manifest)} records -> {stage_file(args.out_dir, 'raw_manifest')}", file=sys.stderr)
     return 0
 
 
@@ -105,7 +109,7 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
     table = build_dataset(
         args.raw_dir,
         args.out_dir,
-        NormalizeSettings.from_config(config),
+        settings_from_config(NormalizeSettings, config),
         seed=args.seed,
         workers=args.threads,
         scheduler_address=args.scheduler_address,
@@ -113,7 +117,7 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
     )
     counts = table["split"].value_counts().to_dict()
     print(
-        f"{len(table)} patches -> {os.path.join(args.out_dir, 'patches.zarr')} (splits: {counts})",
+        f"{len(table)} patches -> {stage_file(args.out_dir, 'patches')} (splits: {counts})",
         file=sys.stderr,
     )
     return 0
@@ -126,14 +130,14 @@ def _cmd_train_gan(args: argparse.Namespace) -> int:
     log = train_gan(
         args.data_dir,
         args.out_dir,
-        GanSettings.from_config(config),
+        settings_from_config(GanSettings, config),
         seed=args.seed,
         device=config["gan"]["device"],
         threads=args.threads,
         progress=not args.no_progress,
         preview_every=config["gan"]["preview_every"],
     )
-    print(f"{len(log)} steps -> {os.path.join(args.out_dir, 'generator.pt')}", file=sys.stderr)
+    print(f"{len(log)} steps -> {stage_file(args.out_dir, 'generator')}", file=sys.stderr)
     return 0
 
 
@@ -144,7 +148,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     count = sample_generator(
         args.generator,
         args.out_dir,
-        SampleSettings.from_config(config),
+        settings_from_config(SampleSettings, config),
         seed=args.seed,
         device=config["sample"]["device"],
         threads=args.threads,
@@ -161,22 +165,22 @@ def _cmd_train_ssl(args: argparse.Namespace) -> int:
     log = train_ssl(
         args.data_dir,
         args.out_dir,
-        SslSettings.from_config(config),
+        settings_from_config(SslSettings, config),
         seed=args.seed,
         device=config["ssl"]["device"],
         threads=args.threads,
         progress=not args.no_progress,
     )
-    print(f"{len(log)} steps -> {os.path.join(args.out_dir, 'encoder.pt')}", file=sys.stderr)
+    print(f"{len(log)} steps -> {stage_file(args.out_dir, 'encoder')}", file=sys.stderr)
     return 0
 
 
 def _cmd_build_index(args: argparse.Namespace) -> int:
+    from .retrieval.embed import embed_dataset
     from .retrieval.index import IndexSettings, build_index_from_files
-    from .retrieval.train import embed_dataset
 
     config = _stage_config(args, "index")
-    embeddings = os.path.join(args.out_dir, "embeddings.npy")
+    embeddings = stage_file(args.out_dir, "embeddings")
     embed_dataset(
         args.data_dir,
         args.encoder,
@@ -187,12 +191,12 @@ def _cmd_build_index(args: argparse.Namespace) -> int:
     )
     index = build_index_from_files(
         embeddings,
-        os.path.join(args.data_dir, "patches.parquet"),
-        os.path.join(args.out_dir, "index"),
-        IndexSettings.from_config(config),
+        stage_file(args.data_dir, "patch_table"),
+        stage_file(args.out_dir, "index"),
+        settings_from_config(IndexSettings, config),
         threads=args.threads,
     )
-    print(f"{len(index)} patches indexed -> {os.path.join(args.out_dir, 'index')}", file=sys.stderr)
+    print(f"{len(index)} patches indexed -> {stage_file(args.out_dir, 'index')}", file=sys.stderr)
     return 0
 
 
@@ -202,8 +206,8 @@ def _cmd_evaluate_retrieval(args: argparse.Namespace) -> int:
     config = _stage_config(args, "retrieval_eval")
     document = evaluate_retrieval(
         args.run_dir,
-        args.out_dir or os.path.join(args.run_dir, "retrieval"),
-        RetrievalEvalSettings.from_config(config),
+        args.out_dir or RunLayout(args.run_dir).folder("evaluation"),
+        settings_from_config(RetrievalEvalSettings, config),
         seed=args.seed,
         device=config["ssl"]["device"],
         threads=args.threads,
@@ -223,8 +227,8 @@ def _cmd_fit_directions(args: argparse.Namespace) -> int:
         args.samples_dir,
         args.generator,
         args.out_dir,
-        DirectionSettings.from_config(config),
-        SampleSettings.from_config(config),
+        settings_from_config(DirectionSettings, config),
+        settings_from_config(SampleSettings, config),
         seed=args.seed,
         device=config["sample"]["device"],
         threads=args.threads,
@@ -239,116 +243,109 @@ def _cmd_fit_directions(args: argparse.Namespace) -> int:
     if document["split"] is not None:
         split = document["split"]
         print(f"split by {split['property']}: held-out accuracy {split['heldout_accuracy']:.3f}", file=sys.stderr)
+    for reason in document["skipped"].values():
+        print(f"sharpgen: warning: {reason}", file=sys.stderr)
     return 0
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    import torch
+    from .latent.generate import load_steering, starting_latents, steer_and_write
+    from .latent.requests import check_out_dir, steer_request
 
-    from .latent.generate import load_steering, parse_assignments, starting_latents, steer, write_results
-
-    torch.set_num_threads(args.threads)
+    request = steer_request(args.target, args.keep, args.tolerance)
+    out_dir = check_out_dir(args.out_dir or RunLayout(args.run_dir).user_folder("generate"))
+    _torch_threads(args.threads)
     steering = load_steering(args.run_dir, device=args.device)
-    targets = parse_assignments(args.target or [])
-    starts = starting_latents(steering, targets, args.n, args.seed)
-    latents, table, converged, _ = steer(steering, starts, targets, args.keep or [], tolerance=args.tolerance)
-    out_dir = args.out_dir or os.path.join(args.run_dir, "generated")
-    achieved = {name: value for name, value in targets.items() if name in table.columns}
-    write_results(out_dir, steering, latents, table, converged, achieved, args.keep or [])
-    _report_steering(out_dir, "generated", converged, targets, table, args.tolerance)
+    starts = starting_latents(steering, request.targets, args.n, args.seed)
+    result = steer_and_write(steering, starts, request, out_dir, "generated")
+    _report_steering(out_dir, "generated", result, request.tolerance)
     return 0
 
 
-def _report_steering(out_dir, prefix, converged, targets, table, tolerance) -> None:
-    hits = int(converged.sum())
-    print(f"{len(converged)} patches -> {out_dir}/{prefix}_*.fits, {prefix}.png, {prefix}.csv", file=sys.stderr)
-    if targets:
-        print(f"{hits} of {len(converged)} within {tolerance:.0%} of every target", file=sys.stderr)
-        if hits < len(converged):
-            print(f"sharpgen: warning: {len(converged) - hits} request(s) missed; see {prefix}.csv", file=sys.stderr)
+def _torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _report_steering(out_dir, prefix, result, tolerance) -> None:
+    hits, count = int(result.converged.sum()), len(result.converged)
+    print(f"{count} patches -> {out_dir}/{prefix}_*.fits, {prefix}.png, {prefix}.csv", file=sys.stderr)
+    if result.targets:
+        print(f"{hits} of {count} within {tolerance:.0%} of every target", file=sys.stderr)
+        if hits < count:
+            print(f"sharpgen: warning: {count - hits} request(s) missed; see {prefix}.csv", file=sys.stderr)
 
 
 def _cmd_edit(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
+    from .latent.generate import load_latents, load_steering, steer_and_write
+    from .latent.requests import check_out_dir, steer_request
 
-    from .latent.generate import load_latents, load_steering, parse_assignments, steer, step_along, write_results
-
-    torch.set_num_threads(args.threads)
-    steering = load_steering(args.run_dir, device=args.device)
-    starts = load_latents(args.latents, args.rows)
-    keep = args.keep or []
     if bool(args.step) == bool(args.target):
         raise SharpgenError("give either --step NAME=STEPS or --target NAME=VALUE (not both)")
-    out_dir = args.out_dir or os.path.join(args.run_dir, "edited")
-    if args.step:
-        latents = step_along(steering, starts, parse_assignments(args.step), keep)
-        table = steering.measure(latents)
-        converged, targets = np.ones(len(latents), dtype=bool), {}
-    else:
-        targets = parse_assignments(args.target)
-        latents, table, converged, _ = steer(steering, starts, targets, keep, tolerance=args.tolerance)
-    achieved = {name: value for name, value in targets.items() if name in table.columns}
-    write_results(out_dir, steering, latents, table, converged, achieved, keep, prefix="edited")
-    _report_steering(out_dir, "edited", converged, targets, table, args.tolerance)
+    request = steer_request(args.target, args.keep, args.tolerance, steps=args.step)
+    out_dir = check_out_dir(args.out_dir or RunLayout(args.run_dir).user_folder("edit"))
+    starts = load_latents(args.latents, args.rows)
+    _torch_threads(args.threads)
+    steering = load_steering(args.run_dir, device=args.device)
+    result = steer_and_write(steering, starts, request, out_dir, "edited")
+    _report_steering(out_dir, "edited", result, request.tolerance)
     return 0
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
     import pandas as pd
-    import torch
 
+    from .data.fitsio import check_field_file
     from .data.measure import patch_properties
-    from .data.normalize import NormalizeSettings
+    from .data.normalize import Normalization
+    from .latent.requests import check_out_dir, check_search, steer_request
+    from .retrieval.index import Filters
     from .retrieval.search import Retriever, write_query_results
 
-    torch.set_num_threads(args.threads)
+    request = steer_request(args.target, args.keep, args.tolerance)
+    filters = Filters(
+        time_range=args.time_range,
+        harpnums=args.harp,
+        latitude=args.latitude,
+        abs_latitude=args.abs_latitude,
+        splits=args.split,
+    )
+    out_dir = check_out_dir(args.out_dir or RunLayout(args.run_dir).user_folder("query"))
+    if args.latents:
+        from .latent.generate import load_latents
+
+        latents = load_latents(args.latents, args.rows)
+    if args.fits:
+        for path in args.fits:
+            check_field_file(path)
+        normalization = Normalization.of_run(RunLayout(args.run_dir), args.configfile)
+    _torch_threads(args.threads)
     retriever = Retriever.from_run(args.run_dir, device=args.device)
-    out_dir = args.out_dir or os.path.join(args.run_dir, "query")
+    check_search(retriever, args.k, filters)
     if args.fits:
         from .gan.invert import targets_from_fits
 
-        config = load_config(args.configfile) if args.configfile else validate_config({})
-        config["image_size"] = retriever.image_size
-        normalize = NormalizeSettings.from_config(validate_config(config))
-        patches, labels = targets_from_fits(args.fits, normalize)
-        pixel_mm = normalize.scale_mm if normalize.mode == "fixed_scale" else None
-        queries = pd.DataFrame(patch_properties(patches, normalize.threshold_gauss, pixel_mm))
+        patches, labels = targets_from_fits(args.fits, normalization)
+        queries = pd.DataFrame(patch_properties(patches, normalization.threshold_gauss, normalization.pixel_mm))
         queries.insert(0, "label", labels)
     else:
         from .gan.sample import generate
-        from .latent.generate import (
-            load_latents,
-            load_steering,
-            parse_assignments,
-            starting_latents,
-            steer,
-            write_results,
-        )
+        from .latent.generate import load_steering, starting_latents, steer_and_write
 
         steering = load_steering(args.run_dir, device=args.device)
         if args.latents:
-            latents = load_latents(args.latents, args.rows)
             queries = steering.measure(latents)
             labels = [f"{args.latents}[{row}]" for row in (args.rows or range(len(latents)))]
         else:
-            targets = parse_assignments(args.target)
-            starts = starting_latents(steering, targets, args.n, args.seed)
-            latents, queries, converged, _ = steer(steering, starts, targets, args.keep or [], args.tolerance)
-            achieved = {name: value for name, value in targets.items() if name in queries.columns}
-            write_results(out_dir, steering, latents, queries, converged, achieved, args.keep or [])
-            _report_steering(out_dir, "generated", converged, targets, queries, args.tolerance)
+            starts = starting_latents(steering, request.targets, args.n, args.seed)
+            result = steer_and_write(steering, starts, request, out_dir, "generated")
+            _report_steering(out_dir, "generated", result, request.tolerance)
+            latents, queries = result.latents, result.table
             labels = [f"generated_{i:03d}" for i in range(len(latents))]
         patches = generate(steering.generator, latents, steering.device)
         queries = queries.reset_index(drop=True)
         queries.insert(0, "label", labels)
-    filters = {
-        "time_range": args.time_range,
-        "harpnums": args.harp,
-        "latitude": args.latitude,
-        "abs_latitude": args.abs_latitude,
-        "splits": args.split,
-    }
     table = write_query_results(out_dir, retriever, patches, queries, args.k, filters)
     best = table[table["rank"] == 1]
     print(f"{len(queries)} queries, {len(table)} matches -> {out_dir}/matches.csv, query.png", file=sys.stderr)
@@ -362,16 +359,32 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 
 def _cmd_invert(args: argparse.Namespace) -> int:
+    from .data.fitsio import check_field_file
     from .gan.invert import InversionSettings, run_invert
+    from .gan.models import load_generator
+    from .latent.requests import check_out_dir
 
+    check_out_dir(args.out_dir)
+    for path in args.fits or ():
+        check_field_file(path)
+    load_generator(args.generator)  # a file that is no generator is refused before anything else is read
+
+    normalization = None
+    if args.fits:
+        from pathlib import Path
+
+        from .data.normalize import Normalization
+
+        run_dir = args.run_dir or Path(args.generator).resolve().parent.parent  # RUN_DIR/gan/generator.pt
+        normalization = Normalization.of_run(RunLayout(run_dir), args.configfile)
     table = run_invert(
         args.generator,
         args.out_dir,
         fits_files=args.fits,
         data_dir=args.data_dir,
         rows=args.rows,
-        config=load_config(args.configfile) if args.configfile else None,
-        settings=InversionSettings.from_mapping(args.settings),
+        normalization=normalization,
+        settings=build_settings(InversionSettings, args.settings),
         seed=args.seed,
         device=args.device,
         threads=args.threads,
@@ -590,16 +603,19 @@ def build_parser() -> argparse.ArgumentParser:
         "Targets are in paper units (tuf [kG], psep [fraction of the patch diagonal], r_paper, ...) or, for "
         "a fixed_scale run, usflux [Mx] and psep_mm [Mm]. Writes OUT_DIR/generated_NNN.fits (field in G; "
         "targets, achieved values and the latent in the header), generated.png, generated.csv (target vs. "
-        "achieved) and latents.npy (for sharpgen edit). A target outside what the model produces is refused "
-        "with the reachable range.",
+        "achieved) and latents.npy (for sharpgen edit); a rerun into the same OUT_DIR replaces them (older "
+        "generated_NNN.fits beyond the new --n are removed). A target outside what the model produces is "
+        "refused with the reachable range; so is a quantity given in both units (usflux and tuf), a target "
+        "that is also kept, or a name given twice, before anything is written.",
         epilog="Example: sharpgen generate --target usflux=3e22 psep_mm=40 --n 8. " + EPILOG,
     )
     edit = commands.add_parser(
         "edit",
         help="move latents (from generate or invert) along property directions",
         description="Move latents along property directions, by steps (--step NAME=STEPS, latent units; |z| is "
-        "about 10) or to target values (--target NAME=VALUE), holding --keep properties fixed (conditional "
-        "directions). Writes OUT_DIR/edited_NNN.fits, edited.png, edited.csv and latents.npy.",
+        f"about 10, so |STEPS| <= {MAX_EDIT_STEP:g}) or to target values (--target NAME=VALUE), holding --keep "
+        "properties fixed (conditional directions). Writes OUT_DIR/edited_NNN.fits, edited.png, edited.csv and "
+        "latents.npy; a rerun into the same OUT_DIR replaces them.",
         epilog="Example: sharpgen edit --latents results/default/generated/latents.npy --step r_paper=2 --keep tuf. "
         + EPILOG,
     )
@@ -609,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--keep", nargs="+", metavar="NAME", help="properties to hold at their starting values")
         command.add_argument(
-            "--tolerance", type=float, default=0.05, help="relative tolerance of a met target (default: 0.05)"
+            "--tolerance", type=float, default=0.05, help="relative tolerance of a met target, 0 to 1 (default: 0.05)"
         )
         command.add_argument("--out-dir", help="output directory (default: RUN_DIR/generated or RUN_DIR/edited)")
         command.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
@@ -628,12 +644,12 @@ def build_parser() -> argparse.ArgumentParser:
         "query",
         help="find real SHARP patches that look like a generated patch or a FITS file",
         description="Make query patches (generated for --target values as in `sharpgen generate`, generated from "
-        "--latents, or read from --fits files and normalized as --configfile says), embed them with the run's "
-        "SimSiam encoder and return the K most similar real patches of its index, optionally filtered by time, "
-        "HARP number, latitude or split. Writes OUT_DIR/matches.csv (per query and match: rank, dataset row, "
-        "cosine similarity, record, HARP and NOAA numbers, T_REC, latitude, split, the match's properties and "
-        "the query's as query_<name>) and query.png (queries and matches side by side); --target also writes "
-        "the generated queries as in `sharpgen generate`.",
+        "--latents, or read from --fits files and normalized as the run's data/normalization.json says), embed "
+        "them with the run's SimSiam encoder and return the K most similar real patches of its index, optionally "
+        "filtered by time, HARP number, latitude or split. Writes OUT_DIR/matches.csv (per query and match: rank, "
+        "dataset row, cosine similarity, record, HARP and NOAA numbers, T_REC, latitude, split, the match's "
+        "properties and the query's as query_<name>) and query.png (queries and matches side by side); --target "
+        "also writes the generated queries as in `sharpgen generate`.",
         epilog="Example: sharpgen query --target usflux=3e22 psep_mm=40 --k 9 --abs-latitude 10 30. " + EPILOG,
     )
     query.add_argument(
@@ -644,12 +660,21 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--latents", help="latents.npy (from generate, edit, sample or invert) to generate queries")
     source.add_argument("--fits", nargs="+", metavar="FILE.fits", help="SHARP CEA FITS files (field in G)")
     query.add_argument("--rows", nargs="+", type=int, metavar="ROW", help="only these rows of --latents")
-    query.add_argument("--configfile", help="config whose normalize section applies to --fits (default: defaults)")
+    query.add_argument(
+        "--configfile",
+        help="not needed: --fits files are normalized as the run's data/normalization.json says; a config given "
+        "here must agree with it (normalize section, image_size)",
+    )
     query.add_argument("--n", type=_positive_int, default=1, help="queries to generate for --target (default: 1)")
     query.add_argument("--seed", type=int, default=0, help="seed of the generated queries' starts (default: 0)")
     query.add_argument("--keep", nargs="+", metavar="NAME", help="with --target: hold these properties fixed")
     query.add_argument("--tolerance", type=float, default=0.05, help="relative tolerance of a met target")
-    query.add_argument("--k", type=_positive_int, default=9, help="matches per query (default: 9)")
+    query.add_argument(
+        "--k",
+        type=_positive_int,
+        default=9,
+        help=f"matches per query, at most the index size (default: 9); query.png shows the first {PANEL_MATCHES}",
+    )
     query.add_argument("--time-range", nargs=2, metavar=("START", "END"), help="T_REC range, JSOC or ISO format")
     query.add_argument("--harp", nargs="+", type=int, metavar="HARPNUM", help="only these HARP numbers")
     query.add_argument("--latitude", nargs=2, type=float, metavar=("MIN", "MAX"), help="latitude band [deg]")
@@ -676,14 +701,20 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--out-dir", required=True, help="directory that receives latents.npy and inversion.csv")
     targets = inv.add_mutually_exclusive_group(required=True)
     targets.add_argument(
-        "--fits", nargs="+", metavar="FILE.fits", help="SHARP CEA FITS files, normalized as the config says"
+        "--fits", nargs="+", metavar="FILE.fits", help="SHARP CEA FITS files, normalized as the generator's run did"
     )
     targets.add_argument(
         "--rows", nargs="+", type=int, metavar="ROW", help="rows of the normalized dataset (needs --data-dir)"
     )
     inv.add_argument("--data-dir", help="directory holding patches.zarr and patches.parquet (with --rows)")
     inv.add_argument(
-        "--configfile", help="pipeline config YAML whose normalize section and image_size apply to --fits input"
+        "--run-dir",
+        help="with --fits: the run whose data/normalization.json normalizes the files (default: the run the "
+        "generator lies in, RUN_DIR/gan/generator.pt)",
+    )
+    inv.add_argument(
+        "--configfile",
+        help="not needed: a config given here must agree with the run's normalization (normalize section, image_size)",
     )
     inv.add_argument(
         "--settings",

@@ -1,13 +1,17 @@
-# Shared wiring: config validation, result paths, and the helper that hands a config section to the CLI.
+# Shared wiring: config validation, result paths (from sharpgen.run), and the helper that hands a config section
+# to the CLI.
 import json
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 from sharpgen.config import validate_config
 from sharpgen.errors import SharpgenError
+from sharpgen.figures.registry import FIGURES
+from sharpgen.run import RETRIEVER, RunLayout
 
 SCHEMA = workflow.source_path("../../config/schema.yaml")
 
@@ -24,10 +28,45 @@ _SNAKEMAKE_BIN = os.path.dirname(sys.executable)
 if _SNAKEMAKE_BIN not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = _SNAKEMAKE_BIN + os.pathsep + os.environ.get("PATH", "")
 
-RESULTS = config["results_dir"].rstrip("/")
-SOURCE = config["source"]
-RAW_DIR = f"{RESULTS}/raw/{SOURCE}"
-RAW_MANIFEST = f"{RAW_DIR}/manifest.parquet"
+# Every path of the results directory comes from sharpgen.run (the rules write no file name of their own).
+LAYOUT = RunLayout(config["results_dir"], config["source"])  # Path() drops a trailing slash
+RESULTS = str(LAYOUT.results_dir)
+
+
+def artefact(key):
+    """The path of artefact `key` of sharpgen.run.ARTEFACTS in this run."""
+    return str(LAYOUT.path(key))
+
+
+def artefacts(*keys):
+    """Named inputs or outputs: artefact key -> path."""
+    return {key: artefact(key) for key in keys}
+
+
+def results_dir_of(path, key):
+    """The results_dir holding a job's file `path`, artefact `key` (or "figure"), as the job sees it.
+
+    Params derived from a job's files (here and `os.path.dirname(output.x)` for a stage's folder) stay right
+    where a storage plugin remaps them; a literal path would not (`snakemake --lint`).
+    """
+    declared = LAYOUT.figure("any") if key == "figure" else LAYOUT.path(key)
+    depth = len(declared.relative_to(LAYOUT.results_dir).parts)
+    return str(Path(path).parents[depth - 1])
+
+
+def log_of(rule):
+    """logs/<rule>.log"""
+    return str(LAYOUT.log(rule))
+
+
+def benchmark_of(rule):
+    """benchmarks/<rule>.tsv"""
+    return str(LAYOUT.benchmark(rule))
+
+
+def figure_inputs(name):
+    """What `sharpgen figure NAME` reads, by artefact key: its rule's inputs."""
+    return artefacts(*FIGURES[name].reads)
 
 
 def as_json_arg(mapping):
@@ -39,18 +78,13 @@ def figure_output(name, category, subcategory):
     """The report-marked PNG of figure `name` (caption workflow/report/<name>.rst) and its numbers' JSON."""
     return {
         "png": report(
-            f"{RESULTS}/figures/{name}.png",
+            str(LAYOUT.figure(name)),
             caption=f"../report/{name}.rst",
             category=category,
             subcategory=subcategory,
         ),
-        "numbers": f"{RESULTS}/figures/{name}.json",
+        "numbers": str(LAYOUT.figure_numbers(name)),
     }
-
-
-def run_dir_of_figure(wildcards, output):
-    """The results_dir a figure belongs to (`sharpgen figure --results`): two levels above figures/<name>.png."""
-    return os.path.dirname(os.path.dirname(output.png))
 
 
 def check_slurm_jobs_fit():

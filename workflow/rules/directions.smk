@@ -3,14 +3,14 @@
 
 rule fit_directions:
     input:
-        latents=f"{RESULTS}/samples/latents.npy",
-        table=f"{RESULTS}/samples/properties.parquet",
-        generator=f"{RESULTS}/gan/generator.pt",
+        latents=artefact("sample_latents"),
+        table=artefact("sample_table"),
+        generator=artefact("generator"),
     output:
-        directions=f"{RESULTS}/directions/directions.json",
-        traversals=f"{RESULTS}/directions/traversals.parquet",
-        calibration=f"{RESULTS}/directions/calibration.parquet",
-        entanglement=f"{RESULTS}/directions/entanglement.json",
+        directions=artefact("directions"),
+        traversals=artefact("traversals"),
+        calibration=artefact("calibration"),
+        entanglement=artefact("entanglement"),
     params:
         samples_dir=lambda wildcards, input: os.path.dirname(input.table),
         out_dir=lambda wildcards, output: os.path.dirname(output.directions),
@@ -18,9 +18,9 @@ rule fit_directions:
         normalize=lambda wildcards: as_json_arg(config["normalize"]),
         seed=config["seed"],
     log:
-        f"{RESULTS}/logs/fit_directions.log",
+        log_of("fit_directions"),
     benchmark:
-        f"{RESULTS}/benchmarks/fit_directions.tsv"
+        benchmark_of("fit_directions")
     threads: workflow.cores
     resources:
         mem_mb=4000,

@@ -14,13 +14,13 @@ rule figure_pipeline:
         rules=sorted(glob.glob(os.path.join(workflow.basedir, "workflow", "rules", "*.smk"))),
     output:
         **figure_output("pipeline", "1. Pipeline", "schematic"),
-        dot=f"{RESULTS}/figures/rulegraph.dot",
+        dot=str(LAYOUT.rulegraph),
     params:
-        results=run_dir_of_figure,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
-        f"{RESULTS}/logs/figure_pipeline.log",
+        log_of("figure_pipeline"),
     benchmark:
-        f"{RESULTS}/benchmarks/figure_pipeline.tsv"
+        benchmark_of("figure_pipeline")
     threads: 1
     resources:
         mem_mb=1000,
@@ -37,18 +37,16 @@ rule figure_pipeline:
 rule figure_patches:
     # Fig. 2.
     input:
-        patches=f"{RESULTS}/data/patches.zarr",
-        table=f"{RESULTS}/data/patches.parquet",
-        samples=f"{RESULTS}/samples/patches.zarr",
+        **figure_inputs("patches"),
     output:
         **figure_output("real_vs_generated", "2. GAN", "samples"),
     params:
-        results=run_dir_of_figure,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
         seed=config["seed"],
     log:
-        f"{RESULTS}/logs/figure_patches.log",
+        log_of("figure_patches"),
     benchmark:
-        f"{RESULTS}/benchmarks/figure_patches.tsv"
+        benchmark_of("figure_patches")
     threads: 1
     resources:
         mem_mb=2000,
@@ -62,16 +60,15 @@ rule figure_patches:
 rule figure_properties:
     # Fig. 3.
     input:
-        table=f"{RESULTS}/data/patches.parquet",
-        samples=f"{RESULTS}/samples/properties.parquet",
+        **figure_inputs("properties"),
     output:
         **figure_output("property_distributions", "2. GAN", "fidelity"),
     params:
-        results=run_dir_of_figure,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
-        f"{RESULTS}/logs/figure_properties.log",
+        log_of("figure_properties"),
     benchmark:
-        f"{RESULTS}/benchmarks/figure_properties.tsv"
+        benchmark_of("figure_properties")
     threads: 1
     resources:
         mem_mb=2000,
@@ -85,18 +82,16 @@ rule figure_properties:
 rule figure_spectra:
     # Fig. 11 (lite).
     input:
-        patches=f"{RESULTS}/data/patches.zarr",
-        table=f"{RESULTS}/data/patches.parquet",
-        samples=f"{RESULTS}/samples/patches.zarr",
+        **figure_inputs("spectra"),
     output:
         **figure_output("power_spectra", "2. GAN", "fidelity"),
     params:
-        results=run_dir_of_figure,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
         seed=config["seed"],
     log:
-        f"{RESULTS}/logs/figure_spectra.log",
+        log_of("figure_spectra"),
     benchmark:
-        f"{RESULTS}/benchmarks/figure_spectra.tsv"
+        benchmark_of("figure_spectra")
     threads: 1
     resources:
         mem_mb=4000,
@@ -109,15 +104,15 @@ rule figure_spectra:
 
 rule figure_gan_training:
     input:
-        log_csv=f"{RESULTS}/gan/train_log.csv",
+        **figure_inputs("gan-training"),
     output:
         **figure_output("gan_training", "2. GAN", "training"),
     params:
-        results=run_dir_of_figure,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
-        f"{RESULTS}/logs/figure_gan_training.log",
+        log_of("figure_gan_training"),
     benchmark:
-        f"{RESULTS}/benchmarks/figure_gan_training.tsv"
+        benchmark_of("figure_gan_training")
     threads: 1
     resources:
         mem_mb=1000,
@@ -131,18 +126,16 @@ rule figure_gan_training:
 rule figure_embedding:
     # Fig. 7.
     input:
-        embeddings=f"{RESULTS}/retrieval/embeddings.npy",
-        patches=f"{RESULTS}/data/patches.zarr",
-        table=f"{RESULTS}/data/patches.parquet",
+        **figure_inputs("embedding"),
     output:
         **figure_output("ssl_embedding", "4. Retrieval", "embedding"),
     params:
-        results=run_dir_of_figure,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
         seed=config["seed"],
     log:
-        f"{RESULTS}/logs/figure_embedding.log",
+        log_of("figure_embedding"),
     benchmark:
-        f"{RESULTS}/benchmarks/figure_embedding.tsv"
+        benchmark_of("figure_embedding")
     threads: 1
     resources:
         mem_mb=4000,
@@ -155,15 +148,15 @@ rule figure_embedding:
 
 rule figure_ssl_training:
     input:
-        log_csv=f"{RESULTS}/retrieval/ssl/train_log.csv",
+        **figure_inputs("ssl-training"),
     output:
         **figure_output("ssl_training", "4. Retrieval", "training"),
     params:
-        results=run_dir_of_figure,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
-        f"{RESULTS}/logs/figure_ssl_training.log",
+        log_of("figure_ssl_training"),
     benchmark:
-        f"{RESULTS}/benchmarks/figure_ssl_training.tsv"
+        benchmark_of("figure_ssl_training")
     threads: 1
     resources:
         mem_mb=1000,
@@ -176,19 +169,15 @@ rule figure_ssl_training:
 
 rule figure_latent_space:
     input:
-        directions=f"{RESULTS}/directions/directions.json",
-        generator=f"{RESULTS}/gan/generator.pt",
-        latents=f"{RESULTS}/samples/latents.npy",
-        samples=f"{RESULTS}/samples/properties.parquet",
-        patches=f"{RESULTS}/samples/patches.zarr",
+        **figure_inputs("latent-space"),
     output:
         **figure_output("latent_space", "3. Directions", "boundaries"),
     params:
-        results=run_dir_of_figure,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
-        f"{RESULTS}/logs/figure_latent_space.log",
+        log_of("figure_latent_space"),
     benchmark:
-        f"{RESULTS}/benchmarks/figure_latent_space.tsv"
+        benchmark_of("figure_latent_space")
     threads: 1
     resources:
         mem_mb=2000,
@@ -201,18 +190,15 @@ rule figure_latent_space:
 
 rule figure_traversals:
     input:
-        directions=f"{RESULTS}/directions/directions.json",
-        generator=f"{RESULTS}/gan/generator.pt",
-        latents=f"{RESULTS}/samples/latents.npy",
-        samples=f"{RESULTS}/samples/properties.parquet",
+        **figure_inputs("traversals"),
     output:
         **figure_output("traversals", "3. Directions", "traversals"),
     params:
-        results=run_dir_of_figure,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
-        f"{RESULTS}/logs/figure_traversals.log",
+        log_of("figure_traversals"),
     benchmark:
-        f"{RESULTS}/benchmarks/figure_traversals.tsv"
+        benchmark_of("figure_traversals")
     threads: 1
     resources:
         mem_mb=2000,
@@ -225,15 +211,15 @@ rule figure_traversals:
 
 rule figure_calibration:
     input:
-        calibration=f"{RESULTS}/directions/calibration.parquet",
+        **figure_inputs("calibration"),
     output:
         **figure_output("calibration", "3. Directions", "calibration"),
     params:
-        results=run_dir_of_figure,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
-        f"{RESULTS}/logs/figure_calibration.log",
+        log_of("figure_calibration"),
     benchmark:
-        f"{RESULTS}/benchmarks/figure_calibration.tsv"
+        benchmark_of("figure_calibration")
     threads: 1
     resources:
         mem_mb=2000,
@@ -246,15 +232,15 @@ rule figure_calibration:
 
 rule figure_entanglement:
     input:
-        entanglement=f"{RESULTS}/directions/entanglement.json",
+        **figure_inputs("entanglement"),
     output:
         **figure_output("entanglement", "3. Directions", "entanglement"),
     params:
-        results=run_dir_of_figure,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
-        f"{RESULTS}/logs/figure_entanglement.log",
+        log_of("figure_entanglement"),
     benchmark:
-        f"{RESULTS}/benchmarks/figure_entanglement.tsv"
+        benchmark_of("figure_entanglement")
     threads: 1
     resources:
         mem_mb=2000,
@@ -267,18 +253,15 @@ rule figure_entanglement:
 
 rule figure_conditional_edit:
     input:
-        directions=f"{RESULTS}/directions/directions.json",
-        generator=f"{RESULTS}/gan/generator.pt",
-        latents=f"{RESULTS}/samples/latents.npy",
-        samples=f"{RESULTS}/samples/properties.parquet",
+        **figure_inputs("conditional-edit"),
     output:
         **figure_output("conditional_edit", "3. Directions", "conditional editing"),
     params:
-        results=run_dir_of_figure,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
-        f"{RESULTS}/logs/figure_conditional_edit.log",
+        log_of("figure_conditional_edit"),
     benchmark:
-        f"{RESULTS}/benchmarks/figure_conditional_edit.tsv"
+        benchmark_of("figure_conditional_edit")
     threads: 1
     resources:
         mem_mb=2000,
@@ -292,18 +275,15 @@ rule figure_conditional_edit:
 rule figure_retrieval_comparison:
     # Fig. 10 (journal version): SSL vs. physical-property search for two real regions.
     input:
-        table=f"{RESULTS}/data/patches.parquet",
-        patches=f"{RESULTS}/data/patches.zarr",
-        encoder=f"{RESULTS}/retrieval/ssl/encoder.pt",
-        index=f"{RESULTS}/retrieval/index/index.json",
+        **figure_inputs("retrieval-comparison"),
     output:
         **figure_output("retrieval_comparison", "4. Retrieval", "comparison"),
     params:
-        results=run_dir_of_figure,
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
     log:
-        f"{RESULTS}/logs/figure_retrieval_comparison.log",
+        log_of("figure_retrieval_comparison"),
     benchmark:
-        f"{RESULTS}/benchmarks/figure_retrieval_comparison.tsv"
+        benchmark_of("figure_retrieval_comparison")
     threads: 1
     resources:
         mem_mb=2000,

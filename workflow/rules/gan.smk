@@ -3,12 +3,12 @@
 
 rule train_gan:
     input:
-        patches=f"{RESULTS}/data/patches.zarr",
-        table=f"{RESULTS}/data/patches.parquet",
+        patches=artefact("patches"),
+        table=artefact("patch_table"),
     output:
-        generator=f"{RESULTS}/gan/generator.pt",
-        log_csv=f"{RESULTS}/gan/train_log.csv",
-        grid=f"{RESULTS}/gan/samples.png",
+        generator=artefact("generator"),
+        log_csv=artefact("gan_log"),
+        grid=artefact("gan_grid"),
     params:
         data_dir=lambda wildcards, input: os.path.dirname(input.table),
         out_dir=lambda wildcards, output: os.path.dirname(output.generator),
@@ -16,9 +16,9 @@ rule train_gan:
         image_size=config["image_size"],
         seed=config["seed"],
     log:
-        f"{RESULTS}/logs/train_gan.log",
+        log_of("train_gan"),
     benchmark:
-        f"{RESULTS}/benchmarks/train_gan.tsv"
+        benchmark_of("train_gan")
     threads: workflow.cores
     resources:
         mem_mb=8000,

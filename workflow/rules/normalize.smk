@@ -1,12 +1,13 @@
-# Stage 2: normalize raw records with Dask into data/patches.zarr + data/patches.parquet.
+# Stage 2: normalize raw records with Dask into data/patches.zarr + data/patches.parquet (+ normalization.json).
 
 
 rule normalize:
     input:
-        manifest=RAW_MANIFEST,
+        manifest=artefact("raw_manifest"),
     output:
-        patches=directory(f"{RESULTS}/data/patches.zarr"),
-        table=f"{RESULTS}/data/patches.parquet",
+        patches=directory(artefact("patches")),
+        table=artefact("patch_table"),
+        normalization=artefact("normalization"),
     params:
         raw_dir=lambda wildcards, input: os.path.dirname(input.manifest),
         out_dir=lambda wildcards, output: os.path.dirname(output.table),
@@ -19,9 +20,9 @@ rule normalize:
             else ""
         ),
     log:
-        f"{RESULTS}/logs/normalize.log",
+        log_of("normalize"),
     benchmark:
-        f"{RESULTS}/benchmarks/normalize.tsv"
+        benchmark_of("normalize")
     threads: workflow.cores
     resources:
         mem_mb=8000,

@@ -3,11 +3,11 @@
 
 rule train_ssl:
     input:
-        patches=f"{RESULTS}/data/patches.zarr",
-        table=f"{RESULTS}/data/patches.parquet",
+        patches=artefact("patches"),
+        table=artefact("patch_table"),
     output:
-        encoder=f"{RESULTS}/retrieval/ssl/encoder.pt",
-        log_csv=f"{RESULTS}/retrieval/ssl/train_log.csv",
+        encoder=artefact("encoder"),
+        log_csv=artefact("ssl_log"),
     params:
         data_dir=lambda wildcards, input: os.path.dirname(input.table),
         out_dir=lambda wildcards, output: os.path.dirname(output.encoder),
@@ -15,9 +15,9 @@ rule train_ssl:
         image_size=config["image_size"],
         seed=config["seed"],
     log:
-        f"{RESULTS}/logs/train_ssl.log",
+        log_of("train_ssl"),
     benchmark:
-        f"{RESULTS}/benchmarks/train_ssl.tsv"
+        benchmark_of("train_ssl")
     threads: workflow.cores
     resources:
         mem_mb=8000,
@@ -31,23 +31,23 @@ rule train_ssl:
 
 rule build_index:
     input:
-        patches=f"{RESULTS}/data/patches.zarr",
-        table=f"{RESULTS}/data/patches.parquet",
-        encoder=f"{RESULTS}/retrieval/ssl/encoder.pt",
+        patches=artefact("patches"),
+        table=artefact("patch_table"),
+        encoder=artefact("encoder"),
     output:
-        embeddings=f"{RESULTS}/retrieval/embeddings.npy",
-        index=f"{RESULTS}/retrieval/index/index.faiss",
-        rows=f"{RESULTS}/retrieval/index/index_rows.parquet",
-        info=f"{RESULTS}/retrieval/index/index.json",
+        embeddings=artefact("embeddings"),
+        index=artefact("index_faiss"),
+        rows=artefact("index_rows"),
+        info=artefact("index_info"),
     params:
         data_dir=lambda wildcards, input: os.path.dirname(input.table),
         out_dir=lambda wildcards, output: os.path.dirname(output.embeddings),
         settings=lambda wildcards: as_json_arg(config["index"]),
         image_size=config["image_size"],
     log:
-        f"{RESULTS}/logs/build_index.log",
+        log_of("build_index"),
     benchmark:
-        f"{RESULTS}/benchmarks/build_index.tsv"
+        benchmark_of("build_index")
     threads: workflow.cores
     resources:
         mem_mb=8000,
@@ -62,34 +62,30 @@ rule build_index:
 rule evaluate_retrieval:
     # Paper fig. 8 (examples) and fig. 9 (query vs. match scatter), with the pixel/PCA/random baselines.
     input:
-        samples=f"{RESULTS}/samples/properties.parquet",
-        sample_patches=f"{RESULTS}/samples/patches.zarr",
-        table=f"{RESULTS}/data/patches.parquet",
-        encoder=f"{RESULTS}/retrieval/ssl/encoder.pt",
-        index=f"{RESULTS}/retrieval/index/index.json",
+        **artefacts("sample_table", "sample_patches", *RETRIEVER),
     output:
-        evaluation=f"{RESULTS}/retrieval/evaluation.json",
+        evaluation=artefact("evaluation"),
         scatter=report(
-            f"{RESULTS}/retrieval/evaluation_scatter.png",
+            artefact("evaluation_scatter"),
             caption="../report/retrieval_scatter.rst",
             category="4. Retrieval",
             subcategory="evaluation",
         ),
         examples=report(
-            f"{RESULTS}/retrieval/examples.png",
+            artefact("retrieval_examples"),
             caption="../report/retrieval_examples.rst",
             category="4. Retrieval",
             subcategory="examples",
         ),
     params:
-        run_dir=lambda wildcards, output: os.path.dirname(os.path.dirname(output.evaluation)),
+        run_dir=lambda wildcards, output: results_dir_of(output.evaluation, "evaluation"),
         out_dir=lambda wildcards, output: os.path.dirname(output.evaluation),
         settings=lambda wildcards: as_json_arg(config["retrieval_eval"]),
         seed=config["seed"],
     log:
-        f"{RESULTS}/logs/evaluate_retrieval.log",
+        log_of("evaluate_retrieval"),
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate_retrieval.tsv"
+        benchmark_of("evaluate_retrieval")
     threads: workflow.cores
     resources:
         mem_mb=8000,

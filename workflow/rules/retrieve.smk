@@ -3,16 +3,16 @@
 
 rule retrieve:
     output:
-        manifest=RAW_MANIFEST,
+        manifest=artefact("raw_manifest"),
     params:
-        source=SOURCE,
-        settings=lambda wildcards: as_json_arg(config[SOURCE]),
+        source=config["source"],
+        settings=lambda wildcards: as_json_arg(config[config["source"]]),
         seed=config["seed"],
         out_dir=lambda wildcards, output: os.path.dirname(output.manifest),
     log:
-        f"{RESULTS}/logs/retrieve.log",
+        log_of("retrieve"),
     benchmark:
-        f"{RESULTS}/benchmarks/retrieve.tsv"
+        benchmark_of("retrieve")
     threads: workflow.cores
     resources:
         mem_mb=4000,

@@ -3,20 +3,20 @@
 
 rule sample:
     input:
-        generator=f"{RESULTS}/gan/generator.pt",
+        generator=artefact("generator"),
     output:
-        latents=f"{RESULTS}/samples/latents.npy",
-        patches=directory(f"{RESULTS}/samples/patches.zarr"),
-        table=f"{RESULTS}/samples/properties.parquet",
+        latents=artefact("sample_latents"),
+        patches=directory(artefact("sample_patches")),
+        table=artefact("sample_table"),
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.table),
         settings=lambda wildcards: as_json_arg(config["sample"]),
         normalize=lambda wildcards: as_json_arg(config["normalize"]),
         seed=config["seed"],
     log:
-        f"{RESULTS}/logs/sample.log",
+        log_of("sample"),
     benchmark:
-        f"{RESULTS}/benchmarks/sample.tsv"
+        benchmark_of("sample")
     threads: workflow.cores
     resources:
         mem_mb=4000,

@@ -29,6 +29,15 @@ BLANK_INT32 = -2147483648
 TILE_ROWS = 64
 """Rows per compression tile of written files."""
 
+GAUSS_UNITS = frozenset({"g", "gauss", "mx/cm^2", "mx/cm2", "mx/cm**2", "mxcm^-2", "mxcm-2", "mx.cm^-2"})
+"""BUNIT spellings (lower case, spaces removed) accepted as gauss."""
+
+OTHER_SEGMENTS = (
+    "bitmap", "conf_disambig", "continuum", "Dopplergram", "Br_err", "Bp_err", "Bt_err",
+    "field", "inclination", "azimuth", "disambig", "info_map", "confid_map", "conv_flag", "chisq",
+)  # fmt: skip
+"""Known SHARP segments that are *not* a field map (masks, intensities, errors, CCD-frame inversions)."""
+
 
 @dataclass(frozen=True)
 class SharpRecord:
@@ -37,11 +46,15 @@ class SharpRecord:
     path: Path
     field: np.ndarray
     header: fits.Header
+    integer: bool = False  # the stored image holds integers without BSCALE (a mask, not a field)
 
     @property
     def pixel_size_mm(self) -> tuple[float, float]:
         """Pixel size ``(sx, sy)`` in Mm from CDELT1/CDELT2 (degrees on the CEA grid)."""
-        return pixel_size_mm(self.header)
+        try:
+            return pixel_size_mm(self.header)
+        except SharpgenError as exc:
+            raise SharpgenError(f"{self.path}: {exc}") from None
 
 
 def _image_hdu(hdul: fits.HDUList):
@@ -49,6 +62,24 @@ def _image_hdu(hdul: fits.HDUList):
         if hdu.is_image and hdu.data is not None and np.ndim(hdu.data) == 2:
             return hdu
     return None
+
+
+def check_field_file(path: str | os.PathLike) -> None:
+    """Refuse a FITS file that is not a magnetic field map in G: one whose name is a non-field SHARP segment
+    (``*.bitmap.fits``, ...), whose image holds integers (masks; JSOC's field segments are scaled by BSCALE),
+    or whose BUNIT is absent or not G / Gauss / Mx/cm^2. One line naming the file; unreadable files as
+    :func:`read_sharp` says."""
+    path = Path(path)
+    segment = path.name.removesuffix(".gz").removesuffix(".fits").rpartition(".")[2]
+    if segment.lower() in {name.lower() for name in OTHER_SEGMENTS}:
+        raise SharpgenError(f"{path}: a SHARP {segment} segment, not a field map; give a Br, Bp, Bt or magnetogram one")
+    record = read_sharp(path)
+    bunit = str(record.header.get("BUNIT", "") or "").strip()
+    if record.integer or not bunit or bunit.lower() == "none":
+        what = "integer data" if record.integer else "no BUNIT"
+        raise SharpgenError(f"{path}: {what}, so a mask (e.g. JSOC's bitmap), not a field map in G (BUNIT = G)")
+    if bunit.lower().replace(" ", "") not in GAUSS_UNITS:
+        raise SharpgenError(f"{path}: BUNIT is {bunit!r}, not a field in G (expected G, Gauss or Mx/cm^2)")
 
 
 def read_sharp(path: str | os.PathLike) -> SharpRecord:
@@ -66,22 +97,22 @@ def read_sharp(path: str | os.PathLike) -> SharpRecord:
                 hdu = _image_hdu(hdul)
                 if hdu is None:
                     raise SharpgenError(f"{path}: no 2-d image in this FITS file")
+                integer = hdu.data.dtype.kind in "iub"
                 field = np.asarray(hdu.data, dtype=np.float64)
                 header = hdu.header.copy()
     except SharpgenError:
         raise
     except Exception as exc:  # astropy raises many types for damaged files
         raise SharpgenError(f"{path}: not a readable FITS file ({exc.__class__.__name__}: {exc})") from exc
-    return SharpRecord(path=path, field=field, header=header)
+    return SharpRecord(path=path, field=field, header=header, integer=integer)
 
 
 def pixel_size_mm(header: fits.Header) -> tuple[float, float]:
     """Pixel size ``(sx, sy)`` in Mm of a CEA map whose CDELT1/2 are heliographic degrees."""
-    try:
-        cdelt1 = abs(float(header["CDELT1"]))
-        cdelt2 = abs(float(header["CDELT2"]))
-    except KeyError as exc:
-        raise SharpgenError(f"header lacks {exc.args[0]}: cannot tell the pixel size") from exc
+    missing = [key for key in ("CDELT1", "CDELT2") if key not in header]
+    if missing:
+        raise SharpgenError(f"header lacks {' and '.join(missing)}: cannot tell the pixel size")
+    cdelt1, cdelt2 = abs(float(header["CDELT1"])), abs(float(header["CDELT2"]))
     for axis in ("CUNIT1", "CUNIT2"):
         unit = str(header.get(axis, "degree")).strip().lower()
         if unit not in ("deg", "degree", "degrees"):

@@ -7,10 +7,14 @@ import os
 
 import numpy as np
 
+from ..errors import SharpgenError
 from ..physics import paper_properties, physical_properties
 from ..units import GAUSS_PER_NORMALIZED_UNIT
-from .fitsio import read_sharp
+from .fitsio import check_field_file, read_sharp
 from .scaling import paper_normalize
+
+SIZE_RANGE_PX = (8, 4096)
+"""Sides (px) a normalized patch may have: smaller holds no active region, larger than any SHARP patch."""
 
 
 def _header_float(header, key: str) -> float:
@@ -20,12 +24,24 @@ def _header_float(header, key: str) -> float:
         return math.nan
 
 
+def check_measurement(size: int, threshold_gauss: float) -> None:
+    """Refuse a patch side outside :data:`SIZE_RANGE_PX` and a threshold that is not a positive field in G."""
+    low, high = SIZE_RANGE_PX
+    if not low <= size <= high:
+        raise SharpgenError(f"--size {size}: a normalized patch side must be {low} to {high} px (the paper's: 128)")
+    if not (math.isfinite(threshold_gauss) and threshold_gauss > 0):
+        raise SharpgenError(f"--threshold-gauss {threshold_gauss:g}: expected a positive field in G (the paper's: 150)")
+
+
 def fits_properties(path: str | os.PathLike, size: int = 128, threshold_gauss: float = 150.0) -> dict:
     """Every property of one SHARP FITS file.
 
     Physical properties (Mx, Mm, deg, JSOC R) on the native field; paper properties on the paper-normalized
-    ``size x size`` patch. Header ``USFLUX``/``R_VALUE`` are echoed for comparison (NaN when absent).
+    ``size x size`` patch. Header ``USFLUX``/``R_VALUE`` are echoed for comparison (NaN when absent). A file that
+    is not a field map in G (a mask, another quantity) is refused (:func:`sharpgen.data.fitsio.check_field_file`).
     """
+    check_measurement(size, threshold_gauss)
+    check_field_file(path)
     record = read_sharp(path)
     sx_mm, sy_mm = record.pixel_size_mm
     latitude = _header_float(record.header, "LAT_FWT")

@@ -12,56 +12,64 @@ last, atomically.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from ..atomic import TEMP_PREFIX, write_parquet_atomic
+from ..atomic import TEMP_PREFIX, write_parquet_atomic, write_text_atomic
 from ..errors import SharpgenError
 from ..physics import paper_properties, physical_properties
 from ..progress import progress_bar
+from ..run import stage_file
 from ..units import GAUSS_PER_NORMALIZED_UNIT
 from .fitsio import read_sharp
-from .scaling import MODES, normalize_field, normalized_pixel_mm
+from .scaling import CLIP_GAUSS, MODES, normalize_field, normalized_pixel_mm
+
+if TYPE_CHECKING:
+    from ..run import RunLayout
 
 SPLITS = ("train", "val", "test")
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass(frozen=True)
+class SplitFractions:
+    """Train/val/test fractions of HARPs (schema ``normalize.split``; the config checks that they sum to 1)."""
+
+    SECTION: ClassVar[str] = "normalize.split"
+
+    train: float
+    val: float
+    test: float
+
+    def as_tuple(self) -> tuple[float, float, float]:
+        """The fractions in :data:`SPLITS` order."""
+        return tuple(getattr(self, name) for name in SPLITS)
+
+
+@dataclass(frozen=True)
 class NormalizeSettings:
-    """Settings of the ``normalize`` stage (config section ``normalize`` plus the top-level ``image_size``)."""
+    """Settings of the ``normalize`` stage (schema section ``normalize`` plus the top-level ``image_size``)."""
+
+    SECTION: ClassVar[str] = "normalize"
+    CONFIG_KEYS: ClassVar[dict[str, str]] = {"image_size": "image_size"}
 
     mode: str
     image_size: int
     scale_mm: float
     chunk_size: int
     threshold_gauss: float
-    split_fractions: tuple[float, float, float]
-
-    @classmethod
-    def from_config(cls, config: dict) -> NormalizeSettings:
-        """Build from a validated pipeline config."""
-        section = config["normalize"]
-        fractions = tuple(float(section["split"][name]) for name in SPLITS)
-        if abs(sum(fractions) - 1.0) > 1e-6:
-            raise SharpgenError(f"config key 'normalize.split': fractions must sum to 1, got {sum(fractions):.4g}")
-        if section["mode"] not in MODES:
-            raise SharpgenError(f"config key 'normalize.mode': choose one of {', '.join(MODES)}")
-        return cls(
-            mode=section["mode"],
-            image_size=int(config["image_size"]),
-            scale_mm=float(section["scale_mm"]),
-            chunk_size=int(section["chunk_size"]),
-            threshold_gauss=float(section["threshold_gauss"]),
-            split_fractions=fractions,
-        )
+    split: SplitFractions
 
 
 def assign_splits(harpnums: np.ndarray, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
@@ -177,7 +185,8 @@ def build_dataset(
     scheduler_address: str | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Normalize every usable record of ``raw_dir`` into ``out_dir/patches.zarr`` + ``out_dir/patches.parquet``.
+    """Normalize every usable record of ``raw_dir`` into ``out_dir/patches.zarr`` + ``out_dir/patches.parquet``,
+    and record how in ``out_dir/normalization.json`` (:class:`Normalization`).
 
     Returns the table (row i describes patch i). Rows are ordered by HARP number, then T_REC.
     """
@@ -185,11 +194,11 @@ def build_dataset(
     from distributed import as_completed
 
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    records = _usable_records(raw_dir / "manifest.parquet")
+    records = _usable_records(stage_file(raw_dir, "raw_manifest"))
     size, chunk = settings.image_size, settings.chunk_size
     out_dir.mkdir(parents=True, exist_ok=True)
-    final_zarr = out_dir / "patches.zarr"
-    tmp_zarr = out_dir / f"{TEMP_PREFIX}patches.zarr"
+    final_zarr = stage_file(out_dir, "patches")
+    tmp_zarr = out_dir / f"{TEMP_PREFIX}{final_zarr.name}"
     shutil.rmtree(tmp_zarr, ignore_errors=True)
     zarr.create_array(
         store=str(tmp_zarr),
@@ -219,8 +228,77 @@ def build_dataset(
     properties = pd.concat(parts).sort_values("row").drop(columns="row").reset_index(drop=True)
     # Columns measured here (native shape, properties) replace any of the same name in the manifest.
     table = pd.concat([records.drop(columns=properties.columns, errors="ignore"), properties], axis=1)
-    table["split"] = assign_splits(table["harpnum"].to_numpy(), settings.split_fractions, seed)
+    table["split"] = assign_splits(table["harpnum"].to_numpy(), settings.split.as_tuple(), seed)
     shutil.rmtree(final_zarr, ignore_errors=True)
     os.replace(tmp_zarr, final_zarr)
-    write_parquet_atomic(table, out_dir / "patches.parquet")
+    Normalization.of_settings(settings).write(stage_file(out_dir, "normalization"))
+    write_parquet_atomic(table, stage_file(out_dir, "patch_table"))
     return table
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How a run turned a field in G into a patch: the content of ``data/normalization.json``.
+
+    ``pixel_mm`` is the side of a patch pixel in Mm (``scale_mm`` in ``fixed_scale`` mode; None in ``resize``
+    mode, where it differs per patch); ``clip_gauss`` the clip of the field in G; ``threshold_gauss`` the
+    strong-field threshold the properties are measured with, in G.
+    """
+
+    mode: str
+    image_size: int
+    pixel_mm: float | None
+    clip_gauss: float
+    threshold_gauss: float
+
+    @classmethod
+    def of_settings(cls, settings: NormalizeSettings) -> Normalization:
+        """What the ``normalize`` stage with ``settings`` does."""
+        pixel_mm = settings.scale_mm if settings.mode == "fixed_scale" else None
+        return cls(settings.mode, settings.image_size, pixel_mm, CLIP_GAUSS, settings.threshold_gauss)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> Normalization:
+        """Read ``data/normalization.json``; one :class:`SharpgenError` line when it is not one."""
+        try:
+            values = json.loads(Path(path).read_text(encoding="utf-8"))
+            record = cls(**values)
+        except (OSError, ValueError, TypeError) as exc:
+            raise SharpgenError(f"{path}: not a normalization record ({exc}); rerun the normalize stage") from None
+        if record.mode not in MODES or record.clip_gauss != CLIP_GAUSS:
+            raise SharpgenError(f"{path}: mode {record.mode!r}, clip {record.clip_gauss} G cannot be reproduced here")
+        return record
+
+    @classmethod
+    def of_run(cls, layout: RunLayout, configfile: str | os.PathLike | None = None) -> Normalization:
+        """The normalization of the run in ``layout``. A ``configfile`` (given to a command that normalizes a
+        user's FITS) must agree with it: a differing key is a one-line :class:`SharpgenError`."""
+        from ..config import load_config
+
+        record = cls.read(layout.require("normalization"))
+        if configfile is None:
+            return record
+        config = load_config(configfile)
+        section = config["normalize"]
+        pairs = [
+            ("normalize.mode", section["mode"], record.mode),
+            ("image_size", config["image_size"], record.image_size),
+            ("normalize.threshold_gauss", section["threshold_gauss"], record.threshold_gauss),
+        ]
+        if record.pixel_mm is not None:
+            pairs.append(("normalize.scale_mm", section["scale_mm"], record.pixel_mm))
+        for key, said, held in pairs:
+            if said != held if isinstance(said, str) else not math.isclose(said, held, rel_tol=1e-9):
+                raise SharpgenError(
+                    f"{configfile}: {key} is {said} but the run in {layout.results_dir} used {held} "
+                    f"({layout.path('normalization')}); leave out --configfile to use the run's normalization"
+                )
+        return record
+
+    def write(self, path: str | os.PathLike) -> None:
+        """Write the record as JSON, atomically."""
+        write_text_atomic(path, json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+
+    def normalize(self, field_gauss: np.ndarray, native_pixel_mm: tuple[float, float]) -> np.ndarray:
+        """One native field (G, pixels of ``native_pixel_mm = (sx, sy)`` Mm) as an ``(S, S)`` patch like the run's."""
+        return normalize_field(field_gauss, native_pixel_mm, self.mode, self.image_size, self.pixel_mm)

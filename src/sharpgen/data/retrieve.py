@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import section
+from ..config import build_settings
 from ..errors import SharpgenError
 
 SOURCES = ("synthetic", "jsoc", "fits")
@@ -27,21 +27,20 @@ def retrieve(
     """
     if source not in SOURCES:
         raise SharpgenError(f"unknown source {source!r} (choose one of: {', '.join(SOURCES)})")
-    validated = section(source, settings)
     out_dir = Path(out_dir)
     if source == "jsoc":
         from .sources.jsoc import JsocSettings, retrieve_jsoc
 
-        return retrieve_jsoc(out_dir, JsocSettings.from_mapping(validated), workers=workers, progress=progress)
+        return retrieve_jsoc(out_dir, build_settings(JsocSettings, settings), workers=workers, progress=progress)
     if source == "fits":
         from .sources.local import LocalFitsSettings, retrieve_fits
 
-        return retrieve_fits(out_dir, LocalFitsSettings.from_mapping(validated), workers=workers, progress=progress)
+        return retrieve_fits(out_dir, build_settings(LocalFitsSettings, settings), workers=workers, progress=progress)
     from .sources.synthetic import SyntheticSettings, generate_synthetic
 
     return generate_synthetic(
         Path(out_dir),
-        SyntheticSettings.from_mapping(validated),
+        build_settings(SyntheticSettings, settings),
         seed=seed,
         workers=workers,
         progress=progress,

@@ -47,6 +47,9 @@ import pandas as pd
 
 from ..errors import SharpgenError
 from ..jsonsafe import json_safe
+from ..latent.requests import check_names_and_roles
+from ..properties import PROPERTIES, quantity, twin_factor, twin_of
+from ..run import RunLayout
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -61,32 +64,6 @@ PRELOAD_BYTES = 256 * 2**20
 """Real patches are held in memory for thumbnails when the whole dataset is at most this large."""
 RESERVED_KEYS = ("seed", "hold", "k", "along")
 """Query keys that are not properties."""
-
-UNITS = {
-    "tuf": "kG", "tpf": "kG", "tnf": "kG", "psep": "× diagonal", "r_paper": "kG px", "tilt_paper": "deg",
-    "area": "fraction", "eflux": "kG px²", "lead_pol": "px", "usflux": "Mx", "pos_flux": "Mx", "neg_flux": "Mx",
-    "psep_mm": "Mm", "tilt_joy": "deg", "pil_length_mm": "Mm", "r_value": "", "imbalance": "",
-    "lead_sign": "",
-}  # fmt: skip
-"""Display units of the measured properties (paper units: 1 unit of field = 1 kG on the normalized patch)."""
-
-DESCRIPTIONS = {
-    "tuf": "total unsigned field: mean |B| over the patch",
-    "psep": "distance of the strong positive and negative centroids / patch diagonal",
-    "r_paper": "unsigned field near the polarity inversion line (the paper's R)",
-    "tpf": "mean field of the positive pixels",
-    "tnf": "mean |field| of the negative pixels",
-    "tilt_paper": "tilt of the bipole axis (the paper's convention)",
-    "area": "fraction of strong-field (|B| > threshold) pixels",
-    "usflux": "unsigned flux",
-    "psep_mm": "polarity separation",
-    "tilt_joy": "Joy's-law tilt (northern convention)",
-    "r_value": "Schrijver's R on the patch pixels",
-    "pil_length_mm": "length of the strong-field polarity inversion line",
-    "imbalance": "(positive - negative) / (positive + negative) strong flux",
-}
-
-PHYSICAL_UNITS = {"usflux": "Mx", "psep_mm": "Mm"}
 
 
 class RequestError(SharpgenError):
@@ -105,21 +82,21 @@ class PropertySpec:
     low: float
     high: float
     median: float
-    twin: str | None = None  # physical twin (usflux, psep_mm) on fixed_scale runs
-    twin_per_unit: float = math.nan  # physical value of one paper unit
+    twin: str | None = None  # the same quantity in the other units (tuf <-> usflux), on fixed_scale runs
+    twin_per_unit: float = math.nan  # value of the twin per unit of this property
     floor: float = 0.0  # a target is met within TOLERANCE * max(|target|, floor), as steer judges it
 
     def to_json(self) -> dict:
         return json_safe(
             {
                 "name": self.name,
-                "unit": UNITS.get(self.name, ""),
-                "description": DESCRIPTIONS.get(self.name, ""),
+                "unit": PROPERTIES[self.name].unit,
+                "description": PROPERTIES[self.name].description,
                 "low": self.low,
                 "high": self.high,
                 "median": self.median,
                 "twin": self.twin,
-                "twin_unit": PHYSICAL_UNITS.get(self.twin or "", None),
+                "twin_unit": PROPERTIES[self.twin].unit if self.twin else None,
                 "twin_per_unit": self.twin_per_unit if self.twin else None,
             }
         )
@@ -239,15 +216,6 @@ class Explorer:
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise SharpgenError(f"{run_dir}: no such results directory (run the pipeline first, e.g. `make run`)")
-        needed = (
-            ("gan/generator.pt", "train_gan"),
-            ("samples/properties.parquet", "sample"),
-            ("samples/latents.npy", "sample"),
-            ("directions/directions.json", "fit_directions"),
-        )
-        for relative, stage in needed:
-            if not (run_dir / relative).is_file():
-                raise SharpgenError(f"{run_dir / relative}: not found (run the pipeline through {stage} first)")
         steering = load_steering(run_dir, device=device)
         retriever, problem = None, None
         try:
@@ -265,24 +233,37 @@ class Explorer:
     # -- configuration ----------------------------------------------------------------------------------
 
     def _property_specs(self) -> dict[str, PropertySpec]:
-        from ..latent.generate import PHYSICAL_TWINS, REACHABLE_QUANTILES
+        from ..latent.generate import REACHABLE_QUANTILES
 
-        twins = {paper: physical for physical, paper in PHYSICAL_TWINS.items()}
         specs = {}
         for name in _steerable(self.steering):
             values = self.steering.samples[name].to_numpy(dtype=np.float64)
             low, high = (float(v) for v in np.nanquantile(values, REACHABLE_QUANTILES))
             twin, per_unit = None, math.nan
-            if self.steering.pixel_mm is not None and name in twins:
-                twin = twins[name]
-                per_unit = 1.0 / self.steering.to_paper_units(twin, 1.0)[1]
+            if self.steering.pixel_mm is not None and twin_of(name) is not None:
+                twin = twin_of(name)
+                factor = twin_factor(quantity(name), self.steering.image_size, self.steering.pixel_mm)
+                per_unit = factor if quantity(name) == name else 1.0 / factor
             floor = 0.1 * float(np.nanstd(values))
             specs[name] = PropertySpec(name, low, high, float(np.nanmedian(values)), twin, per_unit, floor)
         return specs
 
+    def spec_of(self, name: str, role: str) -> PropertySpec:
+        """The steerable property that ``name`` (its own name or its physical twin's) refers to; 400 if none."""
+        if name in self.properties:
+            return self.properties[name]
+        for spec in self.properties.values():
+            if spec.twin == name:
+                return spec
+        twins = [spec.twin for spec in self.properties.values() if spec.twin]
+        allowed = f"steerable here: {', '.join(self.properties)}" + (
+            f" (or {', '.join(twins)} in physical units)" if twins else ""
+        )
+        raise RequestError(f"{role} {name!r}: unknown property ({allowed})")
+
     def _max_step(self) -> float:
         try:
-            document = json.loads((self.run_dir / "directions" / "directions.json").read_text())
+            document = json.loads(RunLayout(self.run_dir).path("directions").read_text())
             return float(document["settings"]["max_step"])
         except (OSError, KeyError, TypeError, ValueError):
             return 4.0
@@ -312,12 +293,10 @@ class Explorer:
     # -- requests -----------------------------------------------------------------------------------------
 
     def parse(self, query: Mapping[str, Sequence[str]] | str) -> Request:
-        """Validate a query (``parse_qs`` mapping or query string) into a :class:`Request`; 400 on any problem."""
+        """Validate a query (``parse_qs`` mapping or query string) into a :class:`Request`; 400 on any problem.
+        Names are checked by :func:`sharpgen.latent.requests.check_names_and_roles`, as on the command line."""
         if isinstance(query, str):
             query = parse_qs(query, keep_blank_values=True)
-        names = ", ".join(self.properties)
-        twins = {spec.twin: spec for spec in self.properties.values() if spec.twin}
-        allowed = f"steerable here: {names}" + (f" (or {', '.join(twins)} in physical units)" if twins else "")
 
         def single(key: str) -> str | None:
             values = query.get(key, [])
@@ -327,40 +306,37 @@ class Explorer:
 
         seed = _parse_int(single("seed"), "seed", 0, 0, MAX_SEED)
         k = _parse_int(single("k"), "k", DEFAULT_K, 1, MAX_K)
-        hold = []
-        for item in query.get("hold", []):
-            for name in filter(None, (part.strip() for part in item.split(","))):
-                if name not in self.properties:
-                    raise RequestError(f"cannot hold {name!r}: unknown property ({allowed})")
-                hold.append(name)
+        hold = [name for item in query.get("hold", []) for name in filter(None, (p.strip() for p in item.split(",")))]
+        for name in hold:
+            self.spec_of(name, "cannot hold")
         along = single("along")
-        if along is not None and along not in self.properties:
-            raise RequestError(f"cannot traverse along {along!r}: unknown property ({allowed})")
-        targets: dict[str, float] = {}
+        if along is not None:
+            self.spec_of(along, "cannot traverse along")
+        asked = {}
         for key, values in query.items():
             if key in RESERVED_KEYS:
                 continue
-            if key not in self.properties and key not in twins:
-                raise RequestError(f"unknown property {key!r} ({allowed})")
+            self.spec_of(key, "target")
             if len(values) != 1:
                 raise RequestError(f"{key} given {len(values)} times")
-            value = _parse_float(values[0], key)
-            spec = twins.get(key) or self.properties[key]
-            paper_value = value / spec.twin_per_unit if key in twins else value
-            if spec.name in targets:
-                raise RequestError(f"{spec.name} targeted twice (as {spec.name} and {spec.twin}): give one")
-            if not spec.low <= paper_value <= spec.high:
-                scale = spec.twin_per_unit if key in twins else 1.0
-                unit = f" {UNITS[key]}" if UNITS.get(key) else ""
+            asked[key] = _parse_float(values[0], key)
+        try:
+            check_names_and_roles(asked, hold)
+        except SharpgenError as exc:
+            raise RequestError(str(exc)) from None
+        targets: dict[str, float] = {}
+        for key, value in asked.items():
+            spec = self.spec_of(key, "target")
+            scale = 1.0 if key == spec.name else spec.twin_per_unit
+            if not spec.low <= value / scale <= spec.high:
+                unit = f" {PROPERTIES[key].unit}" if PROPERTIES[key].unit else ""
                 raise RequestError(
                     f"{key}={value:.4g} is out of range: this model makes {key} from {spec.low * scale:.4g} to "
                     f"{spec.high * scale:.4g}{unit} (0.5th to 99.5th percentile of its samples)"
                 )
-            targets[spec.name] = float(paper_value)
-        both = sorted(set(targets) & set(hold))
-        if both:
-            raise RequestError(f"{', '.join(both)}: either hold a property or give it a target, not both")
-        return Request(seed, tuple(sorted(targets.items())), tuple(sorted(set(hold))), k, along)
+            targets[spec.name] = float(value / scale)
+        held = sorted({self.spec_of(name, "cannot hold").name for name in hold})
+        return Request(seed, tuple(sorted(targets.items())), tuple(held), k, along)
 
     # -- computation --------------------------------------------------------------------------------------
 
@@ -491,7 +467,7 @@ class Explorer:
             "image_size": self.steering.image_size,
             "rows": rows,
             "measured": measured,
-            "units": {name: UNITS.get(name, "") for name in measured},
+            "units": {name: PROPERTIES[name].unit if name in PROPERTIES else "" for name in measured},
             "matches": matches,
             "matches_problem": problem,
             "latent_norm": float(np.linalg.norm(solution.latent)),
@@ -507,40 +483,41 @@ class Explorer:
         return json_safe(answer)
 
     def traversal(self, request: Request, frames: int = TRAVERSAL_FRAMES) -> dict:
-        """``/api/traversal``: the state's patch stepped along ``request.along``'s direction (conditional on the
+        """``/api/traversal``: the state's patch stepped along ``request.along``'s direction (its physical twin's
+        name steps along the same direction and reports values in the twin's unit; conditional on the
         held properties), ``frames`` evenly spaced steps in ``[-max_step, max_step]`` latent units, never across
         the polarity boundary."""
         from ..data.measure import patch_properties
 
         along = request.along or (request.targets[0][0] if request.targets else next(iter(self.properties)))
-        if along not in self.properties:
-            raise RequestError(f"cannot traverse along {along!r}: unknown property")
+        spec = self.spec_of(along, "cannot traverse along")
+        other = spec.twin if along == spec.name else spec.name
         solution = self.solve(request)
         steps = np.linspace(-self.max_step, self.max_step, frames)
         with self._lock:
             # Each frame moves along the direction of the latent's polarity side and stops at the polarity
             # boundary, as generate/edit do (a straight line through it would mirror the region).
             start = np.repeat(np.asarray(solution.latent, dtype=np.float64).reshape(1, -1), frames, axis=0)
-            latents = self.steering.directions.stepped(along, start, steps, list(request.hold)).astype(np.float32)
+            latents = self.steering.directions.stepped(spec.name, start, steps, list(request.hold)).astype(np.float32)
             patches = _generate(self.steering, latents)
         values = patch_properties(patches, self.steering.threshold_gauss, self.steering.pixel_mm)
-        spec = self.properties[along]
         return json_safe(
             {
                 "along": along,
+                "direction": spec.name,
                 "hold": list(request.hold),
                 "frames": [
                     {
                         "step": float(step),
                         "value": float(values[along][i]),
-                        "twin_value": float(values[spec.twin][i]) if spec.twin in values else None,
+                        "twin_value": float(values[other][i]) if other in values else None,
                         "image": png_data_uri(patches[i]),
                     }
                     for i, step in enumerate(steps)
                 ],
-                "unit": UNITS.get(along, ""),
-                "twin": spec.twin,
-                "twin_unit": PHYSICAL_UNITS.get(spec.twin or ""),
+                "unit": PROPERTIES[along].unit,
+                "twin": other,
+                "twin_unit": PROPERTIES[other].unit if other else None,
             }
         )
 

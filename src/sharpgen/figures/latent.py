@@ -220,13 +220,10 @@ TRAVERSAL_COLUMNS = 9
 """Patches per row of the traversal figures (steps from -max_step to +max_step of the run's directions)."""
 
 
-def _run_steering(results):
+def _run_steering(run):
     from ..latent.generate import load_steering
 
-    steering = load_steering(results)
-    if steering.sample_latents is None:
-        raise SharpgenError(f"{results}/samples/latents.npy not found: run the sample stage first")
-    return steering
+    return load_steering(run.results_dir)
 
 
 def _generate(steering) -> Generate:
@@ -242,20 +239,19 @@ def _median_start(steering, name: str = "tuf") -> np.ndarray:
     return np.asarray(steering.sample_latents[order[np.isfinite(values).sum() // 2]], dtype=np.float64)
 
 
-def _steps(results) -> np.ndarray:
+def _steps(run) -> np.ndarray:
     import json
-    from pathlib import Path
 
-    settings = json.loads((Path(results) / "directions" / "directions.json").read_text())["settings"]
+    settings = json.loads(run.path("directions").read_text())["settings"]
     return np.linspace(-settings["max_step"], settings["max_step"], TRAVERSAL_COLUMNS)
 
 
-def figure_latent_space(results, out, options) -> dict:
+def figure_latent_space(run, out, options) -> dict:
     """``sharpgen figure latent-space``: :func:`plot_latent_space` of the first ``max_patches`` samples."""
     import zarr
 
-    steering = _run_steering(results)
-    stored = zarr.open_array(str(results / "samples" / "patches.zarr"), mode="r")
+    steering = _run_steering(run)
+    stored = zarr.open_array(str(run.path("sample_patches")), mode="r")
     count = min(options.max_patches, len(steering.samples), stored.shape[0])
     shown = [name for name in ("tuf", "psep", "r_paper") if name in steering.directions] or list(steering.directions)
     patches = stored[:count]
@@ -263,44 +259,38 @@ def figure_latent_space(results, out, options) -> dict:
     return plot_latent_space(steering.directions, latents, steering.samples.iloc[:count], patches, shown, out)
 
 
-def figure_traversals(results, out, options) -> dict:
+def figure_traversals(run, out, options) -> dict:
     """``sharpgen figure traversals``: :func:`plot_traversal_grid` from the median-flux sample."""
-    steering = _run_steering(results)
+    steering = _run_steering(run)
     properties = list(steering.directions)
     start = _median_start(steering)
     return plot_traversal_grid(
-        _generate(steering), steering.measure, steering.directions, start, properties, _steps(results), out
+        _generate(steering), steering.measure, steering.directions, start, properties, _steps(run), out
     )
 
 
-def figure_calibration(results, out, options) -> dict:
+def figure_calibration(run, out, options) -> dict:
     """``sharpgen figure calibration``: :func:`plot_calibration` of ``directions/calibration.parquet``."""
-    path = results / "directions" / "calibration.parquet"
-    if not path.is_file():
-        raise SharpgenError(f"{path} not found: run fit_directions first")
-    calibration = pd.read_parquet(path)
+    calibration = pd.read_parquet(run.path("calibration"))
     return plot_calibration(calibration, list(dict.fromkeys(calibration["direction"])), out)
 
 
-def figure_entanglement(results, out, options) -> dict:
+def figure_entanglement(run, out, options) -> dict:
     """``sharpgen figure entanglement``: :func:`plot_entanglement` of ``directions/entanglement.json``."""
     import json
 
-    path = results / "directions" / "entanglement.json"
-    if not path.is_file():
-        raise SharpgenError(f"{path} not found: run fit_directions first")
-    return plot_entanglement(json.loads(path.read_text()), out)
+    return plot_entanglement(json.loads(run.path("entanglement").read_text()), out)
 
 
-def figure_conditional_edit(results, out, options) -> dict:
+def figure_conditional_edit(run, out, options) -> dict:
     """``sharpgen figure conditional-edit``: :func:`plot_conditional_edit` of ``r_paper`` holding ``tuf``
     (the first two directions when the run has not both)."""
-    steering = _run_steering(results)
+    steering = _run_steering(run)
     names = list(steering.directions)
     primal, held = ("r_paper", "tuf") if {"r_paper", "tuf"} <= set(names) else (names[-1], names[0])
     if primal == held:
         raise SharpgenError("the conditional-edit figure needs at least two directions")
     return plot_conditional_edit(
         _generate(steering), steering.measure, steering.directions, _median_start(steering), primal, held,
-        _steps(results), out,
+        _steps(run), out,
     )  # fmt: skip

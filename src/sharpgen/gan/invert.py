@@ -31,6 +31,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -40,13 +41,13 @@ from torch import nn
 from ..atomic import atomic_path, write_csv_atomic, write_text_atomic
 from ..errors import SharpgenError
 from ..progress import progress_bar
+from ..run import stage_file
 from ..units import GAUSS_PER_NORMALIZED_UNIT
 from .models import LATENT_DIM
 
 CSV_COLUMNS = ("label", "loss", "rmse_gauss", "best_restart", "latent_norm", "start_loss")
 """Columns of ``inversion.csv``; row i describes target i and row i of ``latents.npy``."""
 
-OPTIMIZERS = ("adam", "sgd")
 
 DEFAULT_BATCH_SIZE = 16
 """Targets optimized together (each with all its restarts): ``16 x 10`` latents per forward pass."""
@@ -68,53 +69,21 @@ def masked_mse(
 
 @dataclass(frozen=True)
 class InversionSettings:
-    """Settings of ``invert``; nonsense values raise a one-line error.
+    """Settings of ``invert`` (schema ``$defs.invert``, where each is described; built by ``build_settings``).
 
-    ``threshold`` is in normalized units (0.05 = 50 G); ``weak_weight`` is the loss weight of pixels at or below it.
-    ``optimizer``: ``sgd`` with ``lr`` = 0.01 and ``momentum`` = 0.9 is the paper's; without the authors'
-    gradient accumulation it barely moves the latent (the loss is a mean over pixels, ~1e-3, and so are its
-    gradients), so the default is ``adam`` (``momentum`` is its beta1), whose steps do not scale with the
-    gradient's size.
+    ``threshold`` is in normalized units (0.05 = 50 G); ``weak_weight`` is the loss weight of pixels at or below it;
+    ``momentum`` is Adam's beta1 when ``optimizer`` is ``adam``.
     """
 
-    restarts: int = 10
-    iterations: int = 1000
-    optimizer: str = "adam"
-    lr: float = 0.05
-    momentum: float = 0.9
-    threshold: float = 0.05
-    weak_weight: float = 0.5
+    SECTION: ClassVar[str] = "$defs.invert"
 
-    def __post_init__(self):
-        for name, minimum in (("restarts", 1), ("iterations", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-                raise SharpgenError(f"invert setting {name!r}: expected an integer >= {minimum}, got {value!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise SharpgenError(
-                f"invert setting 'optimizer': choose one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
-            )
-        checks = {
-            "lr": (lambda v: v > 0, "a number > 0"),
-            "momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-            "threshold": (lambda v: 0 <= v < 1, "a number in [0, 1) (normalized units: 0.05 = 50 G)"),
-            "weak_weight": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-        }
-        for name, (ok, expected) in checks.items():
-            value = getattr(self, name)
-            valid = isinstance(value, int | float | np.number) and not isinstance(value, bool) and math.isfinite(value)
-            if not (valid and ok(value)):
-                raise SharpgenError(f"invert setting {name!r}: expected {expected}, got {value!r}")
-
-    @classmethod
-    def from_mapping(cls, values: dict | None) -> InversionSettings:
-        """Defaults overridden by ``values`` (e.g. a ``--settings`` JSON object); unknown keys are an error."""
-        values = dict(values or {})
-        known = [field.name for field in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise SharpgenError(f"unknown invert setting {', '.join(map(repr, unknown))} (allowed: {', '.join(known)})")
-        return cls(**values)
+    restarts: int
+    iterations: int
+    optimizer: str
+    lr: float
+    momentum: float
+    threshold: float
+    weak_weight: float
 
 
 @dataclass(frozen=True)
@@ -260,29 +229,20 @@ def invert_patches(
     )
 
 
-def targets_from_fits(paths: Sequence[str | os.PathLike], normalize_settings) -> tuple[np.ndarray, list[str]]:
-    """Read and normalize SHARP FITS files (field in G) like the ``normalize`` stage does.
+def targets_from_fits(paths: Sequence[str | os.PathLike], normalization) -> tuple[np.ndarray, list[str]]:
+    """Read SHARP FITS files (field in G) and normalize them as a run did.
 
-    ``normalize_settings`` is a :class:`sharpgen.data.normalize.NormalizeSettings` (mode, image_size, scale_mm are
-    used). Returns the ``(N, S, S)`` float32 patches (normalized units) and the file paths as labels.
+    ``normalization`` is the run's :class:`sharpgen.data.normalize.Normalization` (``data/normalization.json``).
+    Returns the ``(N, S, S)`` float32 patches (normalized units) and the file paths as labels.
     """
     from ..data.fitsio import read_sharp
-    from ..data.scaling import normalize_field
 
     if not paths:
         raise SharpgenError("no FITS file given to invert")
     patches, labels = [], []
     for path in paths:
         record = read_sharp(path)
-        patches.append(
-            normalize_field(
-                record.field,
-                record.pixel_size_mm,
-                normalize_settings.mode,
-                normalize_settings.image_size,
-                normalize_settings.scale_mm,
-            )
-        )
+        patches.append(normalization.normalize(record.field, record.pixel_size_mm))
         labels.append(str(path))
     return np.stack(patches).astype(np.float32), labels
 
@@ -306,9 +266,9 @@ def targets_from_dataset(data_dir: str | os.PathLike, rows: Sequence[int]) -> tu
     import zarr
 
     data_dir = Path(data_dir)
-    store, table_path = data_dir / "patches.zarr", data_dir / "patches.parquet"
+    store, table_path = stage_file(data_dir, "patches"), stage_file(data_dir, "patch_table")
     if not store.exists() or not table_path.is_file():
-        raise SharpgenError(f"{data_dir}: no patches.zarr + patches.parquet (run the normalize stage first)")
+        raise SharpgenError(f"{data_dir}: no {store.name} + {table_path.name} (run the normalize stage first)")
     if len(rows) == 0:
         raise SharpgenError("no dataset row given to invert")
     patches = zarr.open_array(str(store), mode="r")
@@ -377,7 +337,7 @@ def run_invert(
     fits_files: Sequence[str | os.PathLike] | None = None,
     data_dir: str | os.PathLike | None = None,
     rows: Sequence[int] | None = None,
-    config: dict | None = None,
+    normalization=None,
     settings: InversionSettings,
     seed: int,
     device: str = "auto",
@@ -385,16 +345,15 @@ def run_invert(
     progress: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> pd.DataFrame:
-    """Invert FITS files (normalized with ``config``'s normalize section) or rows of the dataset ``data_dir``.
+    """Invert FITS files (normalized as ``normalization``, the generator's run's
+    :class:`~sharpgen.data.normalize.Normalization`) or rows of the dataset ``data_dir``.
 
-    Exactly one of ``fits_files`` / ``rows`` (with ``data_dir``) must be given. ``config`` is a validated
-    pipeline config (default: the defaults, with the generator's image_size); its ``image_size`` must equal the
-    generator's. Writes ``out_dir`` as :func:`save_inversion` does and returns the ``inversion.csv`` table.
+    Exactly one of ``fits_files`` (with ``normalization``) / ``rows`` (with ``data_dir``) must be given; the
+    normalized patches must have the generator's size. Writes ``out_dir`` as :func:`save_inversion` does and
+    returns the ``inversion.csv`` table.
     """
-    from ..config import validate_config
-    from ..data.normalize import NormalizeSettings
+    from ..training import pick_device
     from .models import load_generator
-    from .train import pick_device
 
     if bool(fits_files) == bool(rows):
         raise SharpgenError("give either FITS files or dataset rows to invert (exactly one of the two)")
@@ -402,6 +361,8 @@ def run_invert(
         raise SharpgenError("dataset rows need the dataset directory (the one holding patches.zarr)")
     if fits_files and data_dir is not None:
         raise SharpgenError("a dataset directory is only used with dataset rows, not with FITS files")
+    if fits_files and normalization is None:
+        raise SharpgenError("FITS files need the run's normalization (data/normalization.json) to become patches")
     if threads < 1:
         raise SharpgenError(f"threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
@@ -410,15 +371,13 @@ def run_invert(
     size = int(gan_settings["image_size"])
     provenance = {"generator": str(generator_path), "seed": seed, "image_size": size}
     if fits_files:
-        config = validate_config(config if config is not None else {"image_size": size})
-        normalize = NormalizeSettings.from_config(config)
-        if normalize.image_size != size:
+        if normalization.image_size != size:
             raise SharpgenError(
-                f"{generator_path} makes {size} px patches but the config's image_size is {normalize.image_size}; "
-                "use the config the generator was trained with"
+                f"{generator_path} makes {size} px patches but the normalization is to {normalization.image_size} px; "
+                "use the run the generator was trained in"
             )
-        targets, labels = targets_from_fits(fits_files, normalize)
-        provenance.update(source="fits", normalize={"mode": normalize.mode, "scale_mm": normalize.scale_mm})
+        targets, labels = targets_from_fits(fits_files, normalization)
+        provenance.update(source="fits", normalization=dataclasses.asdict(normalization))
     else:
         targets, labels = targets_from_dataset(data_dir, rows)
         if targets.shape[1:] != (size, size):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -142,6 +143,6 @@ def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") 
         settings = payload["settings"]
         generator, _ = build_networks(settings["architecture"], int(settings["image_size"]))
         generator.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, RuntimeError, EOFError, OSError) as exc:
+    except (KeyError, TypeError, RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:
         raise SharpgenError(f"{path}: not a sharpgen generator file ({exc.__class__.__name__}: {exc})") from None
     return generator.to(device).eval().requires_grad_(False), settings

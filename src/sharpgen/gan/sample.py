@@ -14,6 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -21,31 +22,33 @@ import pandas as pd
 from ..atomic import TEMP_PREFIX, atomic_path
 from ..data.measure import patch_properties
 from ..progress import progress_bar
+from ..run import stage_file
+from ..training import pick_device
 from .models import LATENT_DIM, load_generator
-from .train import pick_device
 
 
 @dataclass(frozen=True)
 class SampleSettings:
-    """Settings of ``sample`` (config section ``sample``) and the normalization the properties need."""
+    """Settings of ``sample`` (schema section ``sample``) and the normalization the properties need."""
+
+    SECTION: ClassVar[str] = "sample"
+    CONFIG_KEYS: ClassVar[dict[str, str]] = {
+        "threshold_gauss": "normalize.threshold_gauss",
+        "normalize_mode": "normalize.mode",
+        "scale_mm": "normalize.scale_mm",
+    }
 
     n_samples: int
     batch_size: int
+    stored_patches: int | None  # patches kept in patches.zarr (the first ones); None = all
     threshold_gauss: float
-    pixel_mm: float | None  # pixel side in Mm of fixed_scale patches; None for the paper's resize mode
-    stored_patches: int | None = None  # patches kept in patches.zarr (the first ones); None = all
+    normalize_mode: str
+    scale_mm: float
 
-    @classmethod
-    def from_config(cls, config: dict) -> SampleSettings:
-        """Build from a validated pipeline config."""
-        normalize = config["normalize"]
-        return cls(
-            n_samples=int(config["sample"]["n_samples"]),
-            batch_size=int(config["sample"]["batch_size"]),
-            stored_patches=config["sample"]["stored_patches"],
-            threshold_gauss=float(normalize["threshold_gauss"]),
-            pixel_mm=float(normalize["scale_mm"]) if normalize["mode"] == "fixed_scale" else None,
-        )
+    @property
+    def pixel_mm(self) -> float | None:
+        """Pixel side in Mm of fixed_scale patches; None for the paper's resize mode."""
+        return self.scale_mm if self.normalize_mode == "fixed_scale" else None
 
 
 def latent_batches(n: int, batch_size: int, seed: int):
@@ -101,7 +104,8 @@ def sample_generator(
     stored = n if settings.stored_patches is None else min(n, settings.stored_patches)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp_zarr = out_dir / f"{TEMP_PREFIX}patches.zarr"
+    final_zarr = stage_file(out_dir, "sample_patches")
+    tmp_zarr = out_dir / f"{TEMP_PREFIX}{final_zarr.name}"
     shutil.rmtree(tmp_zarr, ignore_errors=True)
     patches = zarr.create_array(
         store=str(tmp_zarr),
@@ -111,7 +115,10 @@ def sample_generator(
         zarr_format=3,
     )
     bar = progress_bar(total=n, desc="sample", unit="patch", disable=not progress)
-    with atomic_path(out_dir / "latents.npy") as tmp_latents, atomic_path(out_dir / "properties.parquet") as tmp_table:
+    with (
+        atomic_path(stage_file(out_dir, "sample_latents")) as tmp_latents,
+        atomic_path(stage_file(out_dir, "sample_table")) as tmp_table,
+    ):
         latents = np.lib.format.open_memmap(tmp_latents, mode="w+", dtype=np.float32, shape=(n, LATENT_DIM))
         writer = None
         for start, z in latent_batches(n, batch, seed):
@@ -129,7 +136,7 @@ def sample_generator(
         writer.close()
         latents.flush()
         del latents
-        shutil.rmtree(out_dir / "patches.zarr", ignore_errors=True)
-        os.replace(tmp_zarr, out_dir / "patches.zarr")
+        shutil.rmtree(final_zarr, ignore_errors=True)
+        os.replace(tmp_zarr, final_zarr)
     bar.close()
     return n

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -23,9 +22,10 @@ import torch
 from torch.nn import functional as F
 
 from ..atomic import atomic_path, write_csv_atomic
-from ..errors import SharpgenError
 from ..plotting import save_patch_grid
 from ..progress import progress_bar
+from ..run import stage_file
+from ..training import load_training_patches, pick_device, restore_checkpoint, run_identity, save_checkpoint
 from .models import LATENT_DIM, build_networks
 
 PREVIEW_COUNT = 16
@@ -34,7 +34,10 @@ LOG_COLUMNS = ("step", "d_loss", "g_loss", "real_acc", "fake_acc", "seconds_per_
 
 @dataclass(frozen=True)
 class GanSettings:
-    """Settings of ``train_gan`` (config section ``gan`` plus the top-level ``image_size``)."""
+    """Settings of ``train_gan`` (schema section ``gan`` plus the top-level ``image_size``)."""
+
+    SECTION: ClassVar[str] = "gan"
+    CONFIG_KEYS: ClassVar[dict[str, str]] = {"image_size": "image_size"}
 
     architecture: str
     image_size: int
@@ -45,48 +48,6 @@ class GanSettings:
     loss: str
     ema_decay: float
     checkpoint_every: int
-
-    @classmethod
-    def from_config(cls, config: dict) -> GanSettings:
-        """Build from a validated pipeline config."""
-        section = config["gan"]
-        return cls(
-            architecture=section["architecture"],
-            image_size=int(config["image_size"]),
-            steps=int(section["steps"]),
-            batch_size=int(section["batch_size"]),
-            lr=float(section["lr"]),
-            betas=tuple(float(b) for b in section["betas"]),
-            loss=section["loss"],
-            ema_decay=float(section["ema_decay"]),
-            checkpoint_every=int(section["checkpoint_every"]),
-        )
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    """CUDA when present (or asked for), else CPU."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise SharpgenError("device 'cuda' requested but no CUDA GPU is available")
-    return torch.device(requested)
-
-
-def load_training_patches(data_dir: str | os.PathLike, image_size: int) -> torch.Tensor:
-    """The ``train`` split of ``data_dir/patches.zarr`` as a ``(N, 1, S, S)`` float32 tensor."""
-    import zarr
-
-    data_dir = Path(data_dir)
-    table = pd.read_parquet(data_dir / "patches.parquet", columns=["split"])
-    rows = np.flatnonzero(table["split"].to_numpy() == "train")
-    if rows.size == 0:
-        raise SharpgenError(f"{data_dir}: the train split is empty")
-    patches = zarr.open_array(str(data_dir / "patches.zarr"), mode="r")
-    if patches.shape[1:] != (image_size, image_size):
-        raise SharpgenError(
-            f"{data_dir}: patches are {patches.shape[1]} px but image_size is {image_size}; rerun normalize"
-        )
-    return torch.from_numpy(np.asarray(patches.get_orthogonal_selection((rows, slice(None), slice(None)))))[:, None]
 
 
 LOSSES = ("bce", "hinge")
@@ -134,55 +95,10 @@ def _new_state(settings: GanSettings, seed: int, device: torch.device) -> dict:
     }
 
 
-def run_identity(settings: GanSettings, seed: int, patches: torch.Tensor) -> dict:
-    """What a checkpoint must share with this run to be resumed: the settings that shape training (all but
-    ``steps`` and ``checkpoint_every``, so a run can be extended), the seed, and a digest of the training data."""
-    shaping = {
-        key: value for key, value in dataclasses.asdict(settings).items() if key not in ("steps", "checkpoint_every")
-    }
-    return {"settings": shaping, "seed": seed, **data_fingerprint(patches)}
-
-
-def data_fingerprint(patches: torch.Tensor) -> dict:
-    """Digest and shape of a training set: a checkpoint made on other patches is not resumed."""
-    return {"data_sha256": hashlib.sha256(patches.numpy().tobytes()).hexdigest(), "data_shape": list(patches.shape)}
-
-
-def _save_checkpoint(path: Path, state: dict, settings: GanSettings, identity: dict) -> None:
-    payload = {
-        "settings": dataclasses.asdict(settings),
-        "identity": identity,
-        "step": state["step"],
-        "log": state["log"],
-        "sampler": state["sampler"].get_state(),
-        "torch_rng": torch.get_rng_state(),
-        **{name: state[name].state_dict() for name in ("generator", "discriminator", "ema", "opt_g", "opt_d")},
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def _restore_checkpoint(path: Path, state: dict, settings: GanSettings, identity: dict) -> bool:
-    """Load ``path`` into ``state`` when it belongs to this run; return whether it did.
-
-    A checkpoint of another run (other settings, seed or training data: e.g. the config or the dataset
-    changed since) is stale: it is reported and training starts from scratch, overwriting it.
-    """
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if payload.get("identity") != identity:
-        print(f"train_gan: {path} is from another run (settings, seed or data differ): training from scratch",
-              file=sys.stderr, flush=True)  # fmt: skip
-        return False
-    if payload["step"] > settings.steps:
-        raise SharpgenError(
-            f"{path} is at step {payload['step']}, beyond gan.steps = {settings.steps}; raise steps or delete it"
-        )
-    for name in ("generator", "discriminator", "ema", "opt_g", "opt_d"):
-        state[name].load_state_dict(payload[name])
-    state["step"], state["log"] = payload["step"], payload["log"]
-    state["sampler"].set_state(payload["sampler"])
-    torch.set_rng_state(payload["torch_rng"])
-    return True
+MODULES = ("generator", "discriminator", "ema", "opt_g", "opt_d")
+GENERATORS = ("sampler",)
+FREE_SETTINGS = ("steps", "checkpoint_every")
+"""Settings a resumed run may change: it can be extended."""
 
 
 def _write_preview(path: Path, ema: torch.nn.Module, z: torch.Tensor, step: int) -> None:
@@ -210,13 +126,16 @@ def train_gan(
     """
     torch.set_num_threads(threads)
     out_dir = Path(out_dir)
-    checkpoint = out_dir / "checkpoints" / "last.pt"
+    checkpoint = stage_file(out_dir, "gan_checkpoint")
     dev = pick_device(device)
     patches = load_training_patches(data_dir, settings.image_size)
     state = _new_state(settings, seed, dev)
-    identity = run_identity(settings, seed, patches)
+    identity = run_identity(settings, seed, patches, FREE_SETTINGS)
     if checkpoint.is_file():
-        _restore_checkpoint(checkpoint, state, settings, identity)
+        restore_checkpoint(
+            checkpoint, state, identity, MODULES, GENERATORS,
+            stage="train_gan", total_steps=settings.steps, limit=f"gan.steps = {settings.steps}", setting="steps",
+        )  # fmt: skip
     generator, discriminator, ema = state["generator"], state["discriminator"], state["ema"]
     preview_z = torch.from_numpy(np.random.default_rng(seed).standard_normal((PREVIEW_COUNT, LATENT_DIM)))
     preview_z = preview_z.float().to(dev)
@@ -249,12 +168,13 @@ def train_gan(
         })  # fmt: skip
         bar.update(1)
         if state["step"] % settings.checkpoint_every == 0 or state["step"] == settings.steps:
-            _save_checkpoint(checkpoint, state, settings, identity)
-            write_csv_atomic(pd.DataFrame(state["log"], columns=list(LOG_COLUMNS)), out_dir / "train_log.csv")
+            save_checkpoint(checkpoint, state, settings, identity, MODULES, GENERATORS)
+            write_csv_atomic(pd.DataFrame(state["log"], columns=list(LOG_COLUMNS)), stage_file(out_dir, "gan_log"))
         if preview_every and state["step"] % preview_every == 0:
-            _write_preview(out_dir / "previews" / f"step_{state['step']:06d}.png", ema, preview_z, state["step"])
+            preview = stage_file(out_dir, "gan_previews") / f"step_{state['step']:06d}.png"
+            _write_preview(preview, ema, preview_z, state["step"])
     bar.close()
-    _write_preview(out_dir / "samples.png", ema, preview_z, state["step"])
-    with atomic_path(out_dir / "generator.pt") as tmp:
+    _write_preview(stage_file(out_dir, "gan_grid"), ema, preview_z, state["step"])
+    with atomic_path(stage_file(out_dir, "generator")) as tmp:
         torch.save({"settings": dataclasses.asdict(settings), "state_dict": ema.state_dict()}, tmp)
     return pd.DataFrame(state["log"], columns=list(LOG_COLUMNS))

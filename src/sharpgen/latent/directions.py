@@ -7,12 +7,13 @@ t grows. A *conditional* direction is ``n_q`` with its components along chosen c
 (the paper's ``project_boundary``, research/paper.md section 5), so stepping along it leaves those conditions'
 SVM scores unchanged to first order.
 
-Optionally the latents are first split by a boundary fitted on a signed property (``lead_sign``), and each
+Optionally the latents are first split by a boundary fitted on a signed property (``lead_pol``), and each
 side gets its own directions (:class:`DirectionSet` explains why: the latent space is folded by polarity).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,7 +51,7 @@ def extreme_labels(values: np.ndarray, fraction: float) -> tuple[np.ndarray, np.
     if not 0 < fraction <= 0.5:
         raise SharpgenError(f"label fraction must be in (0, 0.5], got {fraction}")
     finite = np.flatnonzero(np.isfinite(values))
-    count = int(np.floor(fraction * finite.size))
+    count = labelled_per_class(values, fraction)
     if count < 2:
         raise SharpgenError(
             f"only {finite.size} samples have a defined value: too few for a top/bottom {fraction:.0%} split"
@@ -58,6 +59,11 @@ def extreme_labels(values: np.ndarray, fraction: float) -> tuple[np.ndarray, np.
     order = finite[np.argsort(values[finite], kind="stable")]
     indices = np.concatenate([order[:count], order[-count:]])
     return indices, np.repeat([0, 1], count)
+
+
+def labelled_per_class(values: np.ndarray, fraction: float) -> int:
+    """Samples per class that :func:`extreme_labels` labels: ``fraction`` of the finite ``values``, rounded down."""
+    return int(np.floor(fraction * np.isfinite(np.asarray(values, dtype=np.float64)).sum()))
 
 
 def fit_classifier(
@@ -119,13 +125,31 @@ def fit_split(
     name: str, latents: np.ndarray, values: np.ndarray, heldout: float = 0.3, seed: int = 0, regularization: float = 1.0
 ) -> Direction:
     """The boundary between latents whose signed property ``name`` is positive and negative (zeros and NaN
-    are left out), e.g. ``lead_sign``: +1 when the leading polarity is positive."""
+    are left out), e.g. ``lead_pol``: > 0 when the positive polarity leads (its centroid at a larger column)."""
     values = np.asarray(values, dtype=np.float64)
     indices = np.flatnonzero(np.isfinite(values) & (values != 0))
     labels = (values[indices] > 0).astype(int)
     if min(labels.sum(), labels.size - labels.sum()) < 2:
         raise SharpgenError(f"split {name!r}: fewer than 2 samples on one side (is the generator trained?)")
     return fit_classifier(name, latents, indices, labels, heldout, seed, regularization)
+
+
+def split_shortfall(name: str, values: np.ndarray, fraction: float) -> str | None:
+    """Why the latents cannot be split by the sign of property ``name`` (``(N,)`` ``values``), or None if they can.
+
+    Each side must hold at least ``2 / fraction`` samples, the fewest from which :func:`extreme_labels` takes two
+    per class. Samples of a generator that makes (almost) only one leading polarity have no polarity fold to
+    undo: their directions are fitted over all latents, as without a split.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    negative, positive = int(np.sum(values < 0)), int(np.sum(values > 0))
+    needed = math.ceil(2.0 / fraction)
+    if min(negative, positive) >= needed:
+        return None
+    return (
+        f"split by {name} skipped: {negative} samples negative and {positive} positive, fewer than {needed} on "
+        "one side; one direction per property over all latents"
+    )
 
 
 def conditional_normal(primal: np.ndarray, conditions: list[np.ndarray]) -> np.ndarray:
@@ -166,7 +190,7 @@ class DirectionSet:
     The latent space of a generator trained on both leading polarities is folded: flipping the sign of
     the latent component that sets the leading polarity mirrors the active region, so a magnitude such as
     the unsigned flux grows towards *both* ends of that component and no single hyperplane separates high
-    from low flux. With a ``split`` (a boundary fitted on a signed property such as ``lead_sign``), each side
+    from low flux. With a ``split`` (a boundary fitted on a signed property such as ``lead_pol``), each side
     gets its own SVM per property and a latent is moved along the direction of the side it lies on.
     """
 

@@ -3,7 +3,9 @@
 Reads ``samples/latents.npy`` + ``samples/properties.parquet`` (and the generator, to traverse) and writes
 into ``directions/``:
 
-- ``directions.json``: the split boundary (``directions.split_by``, e.g. the leading polarity; or null), per
+- ``directions.json``: the split boundary (``directions.split_by``, the leading polarity ``lead_pol``; or null),
+  ``skipped`` (what was asked but the samples cannot support, and why: the split when they hold too few of one
+  polarity, a property defined on too few samples to label two per class), per
   property and side the unit normal, SVM offset and held-out accuracy, and for both the plain direction and
   its conditional version (orthogonal to every other configured property's direction on the same side) the
   median traversal Spearman correlation with the step reached (all steps, and steps >= 0 as in the paper's
@@ -22,6 +24,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -30,9 +33,20 @@ from ..atomic import write_parquet_atomic, write_text_atomic
 from ..errors import SharpgenError
 from ..gan.models import load_generator
 from ..gan.sample import SampleSettings, latent_properties
-from ..gan.train import pick_device
 from ..progress import progress_bar
-from .directions import ALL_LATENTS, SIDES, DirectionSet, directions_to_json, fit_direction, fit_split, sides_of
+from ..run import stage_file
+from ..training import pick_device
+from .directions import (
+    ALL_LATENTS,
+    SIDES,
+    DirectionSet,
+    directions_to_json,
+    fit_direction,
+    fit_split,
+    labelled_per_class,
+    sides_of,
+    split_shortfall,
+)
 from .steering import calibration_curves, entanglement_row, median_slopes, median_spearman, traversal_steps, traverse
 
 KINDS = ("plain", "conditional")
@@ -40,7 +54,9 @@ KINDS = ("plain", "conditional")
 
 @dataclass(frozen=True)
 class DirectionSettings:
-    """Settings of ``fit_directions`` (config section ``directions``)."""
+    """Settings of ``fit_directions`` (schema section ``directions``)."""
+
+    SECTION: ClassVar[str] = "directions"
 
     properties: tuple[str, ...]
     split_by: str | None
@@ -50,21 +66,6 @@ class DirectionSettings:
     traversal_starts: int
     max_step: float
     n_steps: int
-
-    @classmethod
-    def from_config(cls, config: dict) -> DirectionSettings:
-        """Build from a validated pipeline config."""
-        section = config["directions"]
-        return cls(
-            properties=tuple(section["properties"]),
-            split_by=section.get("split_by"),
-            label_fraction=float(section["label_fraction"]),
-            heldout_fraction=float(section["heldout_fraction"]),
-            svm_c=float(section["svm_c"]),
-            traversal_starts=int(section["traversal_starts"]),
-            max_step=float(section["max_step"]),
-            n_steps=int(section["n_steps"]),
-        )
 
 
 def fit_directions(
@@ -83,8 +84,8 @@ def fit_directions(
 
     torch.set_num_threads(threads)
     samples_dir, out_dir = Path(samples_dir), Path(out_dir)
-    latents = np.load(samples_dir / "latents.npy")
-    table = pd.read_parquet(samples_dir / "properties.parquet")
+    latents = np.load(stage_file(samples_dir, "sample_latents"))
+    table = pd.read_parquet(stage_file(samples_dir, "sample_table"))
     missing = [name for name in settings.properties if name not in table.columns]
     if missing:
         raise SharpgenError(
@@ -93,22 +94,34 @@ def fit_directions(
         )
     if settings.split_by is not None and settings.split_by not in table.columns:
         raise SharpgenError(f"directions.split_by: {settings.split_by!r} is not measured by the sample stage")
-    split = None
+    split, skipped = None, {}
     if settings.split_by is not None:
-        split = fit_split(
-            settings.split_by, latents, table[settings.split_by].to_numpy(), settings.heldout_fraction, seed,
-            settings.svm_c,
-        )  # fmt: skip
+        values = table[settings.split_by].to_numpy()
+        shortfall = split_shortfall(settings.split_by, values, settings.label_fraction)
+        if shortfall is None:
+            split = fit_split(settings.split_by, latents, values, settings.heldout_fraction, seed, settings.svm_c)
+        else:
+            skipped["split"] = shortfall
     sides = sides_of(split, latents)
+    side_keys = (ALL_LATENTS,) if split is None else SIDES
+    for name in settings.properties:
+        values = table[name].to_numpy()
+        if min(labelled_per_class(values[sides == side], settings.label_fraction) for side in side_keys) < 2:
+            skipped[name] = (
+                f"{name} skipped: too few samples with a defined {name} for two per class on every side; no direction"
+            )
+    fitted = [name for name in settings.properties if name not in skipped]
+    if not fitted:
+        raise SharpgenError("fit_directions: no property is defined on enough samples (is the generator trained?)")
     plain = {
         name: {
             side: fit_direction(
                 name, latents[sides == side], table[name].to_numpy()[sides == side], settings.label_fraction,
                 settings.heldout_fraction, seed, settings.svm_c,
             )
-            for side in ((ALL_LATENTS,) if split is None else SIDES)
+            for side in side_keys
         }
-        for name in settings.properties
+        for name in fitted
     }  # fmt: skip
     directions = DirectionSet(split, plain)
     dev = pick_device(device)
@@ -124,16 +137,16 @@ def fit_directions(
     traversals, curves, summary = [], [], {}
     matrices = {kind: {} for kind in KINDS}
     bar = progress_bar(
-        total=len(KINDS) * len(settings.properties), desc="fit_directions", unit="traversal set", disable=not progress
+        total=len(KINDS) * len(fitted), desc="fit_directions", unit="traversal set", disable=not progress
     )
     for kind in KINDS:
-        for name in settings.properties:
-            conditions = settings.properties if kind == "conditional" else ()
+        for name in fitted:
+            conditions = fitted if kind == "conditional" else ()
             normals = directions.normals(name, starts, conditions)
             traversal = traverse(measure, starts, normals, steps, directions.keep_sides)
             traversal.insert(2, "side", np.repeat(directions.side_of(starts), len(steps)))
             slopes = median_slopes(traversal, measured)
-            own = {other: slopes[other] for other in settings.properties}
+            own = {other: slopes[other] for other in fitted}
             matrices[kind][name] = entanglement_row(own, name, spread)
             summary.setdefault(name, {})[kind] = {
                 "median_spearman": median_spearman(traversal, name),
@@ -149,19 +162,20 @@ def fit_directions(
             bar.update(1)
     bar.close()
     document = directions_to_json(directions, dataclasses.asdict(settings))
+    document["skipped"] = skipped
     document["measurement"] = {
         "threshold_gauss": sample_settings.threshold_gauss,
         "pixel_mm": sample_settings.pixel_mm,
         "image_size": int(gan_settings["image_size"]),
     }
     for name, entry in document["directions"].items():
-        entry["conditional_on"] = [other for other in settings.properties if other != name]
+        entry["conditional_on"] = [other for other in fitted if other != name]
         entry["traversal"] = summary[name]
         entry["sample_std"] = spread[name]
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_parquet_atomic(pd.concat(traversals, ignore_index=True), out_dir / "traversals.parquet")
-    write_parquet_atomic(pd.concat(curves, ignore_index=True), out_dir / "calibration.parquet")
-    entanglement = {"properties": list(settings.properties), "steps": steps.tolist(), **matrices}
-    write_text_atomic(out_dir / "entanglement.json", json.dumps(entanglement, indent=2) + "\n")
-    write_text_atomic(out_dir / "directions.json", json.dumps(document, indent=2) + "\n")
+    write_parquet_atomic(pd.concat(traversals, ignore_index=True), stage_file(out_dir, "traversals"))
+    write_parquet_atomic(pd.concat(curves, ignore_index=True), stage_file(out_dir, "calibration"))
+    entanglement = {"properties": fitted, "steps": steps.tolist(), **matrices}
+    write_text_atomic(stage_file(out_dir, "entanglement"), json.dumps(entanglement, indent=2) + "\n")
+    write_text_atomic(stage_file(out_dir, "directions"), json.dumps(document, indent=2) + "\n")
     return document

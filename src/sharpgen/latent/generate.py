@@ -22,13 +22,17 @@ import pandas as pd
 
 from ..atomic import atomic_path, write_csv_atomic, write_text_atomic
 from ..data.fitsio import write_sharp_fits
+from ..data.normalize import Normalization
 from ..errors import SharpgenError
 from ..gan.models import LATENT_DIM, load_generator
 from ..gan.sample import generate, latent_properties
-from ..gan.train import pick_device
 from ..plotting import save_patch_grid
-from ..units import GAUSS_PER_NORMALIZED_UNIT, pixel_area_cm2
+from ..properties import quantity, twin_factor, twin_of
+from ..run import STEERING, RunLayout
+from ..training import pick_device
+from ..units import GAUSS_PER_NORMALIZED_UNIT
 from .directions import DirectionSet, directions_from_json
+from .requests import SteerRequest
 from .steering import solve_targets
 
 REACHABLE_QUANTILES = (0.005, 0.995)
@@ -55,62 +59,45 @@ class Steering:
         """Generate and measure ``(N, 100)`` latents."""
         return latent_properties(self.generator, latents, self.device, self.threshold_gauss, self.pixel_mm)
 
-    def to_paper_units(self, name: str, value: float) -> tuple[str, float]:
-        """Map a physical target to the property that has a direction: ``usflux`` [Mx] -> ``tuf`` [kG],
-        ``psep_mm`` [Mm] -> ``psep`` (fraction of the patch diagonal); other names pass through."""
-        if name in self.directions or name not in PHYSICAL_TWINS:
+    def resolve(self, name: str, value: float = 0.0) -> tuple[str, float]:
+        """The property whose direction steers ``name`` and ``value`` in its units: ``name`` itself when it has a
+        direction, else its physical twin's (``usflux`` [Mx] <-> ``tuf`` [kG], ``psep_mm`` [Mm] <-> ``psep``
+        [patch diagonals]; exact conversions on ``fixed_scale`` patches)."""
+        if name in self.directions:
             return name, value
+        twin = twin_of(name)
+        if twin is None or twin not in self.directions:
+            raise SharpgenError(
+                f"no direction for {name!r} (directions exist for: {', '.join(self.directions)}; "
+                "add it to directions.properties)"
+            )
         if self.pixel_mm is None:
-            raise SharpgenError(f"target {name!r} needs a fixed_scale run (this one used resize: paper units only)")
-        twin = PHYSICAL_TWINS[name]
-        size = self.image_size
-        if name == "usflux":
-            area = pixel_area_cm2(self.pixel_mm, self.pixel_mm) * size * size
-            return twin, value / (GAUSS_PER_NORMALIZED_UNIT * area)
-        return twin, value / (math.sqrt(2.0) * size * self.pixel_mm)
-
-
-PHYSICAL_TWINS = {"usflux": "tuf", "psep_mm": "psep"}
-"""Physical properties that are exact unit conversions of paper ones on ``fixed_scale`` patches."""
+            raise SharpgenError(f"{name!r} needs a fixed_scale run (this one used resize: paper units only)")
+        paper = quantity(name)
+        factor = twin_factor(paper, self.image_size, self.pixel_mm)
+        return twin, value / factor if name != paper else value * factor
 
 
 def load_steering(run_dir: str | os.PathLike, device: str = "auto") -> Steering:
-    """Load what a pipeline run left in ``run_dir`` (its ``results_dir``): the generator, the directions and
-    the sampled properties (for reachable ranges)."""
-    run_dir = Path(run_dir)
-    directions_path = run_dir / "directions" / "directions.json"
-    if not directions_path.is_file():
-        raise SharpgenError(f"{directions_path}: no directions (run the pipeline through fit_directions first)")
-    document = json.loads(directions_path.read_text())
+    """Load what a pipeline run left in ``run_dir`` (its ``results_dir``): the generator, the directions, the
+    sampled properties (for reachable ranges) and the normalization (pixel size for Mx and Mm, threshold)."""
+    layout = RunLayout(run_dir)
+    layout.require_all(STEERING)
+    document = json.loads(layout.path("directions").read_text())
+    normalization = Normalization.read(layout.path("normalization"))
     dev = pick_device(device)
-    generator, settings = load_generator(run_dir / "gan" / "generator.pt", dev)
-    measurement = document["measurement"]
+    generator, settings = load_generator(layout.path("generator"), dev)
     return Steering(
         generator=generator,
         device=dev,
         image_size=int(settings["image_size"]),
-        threshold_gauss=float(measurement["threshold_gauss"]),
-        pixel_mm=measurement["pixel_mm"],
+        threshold_gauss=normalization.threshold_gauss,
+        pixel_mm=normalization.pixel_mm,
         directions=directions_from_json(document),
         slopes={name: entry["traversal"]["plain"]["slopes_per_step"] for name, entry in document["directions"].items()},
-        samples=pd.read_parquet(run_dir / "samples" / "properties.parquet"),
-        sample_latents=np.load(run_dir / "samples" / "latents.npy", mmap_mode="r"),
+        samples=pd.read_parquet(layout.path("sample_table")),
+        sample_latents=np.load(layout.path("sample_latents"), mmap_mode="r"),
     )
-
-
-def parse_assignments(items: Sequence[str]) -> dict[str, float]:
-    """``["tuf=0.03", "psep_mm=40"]`` -> ``{"tuf": 0.03, "psep_mm": 40.0}`` (one-line errors for typos)."""
-    result = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not sep or not name or not math.isfinite(value):
-            raise SharpgenError(f"target {item!r}: expected NAME=VALUE with a finite number, e.g. tuf=0.03")
-        result[name.strip()] = value
-    return result
 
 
 def _check_reachable(steering: Steering, name: str, value: float, shown: tuple[str, float]) -> None:
@@ -137,17 +124,10 @@ def steer(
     """
     wanted = {}
     for name, value in (targets or {}).items():
-        paper_name, paper_value = steering.to_paper_units(name, value)
-        if paper_name not in steering.directions:
-            raise SharpgenError(
-                f"no direction for {name!r} (directions exist for: {', '.join(steering.directions)}; "
-                "add it to directions.properties)"
-            )
-        _check_reachable(steering, paper_name, paper_value, (name, value))
-        wanted[paper_name] = paper_value
-    unknown = [name for name in keep if name not in steering.directions]
-    if unknown:
-        raise SharpgenError(f"cannot keep {', '.join(unknown)}: no direction (have: {', '.join(steering.directions)})")
+        steered, steered_value = steering.resolve(name, value)
+        _check_reachable(steering, steered, steered_value, (name, value))
+        wanted[steered] = steered_value
+    keep = [steering.resolve(name)[0] for name in keep]
     names = list(dict.fromkeys([*wanted, *(k for k in keep if k not in wanted)]))
     if not names:
         raise SharpgenError("nothing to do: give at least one target (NAME=VALUE) or a property to keep")
@@ -176,7 +156,9 @@ def write_results(
     prefix: str = "generated",
 ) -> pd.DataFrame:
     """Write ``<prefix>_NNN.fits`` (field in G; targets, achieved values and the latent in the header),
-    ``<prefix>.png``, ``<prefix>.csv`` (requested vs achieved per patch) and ``latents.npy``; return the table."""
+    ``<prefix>.png``, ``<prefix>.csv`` (requested vs achieved per patch) and ``latents.npy``; return the table.
+    ``<prefix>_NNN.fits`` files of an earlier, larger request in ``out_dir`` are removed: the folder then holds
+    exactly this request's outputs."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     patches = generate(steering.generator, np.asarray(latents, dtype=np.float32), steering.device)
@@ -221,7 +203,37 @@ def write_results(
         out_dir / f"{prefix}.json",
         json.dumps({"targets": dict(requested), "kept": list(kept), "count": len(latents)}, indent=2) + "\n",
     )
+    written = set(summary["file"])
+    for stale in out_dir.glob(f"{prefix}_[0-9][0-9][0-9]*.fits"):
+        if stale.name not in written and stale.name[len(prefix) + 1 : -len(".fits")].isdigit():
+            stale.unlink()
     return summary
+
+
+@dataclass(frozen=True)
+class Steered:
+    """What :func:`steer_and_write` made: ``(N, 100)`` latents, their measured table, which met every target,
+    and the targets as requested (paper or physical units)."""
+
+    latents: np.ndarray
+    table: pd.DataFrame
+    converged: np.ndarray
+    targets: dict[str, float]
+
+
+def steer_and_write(
+    steering: Steering, starts: np.ndarray, request: SteerRequest, out_dir: str | os.PathLike, prefix: str
+) -> Steered:
+    """The flow ``generate``, ``edit`` and ``query --target`` share: move ``starts`` by the request's steps or
+    to its targets (holding its kept properties), then :func:`write_results` into ``out_dir``."""
+    if request.steps:
+        latents = step_along(steering, starts, request.steps, request.keep)
+        table, converged = steering.measure(latents), np.ones(len(latents), dtype=bool)
+    else:
+        latents, table, converged, _ = steer(steering, starts, request.targets, request.keep, request.tolerance)
+    targets = {name: value for name, value in request.targets.items() if name in table.columns}
+    write_results(out_dir, steering, latents, table, converged, targets, request.keep, prefix=prefix)
+    return Steered(latents, table, converged, targets)
 
 
 def starting_latents(steering: Steering, targets: Mapping[str, float], n: int, seed: int) -> np.ndarray:
@@ -232,11 +244,11 @@ def starting_latents(steering: Steering, targets: Mapping[str, float], n: int, s
         return random_latents(n, seed)
     distance = np.zeros(len(steering.samples))
     for name, value in targets.items():
-        paper_name, paper_value = steering.to_paper_units(name, value)
-        if paper_name not in steering.samples.columns:
+        steered, steered_value = steering.resolve(name, value)
+        if steered not in steering.samples.columns:
             return random_latents(n, seed)
-        values = steering.samples[paper_name].to_numpy(dtype=np.float64)
-        distance += ((values - paper_value) / np.nanstd(values)) ** 2
+        values = steering.samples[steered].to_numpy(dtype=np.float64)
+        distance += ((values - steered_value) / np.nanstd(values)) ** 2
     distance = np.where(np.isfinite(distance), distance, np.inf)
     pool = np.argsort(distance, kind="stable")[: max(NEAREST_POOL_PER_REQUEST * n, NEAREST_POOL_MIN)]
     picks = np.sort(np.random.default_rng(seed).choice(pool, size=n, replace=n > len(pool)))
@@ -260,13 +272,11 @@ def step_along(
     latent starts on); with ``keep``, along its conditional version orthogonal to the kept properties'
     directions (their SVM scores do not change). A latent never crosses the split boundary (it keeps its
     leading polarity; see :meth:`DirectionSet.keep_sides`)."""
-    unknown = [name for name in [*steps, *keep] if name not in steering.directions]
-    if unknown:
-        raise SharpgenError(f"no direction for {', '.join(unknown)} (have: {', '.join(steering.directions)})")
+    keep = [steering.resolve(name)[0] for name in keep]
     start = np.asarray(latents, dtype=np.float64)
     moved = start.copy()
     for name, step in steps.items():
-        moved += step * steering.directions.normals(name, start, keep)
+        moved += step * steering.directions.normals(steering.resolve(name)[0], start, keep)
     moved = steering.directions.keep_sides(moved, start)
     return moved.astype(np.float32)
 
@@ -275,10 +285,16 @@ def load_latents(path: str | os.PathLike, rows: Sequence[int] | None = None) -> 
     """``(N, 100)`` latents from a ``latents.npy`` written by ``sample``, ``generate``, ``edit`` or ``invert``."""
     path = Path(path)
     if not path.is_file():
-        raise SharpgenError(f"{path}: no such latents file")
-    latents = np.load(path)
-    if latents.ndim != 2 or latents.shape[1] != LATENT_DIM:
-        raise SharpgenError(f"{path}: expected (N, {LATENT_DIM}) latents, got shape {latents.shape}")
+        raise SharpgenError(f"--latents {path}: no such file")
+    try:
+        latents = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise SharpgenError(f"--latents {path}: not a readable .npy file ({exc.__class__.__name__})") from None
+    if not isinstance(latents, np.ndarray) or latents.ndim != 2 or latents.shape[1] != LATENT_DIM:
+        shape = getattr(latents, "shape", "an archive")
+        raise SharpgenError(f"--latents {path}: expected (N, {LATENT_DIM}) latents, got shape {shape}")
+    if not np.issubdtype(latents.dtype, np.number) or not np.all(np.isfinite(latents)):
+        raise SharpgenError(f"--latents {path}: latents must be finite numbers")
     if rows is not None:
         bad = [row for row in rows if not 0 <= row < len(latents)]
         if bad:

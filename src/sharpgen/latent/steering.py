@@ -12,6 +12,7 @@ point is generated and measured. From traversals of many random starts:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -103,9 +104,10 @@ def median_spearman(traversal: pd.DataFrame, name: str) -> float:
 
 
 def entanglement_row(slopes: dict[str, float], own: str, spread: dict[str, float]) -> dict[str, float]:
-    """Slope of every property in units of its ``spread`` (std over samples), relative to the ``own`` property's."""
-    scaled = {name: slopes[name] / spread[name] for name in slopes}
-    return {name: value / scaled[own] for name, value in scaled.items()}
+    """Slope of every property in units of its ``spread`` (std over samples), relative to the ``own`` property's;
+    NaN where a spread or the own scaled slope is 0 (a property the samples never vary)."""
+    scaled = {name: slopes[name] / spread[name] if spread[name] > 0 else math.nan for name in slopes}
+    return {name: value / scaled[own] if scaled[own] != 0 else math.nan for name, value in scaled.items()}
 
 
 def traversal_steps(max_step: float, n_steps: int) -> np.ndarray:

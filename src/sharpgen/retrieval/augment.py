@@ -24,8 +24,8 @@ these as little as possible:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch.nn import functional as F
@@ -35,44 +35,28 @@ from ..errors import SharpgenError
 
 @dataclass(frozen=True)
 class AugmentSettings:
-    """Augmentation magnitudes (config section ``ssl.augment``); a zero magnitude switches one off."""
+    """Augmentation magnitudes (schema section ``ssl.augment``); a zero magnitude switches one off.
 
-    dihedral: bool = True
-    """random multiple of 90 degrees and random mirror (exact)."""
-    rotation_deg: float = 10.0
-    """small-angle rotation uniform in [-rotation_deg, rotation_deg] degrees."""
-    zoom: float = 0.0
-    """scale factor uniform in [1 - zoom, 1 + zoom]; changes TUF by up to (1 +- zoom)**2."""
-    translate: float = 0.05
-    """shift uniform in [-translate, translate] of the patch side, along each axis."""
-    blur_sigma: float = 1.0
-    """Gaussian blur with sigma uniform in [0, blur_sigma] px ..."""
-    blur_probability: float = 0.5
-    """... applied to this fraction of the patches."""
-    noise: float = 0.005
-    """additive Gaussian noise with std uniform in [0, noise] kG (0.005 = 5 G)."""
-    polarity_flip: bool = True
-    """multiply half of the patches by -1."""
+    - ``dihedral``: random multiple of 90 degrees and random mirror (exact);
+    - ``rotation_deg``: small-angle rotation uniform in [-rotation_deg, rotation_deg] degrees;
+    - ``zoom``: scale factor uniform in [1 - zoom, 1 + zoom]; changes TUF by up to (1 +- zoom)**2;
+    - ``translate``: shift uniform in [-translate, translate] of the patch side, along each axis;
+    - ``blur_sigma``, ``blur_probability``: Gaussian blur with sigma uniform in [0, blur_sigma] px, applied to
+      this fraction of the patches;
+    - ``noise``: additive Gaussian noise with std uniform in [0, noise] kG (0.005 = 5 G);
+    - ``polarity_flip``: multiply half of the patches by -1.
+    """
 
-    @classmethod
-    def from_mapping(cls, mapping: Mapping | None) -> AugmentSettings:
-        """Build from a config mapping (missing keys take the defaults above)."""
-        mapping = dict(mapping or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(mapping) - known)
-        if unknown:
-            raise SharpgenError(
-                f"unknown augmentation key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(known))})"
-            )
-        settings = cls(**mapping)
-        if not 0 <= settings.zoom < 1:
-            raise SharpgenError(f"augmentation zoom {settings.zoom}: choose 0 <= zoom < 1")
-        if not 0 <= settings.blur_probability <= 1:
-            raise SharpgenError(f"augmentation blur_probability {settings.blur_probability}: choose in [0, 1]")
-        for name in ("rotation_deg", "translate", "blur_sigma", "noise"):
-            if getattr(settings, name) < 0:
-                raise SharpgenError(f"augmentation {name} {getattr(settings, name)}: must be >= 0")
-        return settings
+    SECTION: ClassVar[str] = "ssl.augment"
+
+    dihedral: bool
+    rotation_deg: float
+    zoom: float
+    translate: float
+    blur_sigma: float
+    blur_probability: float
+    noise: float
+    polarity_flip: bool
 
 
 def _check(x: torch.Tensor) -> None:

@@ -23,31 +23,29 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from ..atomic import write_text_atomic
 from ..errors import SharpgenError
+from ..properties import EVALUATED_PROPERTIES, PROPERTIES
+from ..run import RunLayout, stage_file
 
-EVAL_PROPERTIES = ("tuf", "psep", "r_paper", "tpf", "tnf")
 METHODS = ("ssl", "pixel", "pca", "random")
 EXAMPLE_QUERIES, EXAMPLE_MATCHES = 4, 8
 
 
 @dataclass(frozen=True)
 class RetrievalEvalSettings:
-    """Settings of ``evaluate_retrieval`` (config section ``retrieval_eval``)."""
+    """Settings of ``evaluate_retrieval`` (schema section ``retrieval_eval``)."""
 
-    n_queries: int = 500
-    k: int = 10
-    pca_components: int = 50
+    SECTION: ClassVar[str] = "retrieval_eval"
 
-    @classmethod
-    def from_config(cls, config: dict) -> RetrievalEvalSettings:
-        """Build from a validated pipeline config."""
-        section = config["retrieval_eval"]
-        return cls(int(section["n_queries"]), int(section["k"]), int(section["pca_components"]))
+    n_queries: int
+    k: int
+    pca_components: int
 
 
 def correlations(query: np.ndarray, match: np.ndarray) -> dict[str, float]:
@@ -99,7 +97,7 @@ def baseline_rows(
 def score_matches(queries: pd.DataFrame, real: pd.DataFrame, rows: np.ndarray) -> dict:
     """Per property, correlations of the queries' values with their top-1 match and with the top-k mean."""
     result = {"top1": {}, "topk_mean": {}}
-    for name in EVAL_PROPERTIES:
+    for name in EVALUATED_PROPERTIES:
         values = real[name].to_numpy(dtype=np.float64)
         query = queries[name].to_numpy(dtype=np.float64)
         result["top1"][name] = correlations(query, values[rows[:, 0]])
@@ -114,9 +112,12 @@ def save_scatter(path: str | os.PathLike, queries: pd.DataFrame, real: pd.DataFr
     pyplot = get_pyplot()
     methods = list(top1)
     figure, axes = pyplot.subplots(
-        len(EVAL_PROPERTIES), len(methods), figsize=(2.6 * len(methods), 2.4 * len(EVAL_PROPERTIES)), squeeze=False
+        len(EVALUATED_PROPERTIES),
+        len(methods),
+        figsize=(2.6 * len(methods), 2.4 * len(EVALUATED_PROPERTIES)),
+        squeeze=False,
     )
-    for i, name in enumerate(EVAL_PROPERTIES):
+    for i, name in enumerate(EVALUATED_PROPERTIES):
         query = queries[name].to_numpy(dtype=np.float64)
         match = real[name].to_numpy(dtype=np.float64)
         positive = np.concatenate([query, match])
@@ -134,7 +135,7 @@ def save_scatter(path: str | os.PathLike, queries: pd.DataFrame, real: pd.DataFr
             axis.tick_params(labelsize=6)
             if j == 0:
                 axis.set_ylabel(f"match {name}", fontsize=8)
-            if i == len(EVAL_PROPERTIES) - 1:
+            if i == len(EVALUATED_PROPERTIES) - 1:
                 axis.set_xlabel(f"query {name}", fontsize=8)
     figure.suptitle("generated query vs. top-1 real match (paper units; r = Pearson, rho = Spearman)", fontsize=10)
     figure.tight_layout()
@@ -158,19 +159,17 @@ def evaluate_retrieval(
 
     torch.set_num_threads(threads)
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    samples_dir = run_dir / "samples"
-    if not (samples_dir / "properties.parquet").is_file():
-        raise SharpgenError(f"{samples_dir}: no samples (run the sample stage first)")
+    layout = RunLayout(run_dir)
+    sampled = pd.read_parquet(layout.require("sample_table"))
+    stored = zarr.open_array(str(layout.require("sample_patches")), mode="r")  # the first sample.stored_patches
     retriever = Retriever.from_run(run_dir, device)
-    sampled = pd.read_parquet(samples_dir / "properties.parquet")
-    stored = zarr.open_array(str(samples_dir / "patches.zarr"), mode="r")  # the first sample.stored_patches
     count = min(settings.n_queries, len(sampled), stored.shape[0])
     if count < 3:
         raise SharpgenError(f"only {count} stored samples: at least 3 queries are needed for a correlation")
     queries = sampled.iloc[:count].reset_index(drop=True)
     query_patches = np.asarray(stored[:count], dtype=np.float32)
     real = retriever.table
-    missing = [name for name in EVAL_PROPERTIES if name not in real.columns or name not in queries.columns]
+    missing = [name for name in EVALUATED_PROPERTIES if name not in real.columns or name not in queries.columns]
     if missing:
         raise SharpgenError(f"properties {', '.join(missing)} are missing from the real or the generated table")
     k = min(settings.k, len(real))
@@ -186,32 +185,32 @@ def evaluate_retrieval(
         "n_queries": count,
         "k": k,
         "n_real": len(real),
-        "properties": list(EVAL_PROPERTIES),
+        "properties": list(EVALUATED_PROPERTIES),
         "methods": scores,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_scatter(out_dir / "evaluation_scatter.png", queries, real, top, scores)
+    save_scatter(stage_file(out_dir, "evaluation_scatter"), queries, real, top, scores)
     shown = min(EXAMPLE_QUERIES, count)
     example_matches = retriever.search(query_patches[:shown], k=min(EXAMPLE_MATCHES, len(real)))
     found = [retriever.real_patches(m["row"].to_numpy()) for m in example_matches]
     labelled = queries.iloc[:shown].assign(label=[f"query {i}" for i in range(shown)])
-    save_query_panel(out_dir / "examples.png", query_patches[:shown], labelled, found, example_matches)
-    write_text_atomic(out_dir / "evaluation.json", json.dumps(document, indent=2) + "\n")
+    save_query_panel(stage_file(out_dir, "retrieval_examples"), query_patches[:shown], labelled, found, example_matches)
+    write_text_atomic(stage_file(out_dir, "evaluation"), json.dumps(document, indent=2) + "\n")
     return document
 
 
-PHYSICAL_FEATURES = ("tuf", "psep", "r_paper", "tpf", "tnf")
-"""Properties of the physical-space searches of :func:`compare_searches` (flux-like ones as log10(1 + x/x_med))."""
+PHYSICAL_FEATURES = EVALUATED_PROPERTIES
+"""Properties of the physical-space searches of :func:`compare_searches` (log-scale ones as log10(1 + x/x_med))."""
 
 
 def physical_features(table: pd.DataFrame) -> np.ndarray:
-    """``(N, 5)`` features of :data:`PHYSICAL_FEATURES`: ``psep`` as is, the others as ``log10(1 + x / median)``
-    (they span decades); undefined values (NaN) become the column median."""
+    """``(N, 5)`` features of :data:`PHYSICAL_FEATURES`: as they are, or as ``log10(1 + x / median)`` for those
+    that span decades (the property table's ``log_scale``); undefined values (NaN) become the column median."""
     columns = []
     for name in PHYSICAL_FEATURES:
         values = table[name].to_numpy(dtype=np.float64)
         median = np.nanmedian(values)
-        if name != "psep":
+        if PROPERTIES[name].log_scale:
             values = np.log10(1.0 + np.clip(values, 0.0, None) / (median if median > 0 else 1.0))
         columns.append(np.where(np.isfinite(values), values, np.nanmedian(values)))
     return np.stack(columns, axis=1)

@@ -38,21 +38,25 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path, write_parquet_atomic, write_text_atomic
+from ..config import PQ_CENTROIDS, build_settings
 from ..errors import SharpgenError
+from ..run import ARTEFACTS
 
 KINDS = ("exact", "hnsw", "ivf", "pqfs")
-INDEX_FILE, ROWS_FILE, INFO_FILE = "index.faiss", "index_rows.parquet", "index.json"
+INDEX_FILE, ROWS_FILE, INFO_FILE = (ARTEFACTS[key].name for key in ("index_faiss", "index_rows", "index_info"))
 METADATA_COLUMNS = ("record", "harpnum", "t_rec", "split")
 LATITUDE_COLUMNS = ("latitude", "lat_fwt")
 """Where the latitude (deg) of a patch is read from, first match wins."""
@@ -64,42 +68,19 @@ next queries: at most this many filters and (beyond the newest) about this many 
 
 @dataclass(frozen=True)
 class IndexSettings:
-    """Settings of the ``index`` stage (config section ``index``)."""
+    """Settings of the ``index`` stage (schema section ``index``)."""
 
-    kind: str = "exact"
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 100
-    hnsw_ef_search: int = 256
-    ivf_nlist: int = 0
-    ivf_nprobe: int = 64
-    pq_m: int = 0
-    refine_k_factor: int = 64
-    exact_below: int = 150000
+    SECTION: ClassVar[str] = "index"
 
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise SharpgenError(f"unknown index kind {self.kind!r} (choose one of: {', '.join(KINDS)})")
-        if self.hnsw_m < 2:
-            raise SharpgenError(f"index setting hnsw_m = {self.hnsw_m}: must be >= 2")
-        for name in ("hnsw_ef_construction", "hnsw_ef_search", "ivf_nprobe", "refine_k_factor"):
-            if getattr(self, name) < 1:
-                raise SharpgenError(f"index setting {name} = {getattr(self, name)}: must be >= 1")
-        if self.ivf_nlist < 0 or self.exact_below < 0 or self.pq_m < 0:
-            raise SharpgenError("index settings ivf_nlist, pq_m and exact_below must be >= 0")
-
-    @classmethod
-    def from_config(cls, config: dict) -> IndexSettings:
-        """Build from a validated pipeline config (section ``index``; missing keys take the defaults)."""
-        return cls.from_mapping(config.get("index"))
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping | None) -> IndexSettings:
-        mapping = dict(mapping or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(mapping) - known)
-        if unknown:
-            raise SharpgenError(f"unknown index setting(s) {', '.join(unknown)} (allowed: {', '.join(sorted(known))})")
-        return cls(**mapping)
+    kind: str
+    hnsw_m: int
+    hnsw_ef_construction: int
+    hnsw_ef_search: int
+    ivf_nlist: int
+    ivf_nprobe: int
+    pq_m: int
+    refine_k_factor: int
+    exact_below: int
 
 
 @dataclass(frozen=True)
@@ -135,6 +116,29 @@ class Filters:
             value = getattr(self, name)
             if value is not None and len(value) != 2:
                 raise SharpgenError(f"filter {name}: give a (min, max) pair, got {value!r}")
+        if self.time_range is not None:
+            start, end = _timestamp(self.time_range[0], "start"), _timestamp(self.time_range[1], "end")
+            if start is not None and end is not None and start > end:
+                raise SharpgenError(f"filter time_range: start {self.time_range[0]} is after end {self.time_range[1]}")
+        for name, low in (("latitude", -90.0), ("abs_latitude", 0.0)):
+            band = getattr(self, name)
+            if band is None:
+                continue
+            if not all(isinstance(v, numbers.Real) and low <= v <= 90.0 for v in band):
+                raise SharpgenError(f"filter {name} {_band(band)}: both ends must lie in [{low:g}, 90] degrees")
+            if band[0] > band[1]:
+                raise SharpgenError(f"filter {name} {_band(band)}: the minimum is above the maximum")
+
+    def describe(self) -> str:
+        """The given constraints in words, e.g. ``abs_latitude 10 to 30, splits test``."""
+        parts = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value is None:
+                continue
+            pair = item.name in ("time_range", "latitude", "abs_latitude")
+            parts.append(f"{item.name} {_band(value) if pair else ' '.join(map(str, value))}")
+        return ", ".join(parts) or "none"
 
     @classmethod
     def from_mapping(cls, mapping: Mapping | None) -> Filters:
@@ -191,6 +195,10 @@ def _timestamp(value, name: str) -> pd.Timestamp | None:
     return pd.Timestamp(moment)
 
 
+def _band(pair) -> str:
+    return " to ".join(f"{v:g}" if isinstance(v, numbers.Real) else str(v) for v in pair)
+
+
 def index_rows_table(table: pd.DataFrame) -> pd.DataFrame:
     """The metadata kept per indexed patch: ``row`` (from a ``row`` column, else the table's index) and
     ``record``, ``harpnum``, ``t_rec``, ``time``, ``latitude``, ``split`` where the table has them."""
@@ -241,9 +249,13 @@ def _auto_nlist(n: int) -> int:
 
 
 def build_index(
-    embeddings, table: pd.DataFrame, settings: IndexSettings = IndexSettings(), threads: int | None = None
+    embeddings, table: pd.DataFrame, settings: IndexSettings | None = None, threads: int | None = None
 ) -> EmbeddingIndex:
-    """Index ``(N, D)`` ``embeddings`` whose i-th row belongs to the patch described by ``table`` row i."""
+    """Index ``(N, D)`` ``embeddings`` whose i-th row belongs to the patch described by ``table`` row i.
+
+    ``settings`` None takes the schema's defaults of the ``index`` section.
+    """
+    settings = settings or build_settings(IndexSettings)
     import faiss
 
     if threads is not None:
@@ -261,6 +273,8 @@ def build_index(
         index.hnsw.efConstruction = settings.hnsw_ef_construction
         index.hnsw.efSearch = settings.hnsw_ef_search
     elif settings.kind == "pqfs":
+        if n < PQ_CENTROIDS:
+            raise SharpgenError(f"index kind pqfs needs at least {PQ_CENTROIDS} embeddings, got {n}; use exact")
         coarse = faiss.IndexPQFastScan(dim, _pq_subvectors(dim, settings.pq_m), 4)
         sample = np.random.default_rng(23).permutation(n)[:PQ_TRAINING_ROWS] if n > PQ_TRAINING_ROWS else slice(None)
         coarse.train(vectors[sample])
@@ -314,7 +328,7 @@ def read_index(out_dir: str | os.PathLike) -> EmbeddingIndex:
     rows = pd.read_parquet(out_dir / ROWS_FILE)
     if index.ntotal != len(rows) or index.ntotal != info["n"] or index.d != info["dim"]:
         raise SharpgenError(f"{out_dir}: index.faiss, index_rows.parquet and index.json disagree; rebuild the index")
-    return EmbeddingIndex(index, rows, IndexSettings(**info["settings"]), int(info["dim"]))
+    return EmbeddingIndex(index, rows, build_settings(IndexSettings, info["settings"]), int(info["dim"]))
 
 
 def _column(rows: pd.DataFrame, name: str, filter_name: str) -> np.ndarray:
@@ -368,7 +382,7 @@ def _selection(index: EmbeddingIndex, filters: Filters) -> _Selection:
     mask = filter_mask(index, filters)
     ids = np.flatnonzero(mask)
     if ids.size == 0:
-        raise SharpgenError(f"no indexed patch passes the filters {filters}; widen them")
+        raise SharpgenError(f"no indexed patch passes the filters ({filters.describe()}); widen them")
     small = ids.size <= index.settings.exact_below
     vectors = index.index.reconstruct_batch(ids) if small else None
     selection = _Selection(ids, np.packbits(mask, bitorder="little"), vectors)
@@ -472,7 +486,7 @@ def build_index_from_files(
     embeddings_path: str | os.PathLike,
     table_path: str | os.PathLike,
     out_dir: str | os.PathLike,
-    settings: IndexSettings = IndexSettings(),
+    settings: IndexSettings | None = None,
     threads: int | None = None,
 ) -> EmbeddingIndex:
     """The stage: ``embeddings.npy`` (row i = patch i) + ``patches.parquet`` -> an index in ``out_dir``."""

@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import SharpgenError
+from ..properties import PROPERTIES
+from ..run import RETRIEVER, RunLayout
 from .index import EmbeddingIndex, Filters, read_index, search
 
 MATCH_METADATA = ("record", "harpnum", "noaa_ar", "t_rec", "lat_fwt", "lon_fwt", "split")
-MATCH_PROPERTIES = (
-    "tuf", "psep", "r_paper", "tpf", "tnf", "area", "tilt_paper", "lead_pol",
-    "usflux", "psep_mm", "r_value", "tilt_joy", "imbalance",
-)  # fmt: skip
-"""Columns of ``patches.parquet`` reported with every match, where the run has them."""
+MATCH_PROPERTIES = tuple(PROPERTIES)
+"""Columns of ``patches.parquet`` reported with every match, where the run has them: every measured property."""
+PANEL_MATCHES, PANEL_QUERIES = 16, 16
+"""``query.png`` draws at most this many matches per query and this many queries; ``matches.csv`` has them all."""
 
 
 @dataclass
@@ -39,19 +39,16 @@ class Retriever:
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, device: str = "auto") -> Retriever:
-        """Load ``retrieval/ssl/encoder.pt``, ``retrieval/index/`` and ``data/`` of the run in ``run_dir``."""
+        """Load the encoder, the index and the dataset of the run in ``run_dir`` (:data:`sharpgen.run.RETRIEVER`)."""
         import zarr
 
-        from .train import load_encoder
+        from .embed import load_encoder
 
-        run_dir = Path(run_dir)
-        index_dir = run_dir / "retrieval" / "index"
-        store, table_path = run_dir / "data" / "patches.zarr", run_dir / "data" / "patches.parquet"
-        for path, stage in ((index_dir / "index.json", "build_index"), (table_path, "normalize"), (store, "normalize")):
-            if not path.exists():
-                raise SharpgenError(f"{path}: not found (run the pipeline through {stage} first)")
-        encoder = load_encoder(run_dir / "retrieval" / "ssl" / "encoder.pt", device)
-        return cls(encoder, read_index(index_dir), pd.read_parquet(table_path), zarr.open_array(str(store), mode="r"))
+        layout = RunLayout(run_dir)
+        layout.require_all(RETRIEVER)
+        encoder = load_encoder(layout.path("encoder"), device)
+        patches = zarr.open_array(str(layout.path("patches")), mode="r")
+        return cls(encoder, read_index(layout.path("index")), pd.read_parquet(layout.path("patch_table")), patches)
 
     @property
     def image_size(self) -> int:
@@ -60,7 +57,7 @@ class Retriever:
 
     def embed(self, patches: np.ndarray) -> np.ndarray:
         """``(N, D)`` embeddings of ``(N, S, S)`` normalized patches."""
-        from .train import embed_patches
+        from .embed import embed_patches
 
         return embed_patches(self.encoder, np.asarray(patches, dtype=np.float32))
 
@@ -126,10 +123,12 @@ def save_query_panel(
     matches: Sequence[pd.DataFrame],
 ) -> None:
     """The paper's retrieval figure: one row per query, the query patch first, then its matches best first,
-    titled with HARP number, cosine similarity and ``tuf``."""
+    titled with HARP number, cosine similarity and ``tuf``; at most :data:`PANEL_QUERIES` rows of
+    :data:`PANEL_MATCHES` matches."""
     from ..plotting import save_patch_grid
 
-    k = max(len(m) for m in matches)
+    query_patches, match_patches, matches = (x[:PANEL_QUERIES] for x in (query_patches, match_patches, matches))
+    k = min(max(len(m) for m in matches), PANEL_MATCHES)
     blank = np.zeros_like(query_patches[0])
     panels, titles = [], []
     for i, (patch, found, table) in enumerate(zip(query_patches, match_patches, matches, strict=True)):
@@ -165,10 +164,8 @@ def write_query_results(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     matches = retriever.search(query_patches, k=k, filters=filters)
-    if not any(len(m) for m in matches):
-        raise SharpgenError("no indexed patch passes the filters: nothing to return")
     table = match_table(queries, matches)
     write_csv_atomic(table, out_dir / "matches.csv")
-    found = [retriever.real_patches(m["row"].to_numpy()) for m in matches]
+    found = [retriever.real_patches(m["row"].to_numpy()[:PANEL_MATCHES]) for m in matches[:PANEL_QUERIES]]
     save_query_panel(out_dir / "query.png", query_patches, queries, found, matches)
     return table

@@ -51,9 +51,7 @@ import pandas as pd
 from ...atomic import atomic_path
 from ...errors import SharpgenError
 from ...progress import progress_bar
-from ...settings import SectionSettings, check_int, check_number, check_str
 from .validate import (
-    FIELD_SEGMENTS,
     FileCheck,
     check_many,
     check_sharp_file,
@@ -68,8 +66,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SECTION = "jsoc"
-DEFAULT_SERVER = "http://jsoc.stanford.edu/"
-"""JSOC's public server (the same base URL ``drms`` uses); CGIs live under ``cgi-bin/ajax/``."""
 
 REGISTER_URL = "http://jsoc.stanford.edu/ajax/register_email.html"
 
@@ -157,60 +153,40 @@ def _record_key(harpnum: int, t_rec: str) -> tuple[int, str]:
 
 
 @dataclass(frozen=True)
-class JsocSettings(SectionSettings):
-    """Settings of the ``jsoc`` source; fields and defaults mirror the ``jsoc`` section of the schema.
+class JsocSettings:
+    """Settings of the ``jsoc`` source (schema section ``jsoc``; build with :func:`sharpgen.config.build_settings`).
 
-    Times are TAI. ``max_abs_lon_deg`` None disables the limb cut; ``harps`` None means every HARP.
+    Times are TAI. ``max_abs_lon_deg`` None disables the limb cut; ``harps`` None means every HARP. Building
+    checks what the schema cannot: times and cadence parse, ``harps`` and ``start``/``end`` are ordered, the
+    cadence fits a 720 s series; times, cadence and ``server`` are stored in their canonical form.
     """
 
-    section: ClassVar[str] = SECTION
+    SECTION: ClassVar[str] = SECTION
 
-    email: str | None = None
-    series: str = "hmi.sharp_cea_720s"
-    segment: str = "Br"
-    harps: tuple[int, int] | None = None
-    start: str = "2010.05.01_00:00:00_TAI"
-    end: str = "2019.01.01_00:00:00_TAI"
-    cadence: str = "24h"
-    max_quality: int = 65535
-    max_abs_lon_deg: float | None = 60.0
-    noaa_only: bool = True
-    min_naxis: int = 64
-    min_finite_fraction: float = 0.5
-    export_chunk: int = 500
-    tries: int = 4
-    timeout_s: float = 60.0
-    poll_s: float = 5.0
-    max_wait_s: float = 120.0
-    export_timeout_s: float = 7200.0
-    server: str = DEFAULT_SERVER
+    email: str | None
+    series: str
+    segment: str
+    harps: tuple[int, int] | None
+    start: str
+    end: str
+    cadence: str
+    max_quality: int
+    max_abs_lon_deg: float | None
+    noaa_only: bool
+    min_naxis: int
+    min_finite_fraction: float
+    export_chunk: int
+    tries: int
+    timeout_s: float
+    poll_s: float
+    max_wait_s: float
+    export_timeout_s: float
+    server: str
 
     def __post_init__(self) -> None:
         put = object.__setattr__
-        if self.email is not None:
-            put(
-                self,
-                "email",
-                check_str(SECTION, "email", self.email, pattern=r"[^@\s]+@[^@\s]+", hint="expected an email address"),
-            )
-        put(self, "series", check_str(SECTION, "series", self.series, pattern=r"[\w.]+"))
-        if "_cea_" not in self.series.lower():
-            raise SharpgenError(
-                f"config key 'jsoc.series': {self.series!r} is not a CEA series "
-                "(use hmi.sharp_cea_720s or hmi.sharp_cea_720s_nrt)"
-            )
-        if self.segment not in FIELD_SEGMENTS:
-            raise SharpgenError(
-                f"config key 'jsoc.segment': {self.segment!r} is not one of {', '.join(FIELD_SEGMENTS)}"
-            )
-        if self.harps is not None:
-            harps = self.harps
-            if isinstance(harps, str | bytes) or not hasattr(harps, "__len__") or len(harps) != 2:
-                raise SharpgenError("config key 'jsoc.harps': expected [first, last] HARP numbers or null")
-            first, last = (check_int(SECTION, "harps", value, lo=1) for value in harps)
-            if first > last:
-                raise SharpgenError(f"config key 'jsoc.harps': first {first} is above last {last}")
-            put(self, "harps", (first, last))
+        if self.harps is not None and self.harps[0] > self.harps[1]:
+            raise SharpgenError(f"config key 'jsoc.harps': first {self.harps[0]} is above last {self.harps[1]}")
         times = {}
         for key in ("start", "end"):
             try:
@@ -234,27 +210,7 @@ class JsocSettings(SectionSettings):
                 f"config key 'jsoc.cadence': {self.cadence!r} is not a multiple of the series' 720 s slots"
             )
         put(self, "cadence", format_cadence(step))
-        put(self, "max_quality", check_int(SECTION, "max_quality", self.max_quality, lo=0))
-        if self.max_abs_lon_deg is not None:
-            put(
-                self,
-                "max_abs_lon_deg",
-                check_number(SECTION, "max_abs_lon_deg", self.max_abs_lon_deg, lo=0, hi=90),
-            )
-        if not isinstance(self.noaa_only, bool):
-            raise SharpgenError(f"config key 'jsoc.noaa_only': {self.noaa_only!r} is not true or false")
-        put(self, "min_naxis", check_int(SECTION, "min_naxis", self.min_naxis, lo=0))
-        put(
-            self,
-            "min_finite_fraction",
-            check_number(SECTION, "min_finite_fraction", self.min_finite_fraction, lo=0, hi=1),
-        )
-        put(self, "export_chunk", check_int(SECTION, "export_chunk", self.export_chunk, lo=1))
-        put(self, "tries", check_int(SECTION, "tries", self.tries, lo=1))
-        for key in ("timeout_s", "poll_s", "max_wait_s", "export_timeout_s"):
-            put(self, key, check_number(SECTION, key, getattr(self, key), lo=0, lo_open=True))
-        server = check_str(SECTION, "server", self.server, pattern=r"https?://\S+", hint="expected an http(s) URL")
-        put(self, "server", server if server.endswith("/") else server + "/")
+        put(self, "server", self.server if self.server.endswith("/") else self.server + "/")
 
     @property
     def cadence_s(self) -> int:
@@ -287,7 +243,7 @@ class JsocSettings(SectionSettings):
 # --- the drms client --------------------------------------------------------------------------------------
 
 
-def server_config(base_url: str = DEFAULT_SERVER) -> drms.ServerConfig:
+def server_config(base_url: str) -> drms.ServerConfig:
     """``drms`` server configuration for a JSOC-like server at ``base_url`` (CGIs under ``cgi-bin/ajax/``)."""
     import drms
 

@@ -23,10 +23,9 @@ from typing import ClassVar
 import pandas as pd
 
 from ...atomic import TEMP_PREFIX, atomic_path
+from ...config import build_settings
 from ...errors import SharpgenError
-from ...settings import SectionSettings, check_number, check_str
 from .validate import (
-    FIELD_SEGMENTS,
     MANIFEST_NAME,
     check_many,
     remove_stale_temporaries,
@@ -37,7 +36,6 @@ from .validate import (
 log = logging.getLogger(__name__)
 
 SECTION = "fits"
-DEFAULT_PATTERNS = ("*.fits", "*.fits.gz", "*.fits.fz", "*.fz")
 DEFAULT_SERIES = "hmi.sharp_cea_720s"
 EXTRA_COLUMNS = {"source_path": "str"}
 """Columns beyond :data:`validate.MANIFEST_COLUMNS`: the absolute path of the original file."""
@@ -46,41 +44,23 @@ _SERIES_IN_NAME = re.compile(r"^([a-z]+\.[A-Za-z0-9_]+?)\.\d+\.")
 
 
 @dataclass(frozen=True)
-class LocalFitsSettings(SectionSettings):
-    """Settings of the ``fits`` source; fields and defaults mirror the ``fits`` section of the schema.
+class LocalFitsSettings:
+    """Settings of the ``fits`` source (schema section ``fits``; build with :func:`sharpgen.config.build_settings`).
 
-    ``pattern`` is one glob or a list of globs relative to ``path`` (``**/`` descends into sub-folders);
-    ``segment`` (Br, Bp, Bt, magnetogram or None) rejects files whose name names another segment.
+    ``pattern`` is one glob or a list of globs relative to ``path`` (``**/`` descends into sub-folders), kept as
+    a tuple; ``segment`` (Br, Bp, Bt, magnetogram or None) rejects files whose name names another segment.
     """
 
-    section: ClassVar[str] = SECTION
+    SECTION: ClassVar[str] = SECTION
 
-    path: str | None = None
-    pattern: tuple[str, ...] = DEFAULT_PATTERNS
-    segment: str | None = None
-    min_finite_fraction: float = 0.5
+    path: str | None
+    pattern: tuple[str, ...]
+    segment: str | None
+    min_finite_fraction: float
 
     def __post_init__(self) -> None:
-        put = object.__setattr__
-        if self.path is not None:
-            put(
-                self,
-                "path",
-                check_str(SECTION, "path", str(self.path) if isinstance(self.path, os.PathLike) else self.path),
-            )
-        patterns = (self.pattern,) if isinstance(self.pattern, str) else self.pattern
-        if not isinstance(patterns, list | tuple) or not patterns:
-            raise SharpgenError("config key 'fits.pattern': expected a glob or a list of globs")
-        put(self, "pattern", tuple(check_str(SECTION, "pattern", item) for item in patterns))
-        if self.segment is not None and self.segment not in FIELD_SEGMENTS:
-            raise SharpgenError(
-                f"config key 'fits.segment': {self.segment!r} is not one of {', '.join(FIELD_SEGMENTS)} (or null)"
-            )
-        put(
-            self,
-            "min_finite_fraction",
-            check_number(SECTION, "min_finite_fraction", self.min_finite_fraction, lo=0, hi=1),
-        )
+        if isinstance(self.pattern, str):
+            object.__setattr__(self, "pattern", (self.pattern,))
 
 
 def _candidates(folder: Path, patterns: tuple[str, ...], out_dir: Path) -> list[Path]:
@@ -153,7 +133,7 @@ def index_fits_folder(
     with a reason; a second file for the same record is rejected as a duplicate. ``workers`` processes
     check files in parallel. Raises :class:`SharpgenError` if ``folder`` is missing or holds no matching file.
     """
-    settings = settings or LocalFitsSettings()
+    settings = settings or build_settings(LocalFitsSettings)
     folder, out_dir = Path(folder), Path(out_dir)
     if not folder.is_dir():
         raise SharpgenError(f"fits source folder {folder} does not exist (config key 'fits.path')")

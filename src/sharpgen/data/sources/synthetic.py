@@ -27,7 +27,7 @@ import os
 import sys
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
@@ -37,9 +37,9 @@ import pandas as pd
 
 from ... import __version__
 from ...atomic import write_parquet_atomic
+from ...config import build_settings
 from ...errors import SharpgenError
 from ...progress import progress_bar
-from ...settings import SectionSettings, check_int, check_number, settings_from_mapping
 from ...units import CEA_PIXEL_DEG, CEA_PIXEL_MM, CM2_PER_MM2, RSUN_REF_MM
 from ..fitsio import write_sharp_fits
 
@@ -175,27 +175,16 @@ _B0_MAX = datetime(2010, 9, 8)  # the solar B0 angle peaks at +7.25 deg early in
 # --- settings --------------------------------------------------------------------------------------------
 
 
-SECTION = "synthetic"
-
-_FRACTIONS_TYPE_ERROR = "config key 'synthetic.class_fractions': expected a mapping of class fractions"
-
-
 @dataclass(frozen=True)
 class ClassFractions:
-    """Mix of magnetic classes (fractions summing to 1)."""
+    """Mix of magnetic classes (schema ``synthetic.class_fractions``; the config checks that they sum to 1)."""
 
-    alpha: float = 0.1
-    beta: float = 0.6
-    multipolar: float = 0.2
-    delta: float = 0.1
+    SECTION: ClassVar[str] = "synthetic.class_fractions"
 
-    def __post_init__(self) -> None:
-        for name in CLASS_NAMES:
-            value = check_number(SECTION, f"class_fractions.{name}", getattr(self, name), lo=0, hi=1)
-            object.__setattr__(self, name, value)
-        total = sum(getattr(self, name) for name in CLASS_NAMES)
-        if abs(total - 1.0) > 1e-6:
-            raise SharpgenError(f"config key 'synthetic.class_fractions': fractions sum to {total:.6g}, not 1")
+    alpha: float
+    beta: float
+    multipolar: float
+    delta: float
 
     def probabilities(self) -> np.ndarray:
         """Fractions as a float64 array in :data:`CLASS_NAMES` order, renormalized to sum exactly to 1."""
@@ -204,50 +193,18 @@ class ClassFractions:
 
 
 @dataclass(frozen=True)
-class SyntheticSettings(SectionSettings):
-    """Settings of the synthetic source: fields and defaults mirror the schema's ``synthetic`` section.
+class SyntheticSettings:
+    """Settings of the synthetic source (schema section ``synthetic``; see :func:`sharpgen.config.build_settings`)."""
 
-    :meth:`from_mapping` also rejects class fractions that do not sum to 1 (within 1e-6).
-    """
+    SECTION: ClassVar[str] = "synthetic"
 
-    section: ClassVar[str] = SECTION
-
-    n_patches: int = 1000
-    class_fractions: ClassFractions = field(default_factory=ClassFractions)
-    flux_log10_median_mx: float = 21.7
-    flux_sigma_dex: float = 0.45
-    flux_range_mx: tuple[float, float] = (1.0e20, 2.0e23)
-    noise_gauss: float = 10.0
-    max_naxis: int = 1200
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "n_patches", check_int(SECTION, "n_patches", self.n_patches, lo=1))
-        if not isinstance(self.class_fractions, ClassFractions):
-            raise SharpgenError(_FRACTIONS_TYPE_ERROR)
-        median = check_number(SECTION, "flux_log10_median_mx", self.flux_log10_median_mx, lo=19, hi=24)
-        object.__setattr__(self, "flux_log10_median_mx", median)
-        sigma = check_number(SECTION, "flux_sigma_dex", self.flux_sigma_dex, lo=0, lo_open=True, hi=2)
-        object.__setattr__(self, "flux_sigma_dex", sigma)
-        span = self.flux_range_mx
-        if isinstance(span, str | bytes) or not hasattr(span, "__len__") or len(span) != 2:
-            raise SharpgenError("config key 'synthetic.flux_range_mx': expected [min, max] in Mx")
-        lo = check_number(SECTION, "flux_range_mx", span[0], lo=0, lo_open=True)
-        hi = check_number(SECTION, "flux_range_mx", span[1], lo=0, lo_open=True)
-        if lo >= hi:
-            raise SharpgenError(f"config key 'synthetic.flux_range_mx': min {lo:g} is not below max {hi:g}")
-        object.__setattr__(self, "flux_range_mx", (lo, hi))
-        object.__setattr__(self, "noise_gauss", check_number(SECTION, "noise_gauss", self.noise_gauss, lo=0))
-        object.__setattr__(self, "max_naxis", check_int(SECTION, "max_naxis", self.max_naxis, lo=64))
-
-    @classmethod
-    def convert_values(cls, values: dict) -> dict:
-        """Turn a ``class_fractions`` sub-mapping into :class:`ClassFractions` (the :meth:`from_mapping` hook)."""
-        if "class_fractions" in values:
-            fractions = values["class_fractions"]
-            if fractions is not None and not isinstance(fractions, Mapping):
-                raise SharpgenError(_FRACTIONS_TYPE_ERROR)
-            values["class_fractions"] = settings_from_mapping(ClassFractions, fractions, f"{SECTION}.class_fractions")
-        return values
+    n_patches: int
+    class_fractions: ClassFractions
+    flux_log10_median_mx: float
+    flux_sigma_dex: float
+    flux_range_mx: tuple[float, float]
+    noise_gauss: float
+    max_naxis: int
 
 
 # --- ground truth ----------------------------------------------------------------------------------------
@@ -1001,7 +958,7 @@ def generate_synthetic(out_dir: str | os.PathLike, settings: SyntheticSettings |
     the same seed gives byte-identical files for any ``workers``. ``workers > 1`` uses worker processes.
     """
     if not isinstance(settings, SyntheticSettings):
-        settings = SyntheticSettings.from_mapping(settings)
+        settings = build_settings(SyntheticSettings, settings)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**63:
         raise SharpgenError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:

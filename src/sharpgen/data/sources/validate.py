@@ -1,8 +1,8 @@
 """Checks shared by the real-data sources (``jsoc``, ``fits``): is this file one usable SHARP CEA field map?
 
 :func:`check_sharp_file` is the single test every downloaded or indexed file passes before it lands in
-``raw/<source>/``; :func:`manifest_frame` gives both sources the same typed manifest columns. Settings
-checks live in :mod:`sharpgen.settings`.
+``raw/<source>/``; :func:`manifest_frame` gives both sources the same typed manifest columns. Settings are
+checked by the schema (:func:`sharpgen.config.build_settings`).
 """
 
 from __future__ import annotations
@@ -25,21 +25,13 @@ from astropy.io import fits
 from ...atomic import write_parquet_atomic
 from ...errors import SharpgenError
 from ...progress import progress_bar
-from ..fitsio import read_sharp
+from ..fitsio import GAUSS_UNITS, OTHER_SEGMENTS, read_sharp
 
 MANIFEST_NAME = "manifest.parquet"
 
 FIELD_SEGMENTS = ("Br", "Bp", "Bt", "magnetogram")
 """SHARP CEA segments that hold a magnetic field component in G (Mx/cm^2)."""
 
-OTHER_SEGMENTS = (
-    "bitmap", "conf_disambig", "continuum", "Dopplergram", "Br_err", "Bp_err", "Bt_err",
-    "field", "inclination", "azimuth", "disambig", "info_map", "confid_map", "conv_flag", "chisq",
-)  # fmt: skip
-"""Known SHARP segments that are *not* a field map (masks, intensities, errors, CCD-frame inversions)."""
-
-GAUSS_UNITS = frozenset({"g", "gauss", "mx/cm^2", "mx/cm2", "mx/cm**2", "mxcm^-2", "mxcm-2", "mx.cm^-2"})
-"""BUNIT spellings (lower case, spaces removed) accepted as gauss."""
 
 MIN_SIDE_PX = 8
 """Smallest accepted image side, in pixels (anything smaller is not an active-region patch)."""
