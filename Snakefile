@@ -46,6 +46,10 @@ rule all:
     localrule: True
 
 
+onstart:
+    check_slurm_jobs_fit()
+
+
 onsuccess:
     print(f"sharpgen: done. Artefacts are in {RESULTS}/")
 

@@ -85,3 +85,17 @@ def figure_output(name, category, subcategory):
         ),
         "numbers": str(LAYOUT.figure_numbers(name)),
     }
+
+
+def check_slurm_jobs_fit():
+    """On the SLURM executor, stop before submitting if a job asks for more than any node offers (it would pend
+    forever, silently)."""
+    if workflow.executor_plugin is None or workflow.executor_plugin.name != "slurm":
+        return
+    from sharpgen.cluster import check_jobs_fit
+
+    jobs = [(job.rule.name, job.threads, dict(job.resources)) for job in workflow.dag.needrun_jobs() if not job.is_local]
+    try:
+        check_jobs_fit(jobs)
+    except SharpgenError as exc:
+        raise WorkflowError(f"SLURM pre-flight check: {exc}") from None
