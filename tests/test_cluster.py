@@ -64,3 +64,8 @@ def test_the_check_raises_one_user_error_for_misfits():
     check_jobs_fit([("sample", 2, {"mem_mb": 4000})], nodes)
     with pytest.raises(SharpgenError, match=r"normalize \(16 CPUs, 64000 MB\)"):
         check_jobs_fit([("normalize", 16, {"mem_mb": 64000})], nodes)
+
+
+def test_output_that_is_not_sinfo_s_is_one_user_error():
+    with pytest.raises(SharpgenError, match="cannot read this line of `sinfo"):
+        parse_sinfo("PARTITION\nbatch*\n")

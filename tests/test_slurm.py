@@ -124,6 +124,22 @@ def test_only_the_two_training_rules_ask_for_a_gpu(slurm_run):
     assert all(gpu == {False} for rule, gpu in asked.items() if rule not in GPU_RULES)
 
 
+def test_each_rule_is_submitted_with_the_profiles_time_memory_and_cpus(slurm_run):
+    _, _, work, _ = slurm_run
+    profile = yaml.safe_load((work / "profile" / "config.yaml").read_text())
+    seen = set()
+    for rule, call in submitted(work):
+        wanted = profile["set-resources"].get(rule)
+        if wanted is None:
+            continue
+        seen.add(rule)
+        args = call.split()
+        assert args[args.index("-t") + 1] == str(wanted["runtime"]), rule
+        assert args[args.index("--mem") + 1] == str(wanted["mem_mb"]), rule
+        assert f"--cpus-per-task={wanted['cpus_per_task']}" in args, rule
+    assert seen == set(profile["set-resources"])
+
+
 def test_a_cancelled_training_job_is_resubmitted_and_resumes_to_the_same_generator(slurm_run, test_run):
     proc, results, work, cancelled = slurm_run
     assert proc.returncode == 0 and len(cancelled) == 1, "train_gan was not cancelled after its first checkpoint"

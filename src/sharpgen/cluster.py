@@ -59,7 +59,10 @@ def parse_sinfo(text: str) -> list[Node]:
     for line in text.splitlines():
         if not line.strip():
             continue
-        name, cpus, mem, gres, partition = line.strip().split("|")
+        fields = line.strip().split("|")
+        if len(fields) != 5 or not fields[1].rstrip("+").isdigit() or not fields[2].rstrip("+").isdigit():
+            raise SharpgenError(f"cannot read this line of `sinfo -h -N -o '{SINFO_FORMAT}'`: {line.strip()!r}")
+        name, cpus, mem, gres, partition = fields
         nodes.append(
             Node(
                 name=name,
