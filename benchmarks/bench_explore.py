@@ -51,6 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=9, help="matches per change (default 9, the page's)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch and FAISS (default 1)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--workers", type=int, help="requests computed at once (default: the explorer's)")
     parser.add_argument("--budget-ms", type=float, default=300.0, help="p50 budget in ms (default 300)")
     parser.add_argument("--screenshot", help="also save a headless-Chromium screenshot of the page here")
     parser.add_argument("--clients", type=int, default=1, help="parallel clients; above 1: the load mode (default 1)")
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
 
     set_threads(args.threads)
     start = time.perf_counter()
-    explorer = Explorer.from_run(args.results, device=args.device)
+    explorer = Explorer.from_run(args.results, device=args.device, workers=args.workers)
     load_s = time.perf_counter() - start
     server = ExploreServer(explorer, port=0)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -183,6 +184,7 @@ def main(argv=None) -> int:
         "image_size": explorer.steering.image_size,
         "k": args.k,
         "threads": args.threads,
+        "workers": explorer.workers,
         "device": args.device,
         "cpu_count": os.cpu_count(),
         "load_s": round(load_s, 2),

@@ -52,15 +52,15 @@ class DaskCluster:
         from distributed import Client
 
         self.scheduler = self._spawn(
-            "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+            "scheduler", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
             "--scheduler-file", str(self.scheduler_file),
         )  # fmt: skip
-        self._wait_for(self.scheduler_file.is_file, "the scheduler file", self.scheduler)
+        self._wait_for(lambda: self._written_address() is not None, "the scheduler file", self.scheduler)
         for number in range(self.worker_count):
             options = ["--scheduler-file", str(self.scheduler_file), "--host", "127.0.0.1", "--no-nanny",
                        "--nthreads", "1", "--no-dashboard", "--name", f"worker-{number}",
                        "--local-directory", str(self.folder / f"worker-{number}"), "--preload", __file__]  # fmt: skip
-            self.workers.append(self._spawn("worker", *options))
+            self.workers.append(self._spawn(f"worker-{number}", "worker", *options))
         with Client(self.address, timeout="30s") as client:
             client.wait_for_workers(self.worker_count, timeout=START_TIMEOUT_S)
         return self
@@ -68,7 +68,14 @@ class DaskCluster:
     @property
     def address(self) -> str:
         """The scheduler's address, e.g. ``tcp://127.0.0.1:40123``."""
-        return json.loads(self.scheduler_file.read_text())["address"]
+        return self._written_address()
+
+    def _written_address(self) -> str | None:
+        """The address in the scheduler file, or None while the scheduler has not (completely) written it."""
+        try:
+            return json.loads(self.scheduler_file.read_text())["address"]
+        except (OSError, ValueError, KeyError):
+            return None
 
     def stall_next_chunk(self) -> None:
         """Arm the preload: the next worker to finish a normalize chunk hangs before returning it."""
@@ -87,17 +94,18 @@ class DaskCluster:
 
     def close(self) -> None:
         """Stop the workers, then the scheduler, each by its PID (SIGTERM, then SIGKILL after 10 s)."""
-        for process in [*self.workers, self.scheduler]:
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in [*self.workers, self.scheduler]:
-            if process is None:
-                continue
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        for group in (self.workers, [self.scheduler]):
+            for process in group:
+                if process is not None and process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            for process in group:
+                if process is None:
+                    continue
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
         for log in self._logs:
             log.close()
 
@@ -105,12 +113,12 @@ class DaskCluster:
         """The end of every process's log (for assertion messages)."""
         return "\n".join(f"--- {log.name}\n{Path(log.name).read_text()[-chars:]}" for log in self._logs)
 
-    def _spawn(self, role: str, *args: str) -> subprocess.Popen:
+    def _spawn(self, name: str, role: str, *args: str) -> subprocess.Popen:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
         env[PROBE_DIR_VARIABLE] = str(self.probe_dir)
         env["OMP_NUM_THREADS"] = "1"
-        log = open(self.folder / f"{role}-{len(self._logs)}.log", "w")  # noqa: SIM115 (closed in close())
+        log = open(self.folder / f"{name}.log", "w")  # noqa: SIM115 (closed in close())
         self._logs.append(log)
         return subprocess.Popen([str(dask_cli()), role, *args], stdout=log, stderr=subprocess.STDOUT, env=env)
 
