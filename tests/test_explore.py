@@ -492,6 +492,7 @@ def _browser():
 
 
 def test_page_in_a_headless_browser_slider_changes_image_numbers_and_matches(server, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -499,11 +500,16 @@ def test_page_in_a_headless_browser_slider_changes_image_numbers_and_matches(ser
 
     driver = _browser()
     try:
-        wait = WebDriverWait(driver, 60)
+        # The drag sends state after state, each answer re-rendering the page: an element found in one render
+        # can be gone when it is read (stale) while waiting; the wait then tries again.
+        wait = WebDriverWait(driver, 60, ignored_exceptions=[StaleElementReferenceException])
         driver.get(server.url + "?seed=5")
 
         def renders() -> int:
             return int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-renders") or 0)
+
+        def patch_query() -> str:
+            return driver.find_element(By.ID, "patch").get_attribute("data-query") or ""
 
         def snapshot() -> dict:
             return {
@@ -525,7 +531,7 @@ def test_page_in_a_headless_browser_slider_changes_image_numbers_and_matches(ser
         count = renders()
         offset = int(slider.size["width"] * 0.35)
         ActionChains(driver).click_and_hold(slider).move_by_offset(offset, 0).release().perform()
-        wait.until(lambda _: renders() > count and "tuf=" in (snapshot()["query"] or ""))
+        wait.until(lambda _: renders() > count and "tuf=" in patch_query())
         wait.until(lambda _: not driver.find_elements(By.CSS_SELECTOR, "body.busy"))
         after = snapshot()
         assert after["image"] != before["image"]

@@ -450,7 +450,8 @@ class Explorer:
         targets = dict(request.targets)
         with self._slots:
             start = starting_latents(steering, {}, 1, request.seed)
-            start_table = steering.measure(start)
+            # steer() measures the start itself: measured here only for held values or a target-free state
+            start_table = steering.measure(start) if request.hold or not targets else None
             held = {name: float(start_table[name].iloc[0]) for name in request.hold}
             if not targets:
                 latent, table, converged, origin = start, start_table, True, "seed"
