@@ -12,15 +12,23 @@ traversal strip (7 frames) and a cached repeat. ``solve``: steering the latent (
 ``search``: embedding + FAISS; ``render``: PNGs, overlay and thumbnails. Exits 1 when the p50 exceeds
 ``--budget-ms`` (300). Timings are wall clock on a possibly shared machine.
 
+``--clients 8 --requests 200`` replaces the sweeps by parallel load: 8 client threads, each with its own seed
+(``--seed`` + client number) and its own keep-alive connection, send 200 new states each (drags across the swept
+properties, nothing cached) as fast as answers come; prints ``{"bench": "explore_parallel", "clients": 8,
+"requests": 1600, "p50_ms": ..., "p95_ms": ..., "requests_per_s": ...}`` and exits 1 when the p95 exceeds
+``--p95-budget-ms`` (1000).
+
 ``--screenshot docs/explorer.png`` also opens the page in headless Chromium (Debian's, with its chromedriver)
 on one state and saves a screenshot (the README's).
 
-Example: ``OMP_NUM_THREADS=1 python benchmarks/bench_explore.py --results results/default --changes 40``.
+Examples: ``OMP_NUM_THREADS=1 python benchmarks/bench_explore.py --results results/default --changes 40``;
+``OMP_NUM_THREADS=1 python benchmarks/bench_explore.py --results results/default --clients 8 --requests 200``.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -28,7 +36,8 @@ import sys
 import threading
 import time
 import urllib.request
-from urllib.parse import urlencode
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 
@@ -42,11 +51,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=9, help="matches per change (default 9, the page's)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch and FAISS (default 1)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--workers", type=int, help="requests computed at once (default: the explorer's)")
     parser.add_argument("--budget-ms", type=float, default=300.0, help="p50 budget in ms (default 300)")
     parser.add_argument("--screenshot", help="also save a headless-Chromium screenshot of the page here")
+    parser.add_argument("--clients", type=int, default=1, help="parallel clients; above 1: the load mode (default 1)")
+    parser.add_argument("--requests", type=int, default=200, help="new states per client in the load mode (200)")
+    parser.add_argument("--p95-budget-ms", type=float, default=1000.0, help="load-mode p95 budget in ms (1000)")
     args = parser.parse_args(argv)
     if args.changes < 30:
         parser.error("--changes must be at least 30")
+    if args.clients < 1 or args.requests < 1:
+        parser.error("--clients and --requests must be at least 1")
     return args
 
 
@@ -99,13 +114,67 @@ def screenshot(url: str, path: str) -> None:
         driver.quit()
 
 
+def client_queries(explorer, names: list[str], seed: int, k: int, count: int) -> list[str]:
+    """``count`` new states of one client: drags across each of ``names`` in turn, from ``seed``."""
+    values = {n: np.linspace(explorer.properties[n].low, explorer.properties[n].high, count + 2)[1:-1] for n in names}
+    return [
+        urlencode([("seed", seed), (names[i % len(names)], repr(float(values[names[i % len(names)]][i]))), ("k", k)])
+        for i in range(count)
+    ]
+
+
+def run_client(base: str, queries: list[str]) -> list[float]:
+    """Send ``queries`` to ``/api/state`` one after another on one keep-alive connection; their times in ms."""
+    url = urlsplit(base)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=300)
+    times = []
+    try:
+        for query in queries:
+            start = time.perf_counter()
+            connection.request("GET", f"{url.path}state?{query}")
+            response = connection.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"state?{query}: HTTP {response.status}: {body[:200]!r}")
+            json.loads(body)
+            times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        connection.close()
+    return times
+
+
+def parallel_load(explorer, base: str, args: argparse.Namespace, common: dict) -> dict:
+    """``args.clients`` clients at once, ``args.requests`` new states each; latency percentiles over all."""
+    names = args.properties or list(explorer.properties)[:3]
+    plans = [client_queries(explorer, names, args.seed + c, args.k, args.requests) for c in range(args.clients)]
+    fetch(base + f"state?seed={args.seed}&k={args.k}")  # warm-up, as the page loads
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=args.clients) as pool:
+        per_client = list(pool.map(lambda plan: run_client(base, plan), plans))
+    wall = time.perf_counter() - start
+    times = np.concatenate(per_client)
+    result = {
+        "bench": "explore_parallel",
+        **common,
+        "clients": args.clients,
+        "requests": int(times.size),
+        "p50_ms": round(float(np.percentile(times, 50)), 1),
+        "p95_ms": round(float(np.percentile(times, 95)), 1),
+        "max_ms": round(float(times.max()), 1),
+        "requests_per_s": round(times.size / wall, 2),
+        "wall_s": round(wall, 1),
+    }
+    result["within_budget"] = result["p95_ms"] <= args.p95_budget_ms
+    return result
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from sharpgen.explore.server import Explorer, ExploreServer, set_threads
 
     set_threads(args.threads)
     start = time.perf_counter()
-    explorer = Explorer.from_run(args.results, device=args.device)
+    explorer = Explorer.from_run(args.results, device=args.device, workers=args.workers)
     load_s = time.perf_counter() - start
     server = ExploreServer(explorer, port=0)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -115,10 +184,19 @@ def main(argv=None) -> int:
         "image_size": explorer.steering.image_size,
         "k": args.k,
         "threads": args.threads,
+        "workers": explorer.workers,
         "device": args.device,
         "cpu_count": os.cpu_count(),
         "load_s": round(load_s, 2),
     }
+    if args.clients > 1:
+        try:
+            result = parallel_load(explorer, base, args, common)
+            print(json.dumps(result), flush=True)
+        finally:
+            server.shutdown()
+            server.server_close()
+        return 0 if result["within_budget"] else 1
     try:
         fetch(base + f"state?seed={args.seed}&k={args.k}")  # warm-up: the seed's own patch, as the page loads
         names = args.properties or list(explorer.properties)[:3]

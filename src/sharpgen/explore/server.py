@@ -17,11 +17,20 @@ answers are pure functions of the request, so every state of the page is a URL:
 
 A bad request (unknown property, out-of-range or malformed value, a missing artefact) is answered with a
 4xx status and ``{"error": "<one line>"}``; the page shows that line. Solved states and thumbnails are cached.
+
+Requests are served concurrently with bounded memory: one thread per connection, at most ``MAX_CONNECTIONS``
+connections (more are answered 503 at once; idle keep-alive connections close after ``IDLE_TIMEOUT_S``), and
+at most ``workers`` computations (generator, measurements, encoder, FAISS, Zarr reads) at a time, each on one
+CPU thread; the rest wait for a slot, while the page, ``/api/config`` and cached answers never wait. The
+generator and the encoder run in eval mode without gradients, FAISS searches only read the index, and the
+caches take a lock, so concurrent answers are those of sequential ones; pyplot (drawn by the FITS download's
+``write_results``) is not thread-safe and is used by one request at a time.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import os
@@ -33,8 +42,8 @@ import threading
 import time
 import traceback
 import zlib
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -60,10 +69,89 @@ TOLERANCE = 0.05
 """Relative tolerance of a met target (as ``sharpgen generate``'s default)."""
 TRAVERSAL_FRAMES = 7
 CACHE_SIZE = 256
+MAX_CONNECTIONS = 64
+"""Open connections served at once (one thread each); more are answered 503 with Retry-After."""
+IDLE_TIMEOUT_S = 60
+"""An idle keep-alive connection is closed after this many seconds (its thread ends)."""
 PRELOAD_BYTES = 256 * 2**20
 """Real patches are held in memory for thumbnails when the whole dataset is at most this large."""
 RESERVED_KEYS = ("seed", "hold", "k", "along")
 """Query keys that are not properties."""
+
+
+def default_workers() -> int:
+    """Computations run at once by default: the CPUs, at most 4 (each one uses one CPU thread)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+_PYPLOT_LOCK = threading.Lock()
+"""pyplot keeps process-wide state: one figure is drawn at a time."""
+
+
+class ComputeSlots:
+    """At most ``count`` computations at once, granted first come, first served (a request never waits behind
+    ones that came later). Re-entrant: a thread holding a slot keeps it through nested steps of one answer."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self._free = count
+        self._lock = threading.Lock()
+        self._waiting: deque[threading.Lock] = deque()
+        self._depth = threading.local()
+
+    def __enter__(self) -> ComputeSlots:
+        depth = getattr(self._depth, "value", 0)
+        self._depth.value = depth + 1
+        if depth:
+            return self
+        with self._lock:
+            if self._free and not self._waiting:
+                self._free -= 1
+                return self
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiting.append(turn)
+        turn.acquire()  # released by the exit that hands this thread its slot
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._depth.value -= 1
+        if self._depth.value:
+            return
+        with self._lock:
+            if self._waiting:
+                self._waiting.popleft().release()  # the slot passes straight to the longest waiting request
+            else:
+                self._free += 1
+
+
+class LruCache:
+    """A thread-safe mapping that keeps the ``size`` most recently used entries."""
+
+    def __init__(self, size: int = CACHE_SIZE):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable):
+        """The value of ``key`` (now the most recent), or None."""
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: Hashable, value) -> None:
+        """Store ``value``, dropping the least recently used entries beyond ``size``."""
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._items
 
 
 class RequestError(SharpgenError):
@@ -191,25 +279,34 @@ def _steerable(steering) -> list[str]:
 class Explorer:
     """The state behind the page: a run's steering and retriever, caches, and the API answers."""
 
-    def __init__(self, run_dir: str | os.PathLike, steering, retriever=None, retrieval_problem: str | None = None):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        steering,
+        retriever=None,
+        retrieval_problem: str | None = None,
+        workers: int | None = None,
+    ):
         self.run_dir = Path(run_dir)
         self.steering = steering
         self.retriever = retriever
         self.retrieval_problem = retrieval_problem
         self.properties = self._property_specs()
         self.max_step = self._max_step()
-        self._lock = threading.Lock()  # torch and FAISS calls one at a time (a slider sends many requests)
-        self._solutions: OrderedDict = OrderedDict()
-        self._thumbnails: OrderedDict = OrderedDict()
-        self._searches: OrderedDict = OrderedDict()
+        self.workers = workers or default_workers()
+        self._slots = ComputeSlots(self.workers)  # computations at once: bounds their memory
+        self._solutions = LruCache()
+        self._thumbnails = LruCache(4 * CACHE_SIZE)
+        self._searches = LruCache()
         self._real = None  # every real patch in memory when the dataset is small (thumbnails without Zarr reads)
         if retriever is not None and retriever.patches.nbytes <= PRELOAD_BYTES:
             self._real = np.asarray(retriever.patches[:], dtype=np.float32)
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike, device: str = "cpu") -> Explorer:
+    def from_run(cls, run_dir: str | os.PathLike, device: str = "cpu", workers: int | None = None) -> Explorer:
         """Load a finished run. Without directions or a generator there is nothing to explore (one-line
-        :class:`SharpgenError`); without the retrieval artefacts the page works and says why it has no matches."""
+        :class:`SharpgenError`); without the retrieval artefacts the page works and says why it has no matches.
+        ``workers``: computations at once (default :func:`default_workers`)."""
         from ..latent.generate import load_steering
         from ..retrieval.search import Retriever
 
@@ -228,7 +325,7 @@ class Explorer:
                 f"{steering.image_size} px"
             )
             retriever = None
-        return cls(run_dir, steering, retriever, problem)
+        return cls(run_dir, steering, retriever, problem, workers)
 
     # -- configuration ----------------------------------------------------------------------------------
 
@@ -344,16 +441,17 @@ class Explorer:
         """The state's latent: the seed's latent steered to the targets with the held properties at the seed's
         values. When that misses, a second search starts from the sampled latent nearest the targets (the
         answer says so); a miss of both is reported as a miss, never hidden."""
-        cached = _cache_get(self._solutions, request.key)
+        cached = self._solutions.get(request.key)
         if cached is not None:
             return cached
         from ..latent.generate import starting_latents, steer
 
         steering = self.steering
         targets = dict(request.targets)
-        with self._lock:
+        with self._slots:
             start = starting_latents(steering, {}, 1, request.seed)
-            start_table = steering.measure(start)
+            # steer() measures the start itself: measured here only for held values or a target-free state
+            start_table = steering.measure(start) if request.hold or not targets else None
             held = {name: float(start_table[name].iloc[0]) for name in request.hold}
             if not targets:
                 latent, table, converged, origin = start, start_table, True, "seed"
@@ -372,7 +470,7 @@ class Explorer:
             held=held,
             start=origin,
         )
-        _cache_put(self._solutions, request.key, solution)
+        self._solutions.put(request.key, solution)
         return solution
 
     def _retry(self, request: Request, targets: dict, held: dict, latent, table):
@@ -392,28 +490,32 @@ class Explorer:
         if self.retriever is None:
             raise RequestError(self.retrieval_problem or "no retrieval index in this run", HTTPStatus.CONFLICT)
         key = (request.key, request.k)
-        cached = _cache_get(self._searches, key)
+        cached = self._searches.get(key)
         if cached is None:
             k = min(request.k, len(self.retriever.index))
-            with self._lock:
+            with self._slots:
                 cached = self.retriever.search(solution.patch[None], k=k)[0]
-            _cache_put(self._searches, key, cached)
+            self._searches.put(key, cached)
         return cached
 
     def _thumbnails_for(self, rows: Sequence[int]) -> list[str]:
         """PNG data URIs of the real patches ``rows`` (cached)."""
-        uris = {int(row): _cache_get(self._thumbnails, int(row)) for row in rows}
+        uris = {int(row): self._thumbnails.get(int(row)) for row in rows}
         missing = [row for row, uri in uris.items() if uri is None]
         if missing:
             if self._real is not None:
                 patches = self._real[missing]
             else:
-                with self._lock:
+                with self._slots:
                     patches = self.retriever.real_patches(missing)
             for row, patch in zip(missing, patches, strict=True):
                 uris[row] = png_data_uri(patch)
-                _cache_put(self._thumbnails, row, uris[row], size=4 * CACHE_SIZE)
+                self._thumbnails.put(row, uris[row])
         return [uris[int(row)] for row in rows]
+
+    def _slot_unless_solved(self, request: Request):
+        """A computation slot held through the steps of one answer; none when the state is solved (cached)."""
+        return contextlib.nullcontext() if request.key in self._solutions else self._slots
 
     # -- API answers --------------------------------------------------------------------------------------
 
@@ -421,19 +523,20 @@ class Explorer:
         """``/api/state``: the patch, its overlay, target vs. achieved, every measured property, the matches."""
         begin = time.perf_counter()
         cached = request.key in self._solutions
-        solution = self.solve(request)
-        solved = time.perf_counter()
-        matches, problem = None, self.retrieval_problem
-        if self.retriever is not None:
-            table = self.matches(request, solution)
-            searched = time.perf_counter()
-            thumbnails = self._thumbnails_for(table["row"].to_numpy())
-            matches = [
-                {**_match_record(row), "thumbnail": thumbnail}
-                for row, thumbnail in zip(table.to_dict("records"), thumbnails, strict=True)
-            ]
-        else:
-            searched = solved
+        with self._slot_unless_solved(request):  # one slot from the solve to the thumbnails
+            solution = self.solve(request)
+            solved = time.perf_counter()
+            matches, problem = None, self.retrieval_problem
+            if self.retriever is not None:
+                table = self.matches(request, solution)
+                searched = time.perf_counter()
+                thumbnails = self._thumbnails_for(table["row"].to_numpy())
+                matches = [
+                    {**_match_record(row), "thumbnail": thumbnail}
+                    for row, thumbnail in zip(table.to_dict("records"), thumbnails, strict=True)
+                ]
+            else:
+                searched = solved
         measured = {name: float(value) for name, value in solution.measured.iloc[0].items()}
         rows = []
         for name, spec in self.properties.items():
@@ -492,9 +595,9 @@ class Explorer:
         along = request.along or (request.targets[0][0] if request.targets else next(iter(self.properties)))
         spec = self.spec_of(along, "cannot traverse along")
         other = spec.twin if along == spec.name else spec.name
-        solution = self.solve(request)
         steps = np.linspace(-self.max_step, self.max_step, frames)
-        with self._lock:
+        with self._slots:
+            solution = self.solve(request)
             # Each frame moves along the direction of the latent's polarity side and stops at the polarity
             # boundary, as generate/edit do (a straight line through it would mirror the region).
             start = np.repeat(np.asarray(solution.latent, dtype=np.float64).reshape(1, -1), frames, axis=0)
@@ -523,26 +626,29 @@ class Explorer:
 
     def matches_csv(self, request: Request) -> bytes:
         """``/api/matches.csv``: the matches' metadata and properties as CSV."""
-        return self.matches(request, self.solve(request)).to_csv(index=False).encode("utf-8")
+        with self._slot_unless_solved(request):
+            table = self.matches(request, self.solve(request))
+        return table.to_csv(index=False).encode("utf-8")
 
     def fits_bytes(self, request: Request) -> bytes:
         """``/api/generated.fits``: the state's patch as ``sharpgen generate`` writes it (field in G; targets,
         achieved values and the latent in the header)."""
         from ..latent.generate import write_results
 
-        solution = self.solve(request)
-        with self._lock, tempfile.TemporaryDirectory(prefix="sharpgen-explore-") as folder:
-            write_results(
-                folder,
-                self.steering,
-                solution.latent,
-                solution.measured,
-                np.array([solution.converged]),
-                solution.goals,
-                list(request.hold),
-                prefix="explored",
-            )
-            return (Path(folder) / "explored_000.fits").read_bytes()
+        with self._slots:
+            solution = self.solve(request)
+            with _PYPLOT_LOCK, tempfile.TemporaryDirectory(prefix="sharpgen-explore-") as folder:
+                write_results(
+                    folder,
+                    self.steering,
+                    solution.latent,
+                    solution.measured,
+                    np.array([solution.converged]),
+                    solution.goals,
+                    list(request.hold),
+                    prefix="explored",
+                )
+                return (Path(folder) / "explored_000.fits").read_bytes()
 
     def page(self) -> bytes:
         """The static page."""
@@ -584,27 +690,6 @@ def _parse_float(text: str, name: str) -> float:
     return value
 
 
-def _cache_get(cache: OrderedDict, key):
-    try:
-        value = cache[key]
-    except KeyError:
-        return None
-    try:
-        cache.move_to_end(key)
-    except KeyError:  # evicted by another thread meanwhile
-        pass
-    return value
-
-
-def _cache_put(cache: OrderedDict, key, value, size: int = CACHE_SIZE) -> None:
-    cache[key] = value
-    while len(cache) > size:
-        try:
-            cache.popitem(last=False)
-        except KeyError:
-            break
-
-
 # -- HTTP ---------------------------------------------------------------------------------------------------
 
 
@@ -617,6 +702,7 @@ _DOWNLOADS = {  # path -> (the body for a request, its content type, the file na
 class _Handler(BaseHTTPRequestHandler):
     server_version = "sharpgen-explore"
     protocol_version = "HTTP/1.1"
+    timeout = IDLE_TIMEOUT_S  # an idle keep-alive connection ends, and its thread with it
 
     @property
     def explorer(self) -> Explorer:
@@ -680,24 +766,69 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class ExploreServer(ThreadingHTTPServer):
-    """The explorer's HTTP server (one thread per connection; computation is serialized by the explorer)."""
+    """The explorer's HTTP server: one thread per connection, at most ``max_connections`` of them (a connection
+    beyond is answered 503 and closed); the explorer bounds the computations running at once."""
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, explorer: Explorer, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, verbose=False):
+    def __init__(
+        self,
+        explorer: Explorer,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        verbose=False,
+        max_connections: int = MAX_CONNECTIONS,
+    ):
         self.explorer = explorer
         self.verbose = verbose
+        self._connections = threading.BoundedSemaphore(max_connections)
         try:
             super().__init__((host, port), _Handler)
         except OSError as exc:
             raise SharpgenError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (try another --port)") from None
+
+    def process_request(self, request, client_address) -> None:
+        """Serve the connection in a new thread, or answer 503 at once when ``max_connections`` are open."""
+        if not self._connections.acquire(blocking=False):
+            _refuse_busy(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._connections.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         host = f"[{host}]" if ":" in str(host) else host
         return f"http://{host}:{port}/"
+
+
+def _refuse_busy(connection) -> None:
+    """Answer 503 on a raw ``connection`` without reading its request (the server is at its connection limit)."""
+    body = json.dumps({"error": "the explorer is busy: too many open connections, try again"}).encode("utf-8")
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+        f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    try:
+        connection.settimeout(0.2)
+        connection.recv(65536)  # the request, read so that closing does not reset the connection before the answer
+    except OSError:
+        pass
+    try:
+        connection.sendall(head.encode("ascii") + body)
+    except OSError:
+        pass
 
 
 def is_loopback(host: str) -> bool:
@@ -748,7 +879,12 @@ def serve(explorer: Explorer, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
         )
     server = ExploreServer(explorer, host, port, verbose=verbose)
     _stop_on_signals()
-    print(f"sharpgen explore: {explorer.run_dir} on {server.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    print(
+        f"sharpgen explore: {explorer.run_dir} on {server.url} ({explorer.workers} requests computed at once; "
+        "Ctrl-C to stop)",
+        file=sys.stderr,
+        flush=True,
+    )
     if explorer.retrieval_problem:
         print(f"sharpgen: warning: {explorer.retrieval_problem}", file=sys.stderr)
     try:
@@ -765,7 +901,7 @@ def command(args) -> int:
     if not 0 <= args.port <= 65535:
         raise SharpgenError(f"--port {args.port}: expected 0 (any free port) to 65535")
     set_threads(args.threads)
-    explorer = Explorer.from_run(args.results, device=args.device)
+    explorer = Explorer.from_run(args.results, device=args.device, workers=args.workers)
     status = serve(explorer, args.host, args.port, verbose=args.verbose)
     # After Ctrl-C, the interpreter's teardown of the native thread pools (PyTorch, FAISS, Arrow) now and
     # then aborts with "terminate called without an active exception", turning a clean stop into SIGABRT.
