@@ -8,6 +8,7 @@ with each rule's CPUs and memory scaled down to what the node has (a cluster use
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -25,7 +26,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 PROFILE_DIR = REPO_ROOT / "workflow" / "profiles" / "slurm"
 GPU_RULES = {"train_gan", "train_ssl"}
-TRAINING_THREADS = 2  # as the local reference run (tests/conftest.py: --cores 2), so the generators compare
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,6 @@ def scaled_profile(directory: Path, node: Node) -> Path:
     profile = yaml.safe_load((PROFILE_DIR / "config.yaml").read_text())
     for rule, resources in profile["set-resources"].items():
         cpus = min(resources["cpus_per_task"], node.cpus)
-        if rule in GPU_RULES:
-            cpus = min(cpus, TRAINING_THREADS)
         resources["cpus_per_task"] = profile["set-threads"][rule] = cpus
         resources["mem_mb"] = min(resources["mem_mb"], node.mem_mb // 4)
     profile["default-resources"]["mem_mb"] = min(profile["default-resources"]["mem_mb"], node.mem_mb // 4)
@@ -140,12 +138,28 @@ def test_each_rule_is_submitted_with_the_profiles_time_memory_and_cpus(slurm_run
     assert seen == set(profile["set-resources"])
 
 
-def test_a_cancelled_training_job_is_resubmitted_and_resumes_to_the_same_generator(slurm_run, test_run):
+def uninterrupted_training_on_slurm(work: Path) -> Path:
+    """The run's own train_gan command, submitted once more as a plain SLURM job with the same CPUs and never
+    cancelled: the reference a resumed run must equal (the same job environment, so the same CPU kernels)."""
+    job_log = next((work / "slurm_logs" / "rule_train_gan").glob("*.log"))
+    command = next(line for line in job_log.read_text().splitlines() if line.startswith("Shell command: "))
+    command = command.removeprefix("Shell command: ").split(" > ")[0]
+    out_dir = work / "reference_gan"
+    command = re.sub(r"--out-dir \S+", f"--out-dir {out_dir}", command)
+    cpus = re.search(r"--threads (\d+)", command).group(1)
+    subprocess.run(
+        ["sbatch", "--wait", f"--cpus-per-task={cpus}", "--mem=2000", "-o", str(work / "reference.log"), "--wrap",
+         command], check=True, capture_output=True, timeout=900,
+    )  # fmt: skip
+    return out_dir / "generator.pt"
+
+
+def test_a_cancelled_training_job_is_resubmitted_and_resumes_to_the_same_generator(slurm_run):
     proc, results, work, cancelled = slurm_run
     assert proc.returncode == 0 and len(cancelled) == 1, "train_gan was not cancelled after its first checkpoint"
     assert [rule for rule, _ in submitted(work)].count("train_gan") == 2  # the profile's retry resubmitted it
     resumed = torch.load(results / "gan" / "generator.pt", map_location="cpu", weights_only=False)
-    reference = torch.load(test_run / "gan" / "generator.pt", map_location="cpu", weights_only=False)
+    reference = torch.load(uninterrupted_training_on_slurm(work), map_location="cpu", weights_only=False)
     for name, tensor in reference["state_dict"].items():
         assert torch.equal(resumed["state_dict"][name], tensor), name
 
