@@ -202,9 +202,3 @@ def test_what_a_stage_can_honour_passes_the_consistency_check():
     assert validate_config(fixed)["directions"]["properties"] == ["usflux", "psep_mm"]
     assert validate_config({"source": "jsoc", "synthetic": {"n_patches": 2}, "index": {"kind": "pqfs"}})  # N unknown
     assert validate_config({"image_size": 128, "gan": {"architecture": "paper"}})
-
-
-def test_a_split_by_the_physical_leading_polarity_needs_fixed_scale_patches():
-    with pytest.raises(SharpgenError, match="directions.split_by': lead_sign .* use lead_pol"):
-        validate_config({"normalize": {"mode": "resize"}, "directions": {"split_by": "lead_sign"}})
-    assert validate_config({"directions": {"split_by": "lead_sign"}})["directions"]["split_by"] == "lead_sign"

@@ -130,11 +130,6 @@ def _stages_can_honour(config: dict) -> None:
             f"config key 'directions.properties': {', '.join(physical)} in physical units need normalize.mode "
             "fixed_scale (resize patches have no pixel size in Mm); use their paper-unit twins"
         )
-    if config["directions"]["split_by"] == "lead_sign" and config["normalize"]["mode"] == "resize":
-        raise SharpgenError(
-            "config key 'directions.split_by': lead_sign is measured on the physical field, which resize patches "
-            "lack (normalize.mode fixed_scale); use lead_pol"
-        )
     sample, fraction = config["sample"], config["directions"]["label_fraction"]
     if int(fraction * sample["n_samples"]) < 2:
         raise SharpgenError(
