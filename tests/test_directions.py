@@ -245,7 +245,7 @@ def test_fit_directions_skips_what_the_samples_cannot_support_and_says_why(tmp_p
     )  # fmt: skip
     sample_settings = SampleSettings(
         n_samples=200, batch_size=100, stored_patches=None, threshold_gauss=150.0, normalize_mode="resize",
-        scale_mm=2.9154,
+        scale_mm=2.9154, precision="fp32",
     )  # fmt: skip
     document = fit_directions(
         tmp_path, tmp_path / "generator.pt", tmp_path / "out", settings, sample_settings, seed=1, device="cpu",

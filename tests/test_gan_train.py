@@ -145,3 +145,31 @@ def test_raising_steps_continues_a_finished_run_instead_of_restarting(data_dir, 
     assert all(torch.equal(long[name], extended[name]) for name in long)
     with pytest.raises(SharpgenError, match="beyond gan.steps"):
         train_gan(data_dir, tmp_path / "extended", short, seed=1, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "expected"), [(False, False, "fp32"), (True, False, "bf16"), (False, True, "bf16")]
+)
+def test_auto_precision_takes_bf16_only_where_the_cpu_has_it(monkeypatch, avx512_bf16, amx, expected):
+    from sharpgen.training import resolve_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_precision("auto", torch.device("cpu")) == expected
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+
+
+def test_bf16_training_is_recorded_and_repeatable(data_dir, tmp_path, capfd):
+    settings = dataclasses.replace(SETTINGS, precision="bf16")
+    train_gan(data_dir, tmp_path / "a", settings, seed=1, progress=False)
+    assert "train_gan: bf16 arithmetic on cpu" in capfd.readouterr().err
+    train_gan(data_dir, tmp_path / "b", settings, seed=1, progress=False)
+    saved = torch.load(tmp_path / "a" / "generator.pt", map_location="cpu", weights_only=False)["settings"]
+    assert saved["precision"] == "bf16"
+    first, second = state_dict_of(tmp_path / "a" / "generator.pt"), state_dict_of(tmp_path / "b" / "generator.pt")
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    train_gan(data_dir, tmp_path / "c", dataclasses.replace(SETTINGS, precision="fp32"), seed=1, progress=False)
+    fp32 = state_dict_of(tmp_path / "c" / "generator.pt")
+    assert not all(torch.equal(first[name], fp32[name]) for name in first)  # the bf16 run really ran in bf16

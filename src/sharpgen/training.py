@@ -33,6 +33,30 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """``bf16`` or ``fp32`` for ``requested`` (one of :data:`PRECISIONS`) on ``device``.
+
+    ``auto`` takes bf16 where it is native: on CUDA, and on CPUs with AVX512-BF16 or AMX. Elsewhere oneDNN
+    emulates bf16 (several times slower than fp32), so ``auto`` keeps fp32 there; ``bf16`` forces it anyway.
+    """
+    if requested not in PRECISIONS:
+        raise SharpgenError(f"unknown precision {requested!r} (choose one of: {', '.join(PRECISIONS)})")
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16"
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16" if native else "fp32"
+
+
+def autocast(precision: str, device: torch.device):
+    """Context in which the networks' forward passes run at ``precision`` (``bf16`` or ``fp32``) on ``device``."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def load_training_patches(data_dir: str | os.PathLike, image_size: int) -> torch.Tensor:
     """The ``train`` split of ``data_dir/patches.zarr`` as a ``(N, 1, S, S)`` float32 tensor (normalized units)."""
     import zarr

@@ -23,7 +23,7 @@ from ..atomic import TEMP_PREFIX, atomic_path
 from ..data.measure import patch_properties
 from ..progress import progress_bar
 from ..run import stage_file
-from ..training import pick_device
+from ..training import autocast, pick_device, resolve_precision
 from .models import LATENT_DIM, load_generator
 
 
@@ -36,6 +36,7 @@ class SampleSettings:
         "threshold_gauss": "normalize.threshold_gauss",
         "normalize_mode": "normalize.mode",
         "scale_mm": "normalize.scale_mm",
+        "precision": "gan.precision",
     }
 
     n_samples: int
@@ -44,6 +45,7 @@ class SampleSettings:
     threshold_gauss: float
     normalize_mode: str
     scale_mm: float
+    precision: str  # auto | bf16 | fp32 of the generator's forward pass (measurement is float64/float32)
 
     @property
     def pixel_mm(self) -> float | None:
@@ -62,12 +64,14 @@ def latent_batches(n: int, batch_size: int, seed: int):
         yield start, rng.standard_normal((min(batch_size, n - start), LATENT_DIM)).astype(np.float32)
 
 
-def generate(generator, z: np.ndarray, device) -> np.ndarray:
-    """``(b, 100)`` latents -> ``(b, S, S)`` float32 patches through ``generator`` (no gradients)."""
+def generate(generator, z: np.ndarray, device, precision: str = "fp32") -> np.ndarray:
+    """``(b, 100)`` latents -> ``(b, S, S)`` float32 patches through ``generator`` (no gradients), its forward
+    pass at ``precision`` (``bf16`` or ``fp32``)."""
     import torch
 
-    with torch.no_grad():
-        return generator(torch.from_numpy(np.asarray(z, dtype=np.float32)).to(device)).squeeze(1).cpu().numpy()
+    with torch.no_grad(), autocast(precision, torch.device(device)):
+        patches = generator(torch.from_numpy(np.asarray(z, dtype=np.float32)).to(device))
+    return patches.squeeze(1).float().cpu().numpy()
 
 
 def latent_properties(
@@ -100,6 +104,7 @@ def sample_generator(
     torch.set_num_threads(threads)
     dev = pick_device(device)
     generator, gan_settings = load_generator(generator_path, dev)
+    precision = resolve_precision(settings.precision, dev)
     size, n, batch = int(gan_settings["image_size"]), settings.n_samples, settings.batch_size
     stored = n if settings.stored_patches is None else min(n, settings.stored_patches)
     out_dir = Path(out_dir)
@@ -122,7 +127,7 @@ def sample_generator(
         latents = np.lib.format.open_memmap(tmp_latents, mode="w+", dtype=np.float32, shape=(n, LATENT_DIM))
         writer = None
         for start, z in latent_batches(n, batch, seed):
-            images = generate(generator, z, dev)
+            images = generate(generator, z, dev, precision)
             latents[start : start + len(z)] = z
             if start < stored:
                 patches[start : min(start + len(z), stored)] = images[: stored - start]

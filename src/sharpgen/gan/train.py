@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,15 @@ from ..atomic import atomic_path, write_csv_atomic
 from ..plotting import save_patch_grid
 from ..progress import progress_bar
 from ..run import stage_file
-from ..training import load_training_patches, pick_device, restore_checkpoint, run_identity, save_checkpoint
+from ..training import (
+    autocast,
+    load_training_patches,
+    pick_device,
+    resolve_precision,
+    restore_checkpoint,
+    run_identity,
+    save_checkpoint,
+)
 from .models import LATENT_DIM, build_networks
 
 PREVIEW_COUNT = 16
@@ -48,6 +57,7 @@ class GanSettings:
     loss: str
     ema_decay: float
     checkpoint_every: int
+    precision: str  # auto | bf16 | fp32; train_gan stores the one it used (bf16 or fp32)
 
 
 LOSSES = ("bce", "hinge")
@@ -128,6 +138,8 @@ def train_gan(
     out_dir = Path(out_dir)
     checkpoint = stage_file(out_dir, "gan_checkpoint")
     dev = pick_device(device)
+    settings = dataclasses.replace(settings, precision=resolve_precision(settings.precision, dev))
+    print(f"train_gan: {settings.precision} arithmetic on {dev}", file=sys.stderr, flush=True)
     patches = load_training_patches(data_dir, settings.image_size)
     state = _new_state(settings, seed, dev)
     identity = run_identity(settings, seed, patches, FREE_SETTINGS)
@@ -146,12 +158,14 @@ def train_gan(
         real = patches[index].to(dev)
         z = torch.randn(settings.batch_size, LATENT_DIM, generator=state["sampler"]).to(dev)
         # The paper's order: one generator step, then one discriminator step on the updated generator.
-        g_loss = generator_loss(settings.loss, discriminator(generator(z)))
+        with autocast(settings.precision, dev):
+            g_loss = generator_loss(settings.loss, discriminator(generator(z)).float())
         state["opt_g"].zero_grad(set_to_none=True)
         g_loss.backward()
         state["opt_g"].step()
-        real_logits = discriminator(real)
-        fake_logits = discriminator(generator(z).detach())
+        with autocast(settings.precision, dev):
+            real_logits = discriminator(real).float()
+            fake_logits = discriminator(generator(z).detach()).float()
         d_loss = discriminator_loss(settings.loss, real_logits, fake_logits)
         state["opt_d"].zero_grad(set_to_none=True)
         d_loss.backward()
