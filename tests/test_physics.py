@@ -399,3 +399,12 @@ def test_rotating_a_square_patch_by_90_degrees_keeps_fluxes_r_paper_and_separati
     phys_rotated = physics.physical_properties(np.rot90(field, turns), 0.7, 0.7)
     keys = ("usflux", "pos_flux", "neg_flux", "psep_mm", "pil_length_mm")
     assert_same(phys_rotated, phys, keys, rtol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(7, 64, 64), (2, 30, 530)])
+def test_r_value_gaussian_weight_map_is_scipys_zero_padded_correlation(shape):
+    pil = np.random.default_rng(5).random(shape) > 0.97
+    taps = physics._r_gaussian_taps()
+    expected = ndimage.correlate1d(pil.astype(np.float64), taps, axis=1, mode="constant")
+    expected = ndimage.correlate1d(expected, taps, axis=2, mode="constant")
+    np.testing.assert_allclose(physics._r_weight_map(pil), expected, rtol=1e-12, atol=1e-15)

@@ -273,10 +273,36 @@ def _paper_from_sums(sums: dict[str, np.ndarray], h: int, w: int) -> dict[str, n
 # JSOC R_VALUE
 
 
+_R_MATMUL_MAX_SIDE = 512
+"""Up to this many binned pixels a side, the R_VALUE Gaussian is applied as a product with a banded matrix
+(BLAS: 4.5x faster than ``correlate1d`` at 64 px); larger maps use ``correlate1d`` (memory grows as side**2)."""
+
+
 def _r_gaussian_taps() -> np.ndarray:
     x = np.arange(-R_GAUSS_HALF_WIDTH, R_GAUSS_HALF_WIDTH + 1, dtype=np.float64)
     taps = np.exp(-(x**2) / (2.0 * R_GAUSS_SIGMA_BINNED**2))
     return taps / taps.sum()
+
+
+@lru_cache(maxsize=16)
+def _r_gaussian_matrix(size: int) -> np.ndarray:
+    """Read-only ``(size, size)`` matrix ``G`` with ``G @ v`` = ``correlate1d(v, taps, mode="constant")``."""
+    offset = np.arange(size)[None, :] - np.arange(size)[:, None] + R_GAUSS_HALF_WIDTH
+    inside = (offset >= 0) & (offset <= 2 * R_GAUSS_HALF_WIDTH)
+    matrix = np.where(inside, _r_gaussian_taps()[np.clip(offset, 0, 2 * R_GAUSS_HALF_WIDTH)], 0.0)
+    matrix.setflags(write=False)
+    return matrix
+
+
+def _r_weight_map(pil: np.ndarray) -> np.ndarray:
+    """The PIL map ``(n, h, w)`` convolved with the R_VALUE Gaussian along both axes, zero outside (float64)."""
+    n, h, w = pil.shape
+    if max(h, w) > _R_MATMUL_MAX_SIDE:
+        taps = _r_gaussian_taps()
+        weight = correlate1d(pil.astype(np.float64), taps, axis=1, mode="constant", cval=0.0)
+        return correlate1d(weight, taps, axis=2, mode="constant", cval=0.0)
+    along_x = (pil.reshape(n * h, w).astype(np.float64) @ _r_gaussian_matrix(w).T).reshape(n, h, w)
+    return np.matmul(_r_gaussian_matrix(h), along_x)
 
 
 def _r_value_batch(fields: np.ndarray, bin_factor: int) -> np.ndarray:
@@ -301,10 +327,8 @@ def _r_value_batch(fields: np.ndarray, bin_factor: int) -> np.ndarray:
     if not has_pil.any():
         return result
     pil, rim = pil[has_pil], rim[has_pil]
-    taps = _r_gaussian_taps()
     # Zero padding by the kernel half-width then cropping equals a 'constant' (cval 0) boundary.
-    weight = correlate1d(pil.astype(np.float64), taps, axis=1, mode="constant", cval=0.0)
-    weight = correlate1d(weight, taps, axis=2, mode="constant", cval=0.0)
+    weight = _r_weight_map(pil)
     strength = np.trunc(np.abs(np.where(np.isfinite(rim), rim, 0.0)))  # C's integer abs() truncates
     total = (weight * strength).reshape(len(rim), -1).sum(axis=1)
     result[has_pil] = np.where(total >= 1.0, np.log10(np.maximum(total, 1.0)), 0.0)
