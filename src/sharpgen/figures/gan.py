@@ -205,9 +205,10 @@ def _quantile_panel(axis, real: np.ndarray, generated: np.ndarray, name: str, ta
     axis.plot(line, line, color="0.4", lw=0.8, ls="--", label="same distribution")
     axis.fill_between(line, line * 0.85, line * 1.15, color="0.6", alpha=0.2, lw=0, label="±15 %")
     for q, marker in zip(TAIL_QUANTILES, ("v", "^"), strict=True):
-        key = f"q{round(100 * q):02d}"
+        percent = round(100 * q)
+        key, ordinal = f"q{percent:02d}", "st" if percent == 1 else "th"
         axis.plot(tails[f"real_{key}"], tails[f"generated_{key}"], marker, color="k", ms=6,
-                  label=f"{key[1:]}th percentile: {tails[f'{key}_relative']:+.0%}")  # fmt: skip
+                  label=f"{percent}{ordinal} percentile: {tails[f'{key}_relative']:+.0%}")  # fmt: skip
     if log and low > 0:
         axis.set_xscale("log")
         axis.set_yscale("log")
