@@ -37,13 +37,20 @@ from sharpgen.gan.fidelity import (
     extremes,
     power_spectrum_slopes,
 )
+from sharpgen.jsonsafe import json_safe
 from sharpgen.run import RunLayout
 
 PROPERTIES = ("tuf", "psep", "r_paper", "tpf", "tnf", "area", "imbalance", "peak")
 
 
 def emit(record: dict) -> None:
-    print(json.dumps(record), flush=True)
+    print(json.dumps(json_safe(record)), flush=True)  # NaN (e.g. psep without bipoles) as null
+
+
+def percentiles(values: np.ndarray, label: str) -> dict:
+    """The 1st, 50th and 99th percentiles of the finite ``values`` (NaN when there are none)."""
+    finite = values[np.isfinite(values)]
+    return {f"{label}_q{q:02d}": float(np.percentile(finite, q)) if finite.size else float("nan") for q in (1, 50, 99)}
 
 
 def measured(patches: np.ndarray, normalization: Normalization, batch: int = 2000) -> pd.DataFrame:
@@ -62,7 +69,8 @@ def bars(c2st: dict | None, distances: dict, extreme: dict) -> dict:
         checks["classifier_accuracy_le_0.75"] = (c2st["accuracy"], c2st["accuracy"] <= 0.75)
     for name, limit in (("tuf", 0.10), ("psep", 0.10), ("r_paper", 0.15), ("imbalance", 0.15)):
         if name in distances:
-            checks[f"ks_{name}_le_{limit}"] = (distances[name]["ks"], distances[name]["ks"] <= limit)
+            ks = distances[name]["ks"]
+            checks[f"ks_{name}_le_{limit}"] = (ks, bool(ks <= limit))  # NaN (nothing to compare) fails
     points = extreme["peak"]["sunspot_points"]
     checks["sunspot_fraction_within_10_points"] = (points, abs(points) <= 10)
     for name in ("tuf", "psep"):
@@ -108,11 +116,10 @@ def main() -> int:
             continue
         r, g = real_table[name].to_numpy(), generated_table[name].to_numpy()
         distances[name] = distribution_distance(r, g)
-        percentiles = {
-            f"{label}_q{q:02d}": float(np.nanpercentile(values, q)) for label, values in (("real", r), ("generated", g))
-            for q in (1, 50, 99)
-        }  # fmt: skip
-        emit({"metric": "property", "property": name, **distances[name], **percentiles})
+        emit({
+            "metric": "property", "property": name, **distances[name],
+            **percentiles(r, "real"), **percentiles(g, "generated"),
+        })  # fmt: skip
     extreme = extremes(real_table, generated_table)
     emit({
         "metric": "extremes", "n_real": len(real_table), "n_generated": len(generated_table),
