@@ -152,8 +152,8 @@ C2ST_RECIPE = {
 
 def _c2st_network(width: int):
     """A 4-level CNN ``(B, 1, S, S)`` -> ``(B,)`` logit: stride-2 3 x 3 convolutions (1 -> w -> 2w -> 2w -> 2w),
-    LeakyReLU, then the mean and the max of each channel over the image (the max sees isolated strong spots)
-    and a linear layer."""
+    each with batch norm and LeakyReLU, then the mean and the max of each channel over the image (the max sees
+    isolated strong spots) and a linear layer."""
     import torch
     from torch import nn
 
@@ -185,7 +185,12 @@ def classifier_two_sample_test(
     binary cross-entropy, no augmentation: orientation and polarity order are part of what a GAN must learn)
     and scored on the held-out fold. Returns ``accuracy`` (mean over folds), ``accuracy_std`` (their standard
     deviation), ``fold_accuracies``, ``n_per_class``, ``seconds`` and the recipe. Deterministic for a seed and
-    thread count. Patches are normalized fields (1 unit = 1 kG), used as they are.
+    thread count; about 40 s on one core for 800 + 800 patches of 64 px.
+
+    Input: normalized fields (1 unit = 1 kG); pixels weaker than ``floor_kg`` (10 G, the noise of one native
+    HMI pixel) are set to 0, so the exact zeros of padding vs. a generator's faint background do not decide
+    the test alone, then ``asinh(B / softening_kg)`` (50 G) so weak plage and kG spots both count. Measured on
+    the default run: 0.46-0.49 for two samples of one distribution, 1.00 for a generator trained 100 steps.
     """
     import time
 
