@@ -27,7 +27,7 @@ from sharpgen.retrieval.augment import (
     two_views,
 )
 from sharpgen.retrieval.embed import embed_dataset, embed_patches, load_encoder
-from sharpgen.retrieval.models import build_simsiam, effective_rank, output_std, simsiam_loss
+from sharpgen.retrieval.models import build_simsiam, effective_rank, output_std, simsiam_loss, vicreg_loss
 from sharpgen.retrieval.train import LOG_COLUMNS, SslSettings, train_ssl
 
 SETTINGS = build_settings(SslSettings, image_size=32, epochs=3, batch_size=4, checkpoint_every=3)
@@ -116,8 +116,21 @@ def test_collapse_indicator_is_zero_for_identical_outputs_and_near_one_for_rando
 
 def test_effective_rank_counts_the_directions_the_outputs_use():
     g = torch.Generator().manual_seed(0)
-    assert effective_rank(torch.randn(256, 1, generator=g) * torch.randn(1, 100, generator=g)) == pytest.approx(1.0)
+    assert effective_rank(torch.randn(256, 1, generator=g) * torch.randn(1, 100, generator=g)) == pytest.approx(1.0, abs=1e-4)
     assert effective_rank(torch.randn(4096, 100, generator=g)) == pytest.approx(100, rel=0.1)
+    assert effective_rank(np.diag([3.0, 1.0, 1.0, 1.0])) == pytest.approx(12**0.5)  # p = 1/2, 1/6 x 3; numpy too
+
+
+def test_vicreg_loss_rewards_agreeing_views_and_penalises_collapsed_or_correlated_dimensions():
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(512, 16, generator=g)
+    assert vicreg_loss(spread, spread) < 1.0  # identical, unit-variance, uncorrelated views: almost no loss
+    collapsed = spread[:, :1].expand(-1, 16).contiguous()  # unit variance, every dimension the same
+    assert vicreg_loss(collapsed, collapsed) > 10.0
+    assert vicreg_loss(spread, torch.randn(512, 16, generator=g)) > 40.0  # views that disagree
+    z1, z2 = (torch.randn(64, 8, requires_grad=True) for _ in range(2))
+    vicreg_loss(z1, z2).backward()
+    assert z1.grad.abs().sum() > 0 and z2.grad.abs().sum() > 0  # no stop-gradient
 
 
 # Augmentations
