@@ -116,7 +116,8 @@ def test_collapse_indicator_is_zero_for_identical_outputs_and_near_one_for_rando
 
 def test_effective_rank_counts_the_directions_the_outputs_use():
     g = torch.Generator().manual_seed(0)
-    assert effective_rank(torch.randn(256, 1, generator=g) * torch.randn(1, 100, generator=g)) == pytest.approx(1.0, abs=1e-4)
+    one_direction = torch.randn(256, 1, generator=g) * torch.randn(1, 100, generator=g)
+    assert effective_rank(one_direction) == pytest.approx(1.0, abs=1e-4)
     assert effective_rank(torch.randn(4096, 100, generator=g)) == pytest.approx(100, rel=0.1)
     assert effective_rank(np.diag([3.0, 1.0, 1.0, 1.0])) == pytest.approx(12**0.5)  # p = 1/2, 1/6 x 3; numpy too
 
@@ -189,6 +190,19 @@ def test_default_augmentations_keep_total_unsigned_flux_roughly():
     assert np.median(np.abs(after / before - 1)) < 0.1
 
 
+def test_default_augmentations_keep_the_leading_polarity_and_the_papers_lose_it():
+    defaults = build_settings(AugmentSettings)
+    assert not defaults.dihedral and not defaults.polarity_flip  # no mirror, no polarity-flip invariance
+    x = torch.from_numpy(bipoles(32, 64, seed=5))[:, None]
+    lead = np.sign(paper_properties(x[:, 0].numpy())["lead_pol"])
+    for seed in range(3):
+        view = augment(x, torch.Generator().manual_seed(seed), defaults)
+        np.testing.assert_array_equal(np.sign(paper_properties(view[:, 0].numpy())["lead_pol"]), lead)
+    papers = build_settings(AugmentSettings, dihedral=True, polarity_flip=True)
+    view = augment(x, torch.Generator().manual_seed(0), papers)
+    assert (np.sign(paper_properties(view[:, 0].numpy())["lead_pol"]) != lead).mean() > 0.25
+
+
 def test_zero_magnitudes_switch_augmentations_off():
     x = batch()
     off = AugmentSettings(False, 0, 0, 0, 0, 0, 0, False)
@@ -214,7 +228,7 @@ def test_training_writes_encoder_log_and_checkpoint(data_dir, tmp_path):
     assert list(log["step"]) == list(range(1, 13)) and list(log["epoch"]) == [0] * 4 + [1] * 4 + [2] * 4
     on_disk = pd.read_csv(tmp_path / "ssl" / "train_log.csv")
     assert tuple(on_disk.columns) == LOG_COLUMNS and len(on_disk) == 12
-    assert on_disk["loss"].between(-1, 1).all() and (on_disk["output_std"] > 0).all()
+    assert (on_disk["loss"] >= 0).all() and (on_disk["output_std"] > 0).all()  # VICReg: a sum of squares and hinges
     encoder = torch.load(tmp_path / "ssl" / "encoder.pt", map_location="cpu", weights_only=False)
     assert (
         encoder["settings"] == dataclasses.asdict(SETTINGS) and (tmp_path / "ssl" / "checkpoints" / "last.pt").is_file()

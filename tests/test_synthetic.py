@@ -235,7 +235,8 @@ def test_files_are_sharp_like_and_read_back_in_gauss(generated):
             assert isinstance(header[key], float), key
         assert header["HARPNUM"] == row.harpnum and header["T_REC"] == row.t_rec
         assert re.fullmatch(r"\d{4}\.\d{2}\.\d{2}_\d{2}:\d{2}:\d{2}_TAI", header["T_REC"])
-        assert header["LAT_FWT"] == pytest.approx(row.lat_fwt, abs=1e-5) and abs(header["LON_FWT"]) <= 70  # 60 + solar rotation
+        assert header["LAT_FWT"] == pytest.approx(row.lat_fwt, abs=1e-5)
+        assert abs(header["LON_FWT"]) <= 70  # 60, plus solar rotation between the records of a series
         assert 0 <= header["CRVAL1"] < 360 and abs(header["CRVAL2"] - header["LAT_FWT"]) < 10
         assert header["RSUN_REF"] == 696000000 and header["DSUN_OBS"] == pytest.approx(1.496e11, rel=0.02)
         assert header["RSUN_OBS"] == pytest.approx(959.6, rel=0.02) and header["QUALITY"] == 0
@@ -249,7 +250,8 @@ def test_files_are_sharp_like_and_read_back_in_gauss(generated):
 
 
 def test_series_observe_one_region_several_times_evolved_a_little(tmp_path):
-    settings = build_settings(SyntheticSettings, n_patches=5, max_naxis=240, series={"fraction": 1.0, "observations": 3})
+    series = {"fraction": 1.0, "observations": 3}
+    settings = build_settings(SyntheticSettings, n_patches=5, max_naxis=240, series=series)
     manifest = generate_synthetic(tmp_path, settings, seed=4, progress=False)
     assert list(manifest["observation"]) == [0, 1, 2, 0, 1]  # the last series is cut at n_patches records
     first = manifest[manifest["region"] == 0]

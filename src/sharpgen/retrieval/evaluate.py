@@ -182,9 +182,7 @@ def recall_at(rows: np.ndarray, query_rows: np.ndarray, harpnums: np.ndarray, ks
     return {f"recall@{k}": float(hit[:, :k].any(axis=1).mean()) if len(rows) else math.nan for k in ks}
 
 
-def same_region_recall(
-    retriever, real_patches: np.ndarray, train: np.ndarray, components: int, seed: int
-) -> dict:
+def same_region_recall(retriever, real_patches: np.ndarray, train: np.ndarray, components: int, seed: int) -> dict:
     """Query with every patch of :func:`same_region_queries`; recall@k (:data:`RECALL_AT`) of another
     observation of its HARP among the whole index, for SSL, the pixel / PCA / random baselines and the
     physical-property searches (:data:`PHYSICAL_METHODS`)."""
@@ -211,8 +209,22 @@ def same_region_recall(
     return document
 
 
-def save_scatter(path: str | os.PathLike, queries: pd.DataFrame, real: pd.DataFrame, top1: dict, scores: dict) -> None:
-    """Query vs. top-1 match, one row per property and one column per method, Pearson/Spearman annotated."""
+def _method_header(method: str, document: dict) -> str:
+    """A method's column header: orientation agreement with the top-1 and same-region recall@5."""
+    agreement = document["methods"][method]["agreement"]
+    recall = document["same_region"]["methods"].get(method, {}).get(f"recall@{max(RECALL_AT)}", math.nan)
+    return (
+        f"{method}\nlead pol. {agreement['lead_polarity']:.2f}, tilt sign {agreement['tilt_sign']:.2f}\n"
+        f"same-region recall@{max(RECALL_AT)} {recall:.2f}\n"
+    )
+
+
+def save_scatter(
+    path: str | os.PathLike, queries: pd.DataFrame, real: pd.DataFrame, top1: dict, document: dict
+) -> None:
+    """Query vs. top-1 match, one row per property and one column per method, Pearson/Spearman annotated; the
+    column headers give orientation agreement and same-region recall, the title the embedding's effective rank
+    and top-1 cosine spread."""
     from ..plotting import get_pyplot, save_figure
 
     pyplot = get_pyplot()
@@ -236,14 +248,22 @@ def save_scatter(path: str | os.PathLike, queries: pd.DataFrame, real: pd.DataFr
                 axis.set_xscale("log")
                 axis.set_yscale("log")
                 axis.plot(limits, limits, color="0.5", linewidth=0.8)
-            stat = scores[method]["top1"][name]
-            axis.set_title(f"{method}: r={stat['pearson']:.2f} rho={stat['spearman']:.2f}", fontsize=8)
+            stat = document["methods"][method]["top1"][name]
+            header = _method_header(method, document) if i == 0 else f"{method}: "
+            axis.set_title(f"{header}r={stat['pearson']:.2f} rho={stat['spearman']:.2f}", fontsize=8)
             axis.tick_params(labelsize=6)
             if j == 0:
                 axis.set_ylabel(f"match {name}", fontsize=8)
             if i == len(EVALUATED_PROPERTIES) - 1:
                 axis.set_xlabel(f"query {name}", fontsize=8)
-    figure.suptitle("generated query vs. top-1 real match (paper units; r = Pearson, rho = Spearman)", fontsize=10)
+    embedding = document["embedding"]
+    figure.suptitle(
+        "generated query vs. top-1 real match (paper units; r = Pearson, rho = Spearman)\n"
+        f"SSL index: effective rank {embedding['effective_rank']:.1f} of {embedding['dim']}, top-1 cosine "
+        f"{embedding['top1_cosine_p10']:.3f}-{embedding['top1_cosine_p90']:.3f} (10th-90th percentile); same-region "
+        f"queries: {document['same_region']['n_queries']}",
+        fontsize=10,
+    )
     figure.tight_layout()
     save_figure(figure, path)
 
@@ -302,7 +322,7 @@ def evaluate_retrieval(
         "same_region": same_region_recall(retriever, real_patches, train, settings.pca_components, seed),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_scatter(stage_file(out_dir, "evaluation_scatter"), queries, real, top, scores)
+    save_scatter(stage_file(out_dir, "evaluation_scatter"), queries, real, top, document)
     shown = min(EXAMPLE_QUERIES, count)
     example_matches = retriever.search(query_patches[:shown], k=min(EXAMPLE_MATCHES, len(real)))
     found = [retriever.real_patches(m["row"].to_numpy()) for m in example_matches]

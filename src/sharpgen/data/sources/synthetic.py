@@ -648,8 +648,9 @@ def evolve_region(spec: RegionSpec, rng: np.random.Generator, hours: float) -> R
     plages = []
     for i, c in enumerate(spec.plages, start=len(spec.spots)):
         x, y = place(c, i)
-        plages.append(replace(c, x_mm=x, y_mm=y, flux_mx=c.flux_mx * factor, sigma_major_mm=c.sigma_major_mm * root,
-                              sigma_minor_mm=c.sigma_minor_mm * root, angle_deg=(c.angle_deg + turn) % 180.0))  # fmt: skip
+        widths = {"sigma_major_mm": c.sigma_major_mm * root, "sigma_minor_mm": c.sigma_minor_mm * root}
+        angle = (c.angle_deg + turn) % 180.0
+        plages.append(replace(c, x_mm=x, y_mm=y, flux_mx=c.flux_mx * factor, angle_deg=angle, **widths))
     spots, plages = tuple(spots), tuple(plages)
     return replace(
         spec,
