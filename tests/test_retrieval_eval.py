@@ -92,10 +92,11 @@ def test_orientation_agreement_compares_the_signs_of_lead_pol_and_tilt():
 
 def test_same_region_queries_are_held_out_patches_whose_harp_has_other_observations():
     table = pd.DataFrame({
-        "harpnum": [1, 1, 2, 2, 2, 3, 4],
-        "split": ["train", "train", "test", "test", "test", "val", "val"],
+        "harpnum": [1, 1, 2, 2, 2, 3, 4, 0, 0],
+        "split": ["train", "train", "test", "test", "test", "val", "val", "test", "test"],
     })  # fmt: skip
-    np.testing.assert_array_equal(same_region_queries(table), [2, 3, 4])  # HARP 1 trained on; 3 and 4 alone
+    # HARP 1 was trained on, 3 and 4 are alone, 0 is "no HARPNUM" (a FITS folder without the keyword)
+    np.testing.assert_array_equal(same_region_queries(table), [2, 3, 4])
 
 
 def test_recall_counts_queries_with_a_sibling_observation_among_their_first_k_matches():

@@ -160,13 +160,14 @@ def embedding_summary(embeddings: np.ndarray, top1_cosine: np.ndarray) -> dict:
 
 
 def same_region_queries(table: pd.DataFrame) -> np.ndarray:
-    """Rows of the patches outside the training split whose HARP has at least one other patch in ``table``."""
+    """Rows of the patches outside the training split whose HARP has at least one other patch in ``table``
+    (HARP numbers below 1, a record without HARPNUM, are no region)."""
     if "harpnum" not in table:
         return np.zeros(0, dtype=np.int64)
     harps = table["harpnum"].to_numpy()
     _, inverse, counts = np.unique(harps, return_inverse=True, return_counts=True)
     held_out = (table["split"] != TRAINING_SPLIT).to_numpy() if "split" in table else np.ones(len(table), bool)
-    return np.flatnonzero(held_out & (counts[inverse] > 1))
+    return np.flatnonzero(held_out & (counts[inverse] > 1) & (harps > 0))
 
 
 def without_self(rows: np.ndarray, query_rows: np.ndarray, k: int) -> np.ndarray:
