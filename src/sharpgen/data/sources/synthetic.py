@@ -160,15 +160,15 @@ FIRST_T_REC = datetime(2010, 5, 1)
 RECORD_STEP = timedelta(hours=2)
 """Time between the first observations of consecutive synthetic regions (a multiple of the 720 s SHARP cadence)."""
 
-EVOLUTION_FLUX_DEX = 0.05
-"""Per observation, every component's flux changes by a factor ``10**N(0, 0.05)`` (emergence or decay, ~12 %)."""
+EVOLUTION_FLUX_DEX = 0.1
+"""In a day, every component's flux changes by a factor ``10**N(0, 0.1)`` (emergence or decay, ~25 %)."""
 
-EVOLUTION_ROTATION_DEG = 3.0
-"""Per observation, the region rotates about its flux centroid by ``N(0, 3)`` degrees."""
+EVOLUTION_ROTATION_DEG = 6.0
+"""In a day, the region rotates about its flux centroid by ``N(0, 6)`` degrees."""
 
-EVOLUTION_DRIFT_MM = 1.0
-"""Per observation, the region drifts in the patch by ``N(0, 1)`` Mm along each axis, and each component by a
-further ``N(0, EVOLUTION_DRIFT_MM / 2)``."""
+EVOLUTION_DRIFT_MM = 2.0
+"""In a day, the region drifts in the patch by ``N(0, 2)`` Mm along each axis, and each component by a further
+``N(0, EVOLUTION_DRIFT_MM / 2)``."""
 
 ROTATION_DEG_PER_HOUR = 13.2 / 24.0
 """Synodic solar rotation: the longitude from central meridian grows by 13.2 degrees a day."""
@@ -621,17 +621,19 @@ def draw_region(rng: np.random.Generator, settings: SyntheticSettings) -> Region
 
 
 def evolve_region(spec: RegionSpec, rng: np.random.Generator, hours: float) -> RegionSpec:
-    """``spec`` one observation (``hours``) later: every component's flux scaled by one factor
-    ``10**N(0, EVOLUTION_FLUX_DEX)`` (spot radii and plage widths by its square root: peak fields kept), the
-    layout rotated about the flux centroid by ``N(0, EVOLUTION_ROTATION_DEG)`` degrees and spread by the
-    flux factor's square root (emergence separates the polarities), the region moved by
-    :data:`EVOLUTION_DRIFT_MM` and each component a little more, the longitude advanced by solar rotation.
-    Class, hemisphere, polarities and the patch size stay; the main bipole's tilt turns with the layout."""
+    """``spec`` ``hours`` later, a random walk whose steps grow as ``sqrt(hours / 24)`` (the per-day
+    scatters below; 6 h: half of them): every component's flux scaled by one factor ``10**N(0, EVOLUTION_FLUX_DEX)``
+    (spot radii and plage widths by its square root: peak fields kept), the layout rotated about the flux
+    centroid by ``N(0, EVOLUTION_ROTATION_DEG)`` degrees and spread by the flux factor's square root (emergence
+    separates the polarities), the region moved by :data:`EVOLUTION_DRIFT_MM` and each component a little more,
+    the longitude advanced by solar rotation. Class, hemisphere, polarities and the patch size stay; the main
+    bipole's tilt turns with the layout."""
     n = len(spec.spots) + len(spec.plages)
-    factor = 10.0 ** rng.normal(0.0, EVOLUTION_FLUX_DEX)
-    turn = rng.normal(0.0, EVOLUTION_ROTATION_DEG)
-    drift = rng.normal(0.0, EVOLUTION_DRIFT_MM, size=2)
-    own = rng.normal(0.0, 0.5 * EVOLUTION_DRIFT_MM, size=(n, 2))
+    scale = math.sqrt(hours / 24.0)
+    factor = 10.0 ** rng.normal(0.0, EVOLUTION_FLUX_DEX * scale)
+    turn = rng.normal(0.0, EVOLUTION_ROTATION_DEG * scale)
+    drift = rng.normal(0.0, EVOLUTION_DRIFT_MM * scale, size=2)
+    own = rng.normal(0.0, 0.5 * EVOLUTION_DRIFT_MM * scale, size=(n, 2))
     cx, cy = spec.centroid_mm
     cos, sin = math.cos(math.radians(turn)), math.sin(math.radians(turn))
     root = math.sqrt(factor)
