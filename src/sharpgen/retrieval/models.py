@@ -1,4 +1,5 @@
-"""SimSiam networks for the ``train_ssl`` stage: a backbone, a projector, a predictor and the loss.
+"""SSL networks for the ``train_ssl`` stage: a backbone, a projector, a predictor (SimSiam's), the two
+objectives (:func:`vicreg_loss`, the default; :func:`simsiam_loss`, the paper's) and the collapse indicators.
 
 Both architectures take ``(B, 1, S, S)`` normalized Br patches (1 unit = 1 kG) of any power-of-two S >= 16
 and share one contract: ``forward(x) -> (z, p)``, the projector output ``z`` (``embedding_dim``, the
