@@ -9,7 +9,17 @@ import pandas as pd
 import pytest
 
 from sharpgen.errors import SharpgenError
-from sharpgen.retrieval.evaluate import baseline_rows, correlations, physical_rows, score_matches
+from sharpgen.retrieval.evaluate import (
+    baseline_rows,
+    correlations,
+    embedding_summary,
+    orientation_agreement,
+    physical_rows,
+    recall_at,
+    same_region_queries,
+    score_matches,
+    without_self,
+)
 
 RNG = np.random.default_rng(3)
 REAL = RNG.standard_normal((40, 8, 8)).astype(np.float32)
@@ -60,3 +70,38 @@ def test_physical_search_returns_the_nearest_other_regions():
         assert set(rows[1]) == {9, 11}
     with pytest.raises(SharpgenError, match="unknown physical metric"):
         physical_rows(table, np.array([0]), k=2, metric="cosine")
+
+
+def test_embedding_summary_reports_the_effective_rank_and_the_spread_of_top1_cosines():
+    embeddings = np.zeros((50, 20))
+    embeddings[np.arange(50), np.arange(50) % 10] = 1.0  # ten orthogonal directions, equally used
+    summary = embedding_summary(embeddings, np.linspace(0.5, 1.0, 101))
+    assert summary["effective_rank"] == pytest.approx(10.0, rel=1e-6)
+    assert summary["dim"] == 20 and summary["n"] == 50
+    assert summary["top1_cosine_p10"] == pytest.approx(0.55) and summary["top1_cosine_p90"] == pytest.approx(0.95)
+    assert summary["cosine_spread"] == pytest.approx(0.4)
+
+
+def test_orientation_agreement_compares_the_signs_of_lead_pol_and_tilt():
+    real = pd.DataFrame({"lead_pol": [3.0, -2.0, 5.0, np.nan], "tilt_paper": [10.0, 20.0, -5.0, 1.0]})
+    queries = pd.DataFrame({"lead_pol": [1.0, 1.0, 1.0, 1.0], "tilt_paper": [4.0, 4.0, 4.0, 4.0]})
+    agreement = orientation_agreement(queries, real, np.array([[0], [1], [2], [3]]))
+    assert agreement["lead_polarity"] == pytest.approx(2 / 3) and agreement["n_lead_polarity"] == 3  # NaN skipped
+    assert agreement["tilt_sign"] == pytest.approx(3 / 4) and agreement["n_tilt_sign"] == 4
+
+
+def test_same_region_queries_are_held_out_patches_whose_harp_has_other_observations():
+    table = pd.DataFrame({
+        "harpnum": [1, 1, 2, 2, 2, 3, 4, 0, 0],
+        "split": ["train", "train", "test", "test", "test", "val", "val", "test", "test"],
+    })  # fmt: skip
+    # HARP 1 was trained on, 3 and 4 are alone, 0 is "no HARPNUM" (a FITS folder without the keyword)
+    np.testing.assert_array_equal(same_region_queries(table), [2, 3, 4])
+
+
+def test_recall_counts_queries_with_a_sibling_observation_among_their_first_k_matches():
+    harpnums = np.array([7, 7, 8, 8, 9, 9])
+    query_rows = np.array([0, 2, 4])
+    found = without_self(np.array([[0, 3, 1], [3, 2, 5], [4, 0, 1]]), query_rows, k=2)
+    np.testing.assert_array_equal(found, [[3, 1], [3, 5], [0, 1]])
+    assert recall_at(found, query_rows, harpnums, ks=(1, 2)) == {"recall@1": pytest.approx(1 / 3), "recall@2": 2 / 3}

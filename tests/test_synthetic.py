@@ -27,7 +27,7 @@ from sharpgen.data.sources.synthetic import (
 )
 from sharpgen.errors import SharpgenError
 
-SMALL = build_settings(SyntheticSettings, n_patches=6, max_naxis=320)
+SMALL = build_settings(SyntheticSettings, n_patches=6, max_naxis=320, series={"fraction": 0.5})
 
 
 DEFAULTS = build_settings(SyntheticSettings)
@@ -196,15 +196,14 @@ def test_same_seed_gives_byte_identical_files_for_any_worker_count(generated):
 def test_a_different_seed_gives_different_files(generated, tmp_path):
     generate_synthetic(tmp_path, SMALL, seed=12, progress=False)
     first, other = _digests(generated["one"][0]), _digests(tmp_path)
-    assert first.keys() == other.keys()  # names depend on the index only
-    assert all(first[name] != other[name] for name in first if name != MANIFEST_NAME)
+    assert len(first) == len(other) and set(first.values()).isdisjoint(other.values())
 
 
 def test_manifest_describes_every_written_file(generated):
     out, manifest = generated["one"]
     assert tuple(manifest.columns) == MANIFEST_COLUMNS
     assert pd.read_parquet(out / MANIFEST_NAME).equals(manifest)
-    assert len(manifest) == SMALL.n_patches and manifest["harpnum"].is_unique
+    assert len(manifest) == SMALL.n_patches and manifest["record"].is_unique
     assert (manifest["status"] == "ok").all() and (manifest["reason"] == "").all()
     assert set(manifest["file"]) == {p.name for p in out.iterdir()} - {MANIFEST_NAME}
     for row in manifest.itertuples():
@@ -236,7 +235,8 @@ def test_files_are_sharp_like_and_read_back_in_gauss(generated):
             assert isinstance(header[key], float), key
         assert header["HARPNUM"] == row.harpnum and header["T_REC"] == row.t_rec
         assert re.fullmatch(r"\d{4}\.\d{2}\.\d{2}_\d{2}:\d{2}:\d{2}_TAI", header["T_REC"])
-        assert header["LAT_FWT"] == pytest.approx(row.lat_fwt, abs=1e-5) and abs(header["LON_FWT"]) <= 60
+        assert header["LAT_FWT"] == pytest.approx(row.lat_fwt, abs=1e-5)
+        assert abs(header["LON_FWT"]) <= 70  # 60, plus solar rotation between the records of a series
         assert 0 <= header["CRVAL1"] < 360 and abs(header["CRVAL2"] - header["LAT_FWT"]) < 10
         assert header["RSUN_REF"] == 696000000 and header["DSUN_OBS"] == pytest.approx(1.496e11, rel=0.02)
         assert header["RSUN_OBS"] == pytest.approx(959.6, rel=0.02) and header["QUALITY"] == 0
@@ -247,6 +247,31 @@ def test_files_are_sharp_like_and_read_back_in_gauss(generated):
         assert np.all(np.isfinite(field)) and 300.0 < np.abs(field).max() <= 4000.0
         noise_free_flux = row.pos_flux_mx + row.neg_flux_mx
         assert np.abs(field).sum() * PIXEL_AREA_CM2 > 0.8 * noise_free_flux
+
+
+def test_series_observe_one_region_several_times_evolved_a_little(tmp_path):
+    series = {"fraction": 1.0, "observations": 3}
+    settings = build_settings(SyntheticSettings, n_patches=5, max_naxis=240, series=series)
+    manifest = generate_synthetic(tmp_path, settings, seed=4, progress=False)
+    assert list(manifest["observation"]) == [0, 1, 2, 0, 1]  # the last series is cut at n_patches records
+    first = manifest[manifest["region"] == 0]
+    assert first["harpnum"].nunique() == 1 and first["noaa_ar"].nunique() == 1
+    times = pd.to_datetime(first["t_rec"].str.replace("_TAI", ""), format="%Y.%m.%d_%H:%M:%S")
+    assert (times.diff().dropna() == pd.Timedelta(hours=settings.series.cadence_hours)).all()
+    for column in ("ar_class", "hemisphere", "lat_fwt", "naxis1", "naxis2", "hale_reversed"):
+        assert first[column].nunique() == 1, column  # the same region
+    assert (first["lon_fwt"].diff().dropna() > 0).all()  # carried west by solar rotation
+    ratio = first["total_flux_mx"] / first["total_flux_mx"].iloc[0]
+    assert ratio.between(0.5, 2.0).all() and ratio.iloc[1:].ne(1.0).all()  # emerged or decayed a little
+    fields = [read_sharp(tmp_path / name).field for name in first["file"]]
+    assert np.corrcoef(fields[0].ravel(), fields[1].ravel())[0, 1] > 0.5  # recognisably the same region...
+    assert not np.array_equal(fields[0], fields[1])  # ...observed again
+
+
+def test_without_series_every_region_is_one_record(tmp_path):
+    settings = build_settings(SyntheticSettings, n_patches=4, max_naxis=240, series={"fraction": 0.0})
+    manifest = generate_synthetic(tmp_path, settings, seed=4, progress=False)
+    assert manifest["harpnum"].is_unique and (manifest["observation"] == 0).all()
 
 
 def test_a_failed_run_leaves_no_manifest(tmp_path, monkeypatch):

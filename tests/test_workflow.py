@@ -166,7 +166,12 @@ def test_evaluate_retrieval_scores_ssl_and_every_baseline(test_run):
     document = json.loads((test_run / "retrieval" / "evaluation.json").read_text())
     assert document["n_queries"] == 16 and document["k"] == 3  # 20 asked, but only 16 patches are stored
     assert set(document["methods"]) == {"ssl", "pixel", "pca", "random"}
+    assert 1.0 <= document["embedding"]["effective_rank"] <= document["embedding"]["dim"]
+    assert 0.0 <= document["embedding"]["cosine_spread"] <= 2.0
+    same = document["same_region"]  # test.yaml: 24 records, a quarter of the regions observed 3 times
+    assert same["n_queries"] == 0 or set(same["methods"]) == {*document["methods"], "physical", "physical_mahalanobis"}
     for scores in document["methods"].values():
+        assert 0.0 <= scores["agreement"]["lead_polarity"] <= 1.0 and 0.0 <= scores["agreement"]["tilt_sign"] <= 1.0
         for kind in ("top1", "topk_mean"):
             assert set(scores[kind]) == {"tuf", "psep", "r_paper", "tpf", "tnf"}
             pearson = scores[kind]["tuf"]["pearson"]  # NaN when every query met the same real patch
@@ -176,8 +181,12 @@ def test_evaluate_retrieval_scores_ssl_and_every_baseline(test_run):
 
 
 def test_query_from_targets_latents_and_fits_returns_real_matches(test_run, tmp_path, real_sharp_files):
+    from sharpgen.data.measure import patch_properties
+
     sharpgen = [sys.executable, "-m", "sharpgen.cli"]
     table = pd.read_parquet(test_run / "data" / "patches.parquet")
+    patches = zarr.open_array(str(test_run / "data" / "patches.zarr"), mode="r")[:]
+    norm = json.loads((test_run / "data" / "normalization.json").read_text())
     target = float(pd.read_parquet(test_run / "samples" / "properties.parquet")["tuf"].median())
     runs = {
         "targets": ["--target", f"tuf={target}", "--n", "2", "--split", "train"],
@@ -195,8 +204,12 @@ def test_query_from_targets_latents_and_fits_returns_real_matches(test_run, tmp_
         queries = 1 if name == "fits" else 2
         assert len(matches) == 4 * queries and list(matches["rank"][:4]) == [1, 2, 3, 4]
         assert {"harpnum", "t_rec", "similarity", "tuf", "query_tuf", "query_label"} <= set(matches.columns)
+        assert {"usflux", "query_usflux", "native_usflux"} <= set(matches.columns)  # fixed_scale: Mx too
         assert (matches.groupby("query")["similarity"].diff().dropna() <= 1e-6).all()  # best first
         np.testing.assert_array_equal(matches["harpnum"], table["harpnum"].to_numpy()[matches["row"]])
+        on_patch = patch_properties(patches[matches["row"].to_numpy()], norm["threshold_gauss"], norm["pixel_mm"])
+        np.testing.assert_allclose(matches["usflux"], on_patch["usflux"], rtol=1e-5)  # as the query's: on the patch
+        np.testing.assert_allclose(matches["native_usflux"], table["usflux"].to_numpy()[matches["row"]], rtol=1e-6)
         assert (out / "query.png").is_file()
     assert set(pd.read_csv(tmp_path / "targets" / "matches.csv")["split"]) == {"train"}
     assert (tmp_path / "targets" / "generated.csv").is_file()

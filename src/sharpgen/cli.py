@@ -527,11 +527,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ssl = commands.add_parser(
         "train-ssl",
-        help="pipeline stage: train the SimSiam encoder of real patches (resumes from its last checkpoint)",
-        description="Train SimSiam on the train split of DATA_DIR/patches.zarr (two augmented views per patch, "
-        "symmetrised negative cosine loss with stop-gradient). Writes OUT_DIR/encoder.pt, "
-        "OUT_DIR/checkpoints/last.pt and OUT_DIR/train_log.csv (loss, output_std and effective_rank: collapse "
-        "shows as output_std or effective_rank near 0 or 1). Rerunning after an interruption resumes.",
+        help="pipeline stage: train the SSL encoder of real patches (resumes from its last checkpoint)",
+        description="Train the SSL encoder on the train split of DATA_DIR/patches.zarr (two augmented views per "
+        "patch; ssl.objective: vicreg, the default, or the paper's simsiam). Writes OUT_DIR/encoder.pt, "
+        "OUT_DIR/checkpoints/last.pt and OUT_DIR/train_log.csv (loss, output_std and effective_rank (RankMe): "
+        "collapse shows as output_std or effective_rank near 0 or 1). Rerunning after an interruption resumes.",
         epilog=EPILOG,
     )
     ssl.add_argument("--data-dir", required=True, help="directory holding patches.zarr and patches.parquet")
@@ -558,9 +558,11 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate-retrieval",
         help="pipeline stage: correlate generated queries' properties with their real matches' (+ baselines)",
         description="Use the first n_queries generated samples of RUN_DIR/samples as queries, match them to the "
-        "real patches with the run's SimSiam index and with pixel-space, PCA-space and random baselines, and "
+        "real patches with the run's SSL index and with pixel-space, PCA-space and random baselines, and "
         "write the Pearson and Spearman correlations of tuf, psep, r_paper, tpf and tnf between query and top-1 "
-        "match (and top-k mean) to OUT_DIR/evaluation.json, with evaluation_scatter.png and examples.png.",
+        "match (and top-k mean), the leading-polarity and tilt-sign agreement, the index's effective rank and "
+        "top-1 cosine spread, and same-region recall@1/@5 (held-out patches whose HARP has other observations "
+        "query the index) to OUT_DIR/evaluation.json, with evaluation_scatter.png and examples.png.",
         epilog=EPILOG,
     )
     ev.add_argument("--run-dir", required=True, help="a pipeline run's results_dir (samples, data, retrieval)")

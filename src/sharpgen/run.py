@@ -71,7 +71,7 @@ the checkpoints are what a rerun resumes from."""
 STEERING = ("generator", "directions", "sample_table", "sample_latents", "normalization")
 """What :func:`sharpgen.latent.generate.load_steering` reads (generate, edit, query, explorer, figures)."""
 
-RETRIEVER = ("index_info", "index_faiss", "index_rows", "encoder", "patch_table", "patches")
+RETRIEVER = ("index_info", "index_faiss", "index_rows", "encoder", "patch_table", "patches", "normalization")
 """What :meth:`sharpgen.retrieval.search.Retriever.from_run` reads."""
 
 USER_FOLDERS = {"generate": "generated", "edit": "edited", "query": "query"}

@@ -60,9 +60,10 @@ rule build_index:
 
 
 rule evaluate_retrieval:
-    # Paper fig. 8 (examples) and fig. 9 (query vs. match scatter), with the pixel/PCA/random baselines.
+    # Paper fig. 8 (examples) and fig. 9 (query vs. match scatter), with the pixel/PCA/random baselines; effective
+    # rank of the embeddings, orientation agreement, same-region recall.
     input:
-        **artefacts("sample_table", "sample_patches", *RETRIEVER),
+        **artefacts("sample_table", "sample_patches", "embeddings", *RETRIEVER),
     output:
         evaluation=artefact("evaluation"),
         scatter=report(

@@ -130,10 +130,11 @@ SSL_LOG_COLUMNS = ("step", "loss", "output_std", "effective_rank")
 
 
 def plot_ssl_training(log: pd.DataFrame, path: str | os.PathLike) -> dict:
-    """SimSiam training curves from ``retrieval/ssl/train_log.csv``: loss and the two collapse indicators.
+    """SSL training curves from ``retrieval/ssl/train_log.csv``: loss and the two collapse indicators.
 
-    ``loss``: symmetrised negative cosine (-1 = both views agree perfectly). ``output_std``: about 1 for spread
-    outputs, towards 0 for complete collapse. ``effective_rank``: how many directions the embeddings use;
+    ``loss``: the objective's (SimSiam's symmetrised negative cosine, -1 = both views agree perfectly; VICReg's
+    invariance + variance + covariance, 0 at best). ``output_std``: about 1 for spread outputs, towards 0 for
+    complete collapse. ``effective_rank``: RankMe of a batch of embeddings, how many directions they use;
     towards 1 is dimensional collapse. Epoch boundaries are thin vertical lines.
     """
     require_columns(log, SSL_LOG_COLUMNS, "the SSL training log")
@@ -145,7 +146,7 @@ def plot_ssl_training(log: pd.DataFrame, path: str | os.PathLike) -> dict:
     for axis, name, label in zip(
         axes,
         ("loss", "output_std", "effective_rank"),
-        ("loss (-1 = views agree)", "output_std (1 healthy, 0 collapsed)", "effective rank (1 = collapsed)"),
+        ("loss", "output_std (1 healthy, 0 collapsed)", "effective rank, RankMe (1 = collapsed)"),
         strict=True,
     ):
         values = log[name].to_numpy(dtype=np.float64)
@@ -158,7 +159,6 @@ def plot_ssl_training(log: pd.DataFrame, path: str | os.PathLike) -> dict:
         if "epoch" in log.columns:
             for step in steps[np.flatnonzero(np.diff(log["epoch"].to_numpy()))]:
                 axis.axvline(step + 0.5, color="0.85", lw=0.6, zorder=0)
-    axes[0].axhline(-1.0, color="0.5", lw=0.8, ls="--")
     axes[1].axhline(1.0, color="0.5", lw=0.8, ls="--")
     axes[1].axhline(0.0, color="tab:red", lw=0.8, ls=":")
     axes[2].axhline(1.0, color="tab:red", lw=0.8, ls=":")
@@ -167,7 +167,7 @@ def plot_ssl_training(log: pd.DataFrame, path: str | os.PathLike) -> dict:
     epochs = int(log["epoch"].max()) + 1 if "epoch" in log.columns else None
     numbers = {"steps": int(steps.max()), "epochs": epochs, "final": final}
     figure.suptitle(
-        f"SimSiam training: {numbers['steps']} steps; final loss {fmt(final['loss'], 3)}, output_std "
+        f"SSL training: {numbers['steps']} steps; final loss {fmt(final['loss'], 3)}, output_std "
         f"{fmt(final['output_std'])}, effective rank {fmt(final['effective_rank'], 1)}",
         fontsize=9,
     )

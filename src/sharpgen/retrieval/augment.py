@@ -1,4 +1,4 @@
-"""Augmentations of normalized Br patches for SimSiam: pure functions of ``(B, 1, S, S)`` tensors.
+"""Augmentations of normalized Br patches for the SSL encoder: pure functions of ``(B, 1, S, S)`` tensors.
 
 Every function draws its random parameters (one set per patch) on the CPU from the ``torch.Generator``
 it is given, applies them on the tensor's device and returns a new tensor of the same shape and dtype;
@@ -19,6 +19,12 @@ these as little as possible:
 - ``gaussian_blur``: keeps the net flux; lowers TUF where opposite polarities or noise average out, and
   smears R's strong-field masks: keep sigma about 1 px.
 - ``add_noise``: adds about ``0.8 sigma`` to TUF (``E|N(0, sigma)|``); the default 5 G is below HMI noise.
+
+The defaults (schema ``ssl.augment``) are translation and noise only: what they change is not what a solar
+physicist searches by. The paper's set (``config/paper.yaml``: dihedral, +-180 degree rotation, polarity flip,
+zoom, blur) makes the encoder blind to the leading polarity and the tilt sign (default run, SimSiam, 500
+generated queries: top-1 agreement 0.75 and 0.66, random 0.51 and 0.65; without dihedral and polarity flip
+0.94 and 0.71).
 """
 
 from __future__ import annotations

@@ -9,11 +9,26 @@ real patches of the dataset by four methods:
   the real training patches;
 - ``random``: real patches drawn at random (seeded): the correlation any method must beat.
 
-For each method and property (``tuf``, ``psep``, ``r_paper``, ``tpf``, ``tnf``; paper units, as measured on
-the query and on the match), the Pearson and Spearman correlations between query and top-1 match, and
-between query and the mean of the top-k matches (the paper reports top-1 Pearson 0.78 / Spearman 0.79 for
-``tuf``). Writes ``evaluation.json``, ``evaluation_scatter.png`` (query vs. top-1 match, one panel per
-property and method) and ``examples.png`` (a few queries with their SSL matches, the paper's retrieval figure).
+For each method and property (``tuf``, ``psep``, ``r_paper``, ``tpf``, ``tnf``; paper units, measured the same
+way on the normalized query and match patches), the Pearson and Spearman correlations between query and top-1
+match, and between query and the mean of the top-k matches (the paper reports top-1 Pearson 0.78 / Spearman 0.79
+for ``tuf``); and the orientation a physicist searches by (:func:`orientation_agreement`): the fraction of
+top-1 matches whose leading polarity (sign of ``lead_pol``) and tilt sign (sign of ``tilt_paper``) are the
+query's.
+
+Beyond the generated queries:
+
+- ``embedding``: the effective rank (RankMe, :func:`~sharpgen.retrieval.models.effective_rank`) of the index
+  embeddings, and the spread of the SSL top-1 cosine across queries (a score that does not discriminate spans
+  a few thousandths);
+- ``same_region`` (:func:`same_region_recall`): each real patch of a HARP the encoder was not trained on
+  (val/test split) that has other observations in the index is a query; recall@1 and @5 is the fraction of
+  queries with another observation of their HARP among their first 1 / 5 matches (the query itself excluded),
+  for SSL, the baselines and the physical-property searches of fig. 10. Any source with repeated HARP numbers
+  has it (the synthetic ``series``, a JSOC record set with a cadence); without, ``n_queries`` is 0.
+
+Writes ``evaluation.json``, ``evaluation_scatter.png`` (query vs. top-1 match, one panel per property and
+method) and ``examples.png`` (a few queries with their SSL matches, the paper's retrieval figure).
 """
 
 from __future__ import annotations
@@ -34,7 +49,15 @@ from ..properties import EVALUATED_PROPERTIES, PROPERTIES
 from ..run import RunLayout, stage_file
 
 METHODS = ("ssl", "pixel", "pca", "random")
+PHYSICAL_METHODS = ("physical", "physical_mahalanobis")
+"""Same-region searches in physical-property space (fig. 10): standardized Euclidean, Mahalanobis."""
 EXAMPLE_QUERIES, EXAMPLE_MATCHES = 4, 8
+RECALL_AT = (1, 5)
+"""Ranks at which same-region recall is reported."""
+TRAINING_SPLIT = "train"
+"""The split the encoder and the PCA are fitted on: its patches are never same-region queries."""
+ORIENTATION = {"lead_polarity": "lead_pol", "tilt_sign": "tilt_paper"}
+"""Orientation agreement: name -> the paper property whose sign is compared between query and match."""
 
 
 @dataclass(frozen=True)
@@ -105,8 +128,104 @@ def score_matches(queries: pd.DataFrame, real: pd.DataFrame, rows: np.ndarray) -
     return result
 
 
-def save_scatter(path: str | os.PathLike, queries: pd.DataFrame, real: pd.DataFrame, top1: dict, scores: dict) -> None:
-    """Query vs. top-1 match, one row per property and one column per method, Pearson/Spearman annotated."""
+def orientation_agreement(queries: pd.DataFrame, real: pd.DataFrame, rows: np.ndarray) -> dict:
+    """Fraction of top-1 matches (``rows[:, 0]``) whose signs of :data:`ORIENTATION`'s properties equal the query's
+    (leading polarity: which polarity lies west; tilt sign: whether the positive polarity lies north of the
+    negative), over the pairs where both signs are defined and non-zero; with their count ``n_<name>``."""
+    result = {}
+    for name, column in ORIENTATION.items():
+        query = np.sign(queries[column].to_numpy(dtype=np.float64))
+        match = np.sign(real[column].to_numpy(dtype=np.float64)[rows[:, 0]])
+        ok = np.isfinite(query) & np.isfinite(match) & (query != 0) & (match != 0)
+        result[name] = float(np.mean(query[ok] == match[ok])) if ok.any() else math.nan
+        result[f"n_{name}"] = int(ok.sum())
+    return result
+
+
+def embedding_summary(embeddings: np.ndarray, top1_cosine: np.ndarray) -> dict:
+    """Effective rank (RankMe) of the ``(N, D)`` index embeddings and the 10th/50th/90th percentiles of the
+    top-1 cosine across queries, with ``cosine_spread`` = p90 - p10."""
+    from .models import effective_rank
+
+    p10, p50, p90 = np.percentile(np.asarray(top1_cosine, dtype=np.float64), [10, 50, 90])
+    return {
+        "effective_rank": effective_rank(np.asarray(embeddings, dtype=np.float64)),
+        "dim": int(embeddings.shape[1]),
+        "n": int(embeddings.shape[0]),
+        "top1_cosine_p10": float(p10),
+        "top1_cosine_p50": float(p50),
+        "top1_cosine_p90": float(p90),
+        "cosine_spread": float(p90 - p10),
+    }
+
+
+def same_region_queries(table: pd.DataFrame) -> np.ndarray:
+    """Rows of the patches outside the training split whose HARP has at least one other patch in ``table``
+    (HARP numbers below 1, a record without HARPNUM, are no region)."""
+    if "harpnum" not in table:
+        return np.zeros(0, dtype=np.int64)
+    harps = table["harpnum"].to_numpy()
+    _, inverse, counts = np.unique(harps, return_inverse=True, return_counts=True)
+    held_out = (table["split"] != TRAINING_SPLIT).to_numpy() if "split" in table else np.ones(len(table), bool)
+    return np.flatnonzero(held_out & (counts[inverse] > 1) & (harps > 0))
+
+
+def without_self(rows: np.ndarray, query_rows: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` of each row of ``(Q, k + 1)`` matches that is not the query's own row."""
+    return np.array([[r for r in found if r != q][:k] for q, found in zip(query_rows, rows, strict=True)])
+
+
+def recall_at(rows: np.ndarray, query_rows: np.ndarray, harpnums: np.ndarray, ks=RECALL_AT) -> dict:
+    """Same-region recall@k: fraction of queries with another observation of their HARP among their first
+    ``k`` matches ``rows`` (``(Q, K)``, the query's own row excluded)."""
+    harpnums = np.asarray(harpnums)
+    hit = harpnums[rows] == harpnums[query_rows][:, None]
+    return {f"recall@{k}": float(hit[:, :k].any(axis=1).mean()) if len(rows) else math.nan for k in ks}
+
+
+def same_region_recall(retriever, real_patches: np.ndarray, train: np.ndarray, components: int, seed: int) -> dict:
+    """Query with every patch of :func:`same_region_queries`; recall@k (:data:`RECALL_AT`) of another
+    observation of its HARP among the whole index, for SSL, the pixel / PCA / random baselines and the
+    physical-property searches (:data:`PHYSICAL_METHODS`)."""
+    table = retriever.table
+    query_rows = same_region_queries(table)
+    document = {
+        "n_queries": int(len(query_rows)),
+        "n_harps": int(table["harpnum"].iloc[query_rows].nunique()) if len(query_rows) else 0,
+        "query_splits": sorted(set(table["split"].iloc[query_rows])) if len(query_rows) else [],
+        "methods": {},
+    }
+    if len(query_rows) == 0:
+        return document
+    k = min(max(RECALL_AT), len(table) - 1)
+    found = retriever.search(real_patches[query_rows], k=k + 1)
+    rows = {"ssl": without_self(np.stack([m["row"].to_numpy() for m in found]), query_rows, k)}
+    for method in METHODS[1:]:
+        candidates = baseline_rows(method, real_patches[query_rows], real_patches, train, k + 1, components, seed)
+        rows[method] = without_self(candidates, query_rows, k)
+    for method, metric in zip(PHYSICAL_METHODS, ("euclidean", "mahalanobis"), strict=True):
+        rows[method] = physical_rows(table, query_rows, k, metric)
+    harpnums = table["harpnum"].to_numpy()
+    document["methods"] = {method: recall_at(found, query_rows, harpnums) for method, found in rows.items()}
+    return document
+
+
+def _method_header(method: str, document: dict) -> str:
+    """A method's column header: orientation agreement with the top-1 and same-region recall@5."""
+    agreement = document["methods"][method]["agreement"]
+    recall = document["same_region"]["methods"].get(method, {}).get(f"recall@{max(RECALL_AT)}", math.nan)
+    return (
+        f"{method}\nlead pol. {agreement['lead_polarity']:.2f}, tilt sign {agreement['tilt_sign']:.2f}\n"
+        f"same-region recall@{max(RECALL_AT)} {recall:.2f}\n"
+    )
+
+
+def save_scatter(
+    path: str | os.PathLike, queries: pd.DataFrame, real: pd.DataFrame, top1: dict, document: dict
+) -> None:
+    """Query vs. top-1 match, one row per property and one column per method, Pearson/Spearman annotated; the
+    column headers give orientation agreement and same-region recall, the title the embedding's effective rank
+    and top-1 cosine spread."""
     from ..plotting import get_pyplot, save_figure
 
     pyplot = get_pyplot()
@@ -130,14 +249,22 @@ def save_scatter(path: str | os.PathLike, queries: pd.DataFrame, real: pd.DataFr
                 axis.set_xscale("log")
                 axis.set_yscale("log")
                 axis.plot(limits, limits, color="0.5", linewidth=0.8)
-            stat = scores[method]["top1"][name]
-            axis.set_title(f"{method}: r={stat['pearson']:.2f} rho={stat['spearman']:.2f}", fontsize=8)
+            stat = document["methods"][method]["top1"][name]
+            header = _method_header(method, document) if i == 0 else f"{method}: "
+            axis.set_title(f"{header}r={stat['pearson']:.2f} rho={stat['spearman']:.2f}", fontsize=8)
             axis.tick_params(labelsize=6)
             if j == 0:
                 axis.set_ylabel(f"match {name}", fontsize=8)
             if i == len(EVALUATED_PROPERTIES) - 1:
                 axis.set_xlabel(f"query {name}", fontsize=8)
-    figure.suptitle("generated query vs. top-1 real match (paper units; r = Pearson, rho = Spearman)", fontsize=10)
+    embedding = document["embedding"]
+    figure.suptitle(
+        "generated query vs. top-1 real match (paper units; r = Pearson, rho = Spearman)\n"
+        f"SSL index: effective rank {embedding['effective_rank']:.1f} of {embedding['dim']}, top-1 cosine "
+        f"{embedding['top1_cosine_p10']:.3f}-{embedding['top1_cosine_p90']:.3f} (10th-90th percentile); same-region "
+        f"queries: {document['same_region']['n_queries']}",
+        fontsize=10,
+    )
     figure.tight_layout()
     save_figure(figure, path)
 
@@ -174,11 +301,16 @@ def evaluate_retrieval(
         raise SharpgenError(f"properties {', '.join(missing)} are missing from the real or the generated table")
     k = min(settings.k, len(real))
     real_patches = np.asarray(retriever.patches[:], dtype=np.float32)
-    train = (real["split"] == "train").to_numpy() if "split" in real else np.ones(len(real), dtype=bool)
-    top = {"ssl": np.stack([m["row"].to_numpy() for m in retriever.search(query_patches, k=k)])}
+    train = (real["split"] == TRAINING_SPLIT).to_numpy() if "split" in real else np.ones(len(real), dtype=bool)
+    found = retriever.search(query_patches, k=k)
+    top = {"ssl": np.stack([m["row"].to_numpy() for m in found])}
     for method in METHODS[1:]:
         top[method] = baseline_rows(method, query_patches, real_patches, train, k, settings.pca_components, seed)
-    scores = {method: score_matches(queries, real, rows) for method, rows in top.items()}
+    scores = {
+        method: {**score_matches(queries, real, rows), "agreement": orientation_agreement(queries, real, rows)}
+        for method, rows in top.items()
+    }
+    top1_cosine = np.array([m["similarity"].iloc[0] for m in found])
     document = {
         "settings": asdict(settings),
         "seed": seed,
@@ -186,10 +318,12 @@ def evaluate_retrieval(
         "k": k,
         "n_real": len(real),
         "properties": list(EVALUATED_PROPERTIES),
+        "embedding": embedding_summary(np.load(layout.require("embeddings")), top1_cosine),
         "methods": scores,
+        "same_region": same_region_recall(retriever, real_patches, train, settings.pca_components, seed),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_scatter(stage_file(out_dir, "evaluation_scatter"), queries, real, top, scores)
+    save_scatter(stage_file(out_dir, "evaluation_scatter"), queries, real, top, document)
     shown = min(EXAMPLE_QUERIES, count)
     example_matches = retriever.search(query_patches[:shown], k=min(EXAMPLE_MATCHES, len(real)))
     found = [retriever.real_patches(m["row"].to_numpy()) for m in example_matches]

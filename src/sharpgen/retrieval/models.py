@@ -1,4 +1,5 @@
-"""SimSiam networks for the ``train_ssl`` stage: a backbone, a projector, a predictor and the loss.
+"""SSL networks for the ``train_ssl`` stage: a backbone, a projector, a predictor (SimSiam's), the two
+objectives (:func:`vicreg_loss`, the default; :func:`simsiam_loss`, the paper's) and the collapse indicators.
 
 Both architectures take ``(B, 1, S, S)`` normalized Br patches (1 unit = 1 kG) of any power-of-two S >= 16
 and share one contract: ``forward(x) -> (z, p)``, the projector output ``z`` (``embedding_dim``, the
@@ -192,6 +193,9 @@ def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return -F.cosine_similarity(p, z.detach(), dim=1).mean()
 
 
+OBJECTIVES = ("vicreg", "simsiam")
+
+
 def simsiam_loss(z1: torch.Tensor, p1: torch.Tensor, z2: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
     """Symmetrised SimSiam loss ``(D(p1, z2) + D(p2, z1)) / 2`` with stop-gradient on the targets; -1 is perfect."""
     return 0.5 * (negative_cosine(p1, z2) + negative_cosine(p2, z1))
@@ -208,15 +212,32 @@ def output_std(outputs: torch.Tensor) -> float:
         return float(normalized.std(dim=0).mean() * math.sqrt(outputs.shape[1]))
 
 
-def effective_rank(outputs: torch.Tensor) -> float:
-    """Dimensional-collapse indicator: participation ratio ``tr(C)**2 / tr(C @ C)`` of the batch covariance ``C``
-    of the ``(B, D)`` outputs; D for isotropic outputs, 1 when they vary along one direction only.
+def vicreg_loss(
+    z1: torch.Tensor, z2: torch.Tensor, invariance: float = 25.0, variance: float = 25.0, covariance: float = 1.0
+) -> torch.Tensor:
+    """VICReg (Bardes et al. 2022) of two views' ``(B, D)`` projector outputs: ``invariance`` x mean squared
+    distance of the views + ``variance`` x mean hinge ``relu(1 - std)`` of each dimension (per view) +
+    ``covariance`` x sum of squared off-diagonal covariances / D (per view). The variance and covariance terms
+    keep every dimension in use and the dimensions decorrelated: the remedy for dimensional collapse."""
+    b, d = z1.shape
+    loss = invariance * F.mse_loss(z1, z2)
+    for z in (z1, z2):
+        centred = z - z.mean(0)
+        loss = loss + variance * F.relu(1.0 - torch.sqrt(centred.var(0) + 1e-4)).mean()
+        cov = centred.T @ centred / (b - 1)
+        loss = loss + covariance * (cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / d
+    return loss
 
-    ``output_std`` misses this partial collapse (the projector's last BatchNorm keeps every dimension at unit
-    variance even when all of them move together); with B < D the value is at most about B.
+
+def effective_rank(outputs) -> float:
+    """RankMe (Garrido et al. 2023): ``exp`` of the entropy of the normalized singular values of the ``(N, D)``
+    outputs (torch or numpy): D when every direction carries the same weight, 1 when all vary along one.
+
+    The indicator of dimensional collapse, which ``output_std`` misses (the projector's last BatchNorm keeps
+    every dimension at unit variance even when all of them move together); at most ``min(N, D)``.
     """
     with torch.no_grad():
-        centred = outputs.detach().double() - outputs.detach().double().mean(0)
-        # (B, B) Gram or (D, D) scatter matrix, whichever is smaller: the same non-zero spectrum.
-        gram = centred @ centred.T if centred.shape[0] <= centred.shape[1] else centred.T @ centred
-        return float(torch.trace(gram) ** 2 / (gram * gram).sum().clamp(min=1e-300))
+        values = torch.linalg.svdvals(torch.as_tensor(outputs).detach().double())
+        p = values / values.sum().clamp(min=1e-300)
+        p = p[p > 0]
+        return float(torch.exp(-(p * torch.log(p)).sum()))

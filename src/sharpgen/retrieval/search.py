@@ -1,10 +1,13 @@
 """Retrieval of real SHARP patches that look like a query patch (``sharpgen query`` and the explorer).
 
 A query patch (generated from targets or a latent, or a user's FITS file normalized like the dataset) is
-embedded by the run's SimSiam encoder and searched in its FAISS index (:mod:`sharpgen.retrieval.index`). A match is a
-row of the normalized dataset: its metadata (record, HARP and NOAA numbers, T_REC, latitude, split) and its
-measured properties (paper units, and physical units where the run measured them) come from
-``data/patches.parquet``, the similarity is the cosine of the two embeddings.
+embedded by the run's SSL encoder and searched in its FAISS index (:mod:`sharpgen.retrieval.index`). A match is a
+row of the normalized dataset: its metadata (record, HARP and NOAA numbers, T_REC, latitude, split) come from
+``data/patches.parquet``, the similarity is the cosine of the two embeddings. Its properties are measured on its
+normalized patch exactly as a query's are (:func:`sharpgen.data.measure.patch_properties` with the run's
+normalization), so query and match columns compare like with like; the physical properties the normalize stage
+measured on the native-resolution field follow as ``native_<name>`` (``native_usflux`` is typically 1.25x the
+patch's ``usflux``, 2x above 3e22 Mx, where the native patch holds flux outside the 64 px field of view).
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.measure import patch_properties
+from ..data.normalize import Normalization
 from ..properties import PROPERTIES
 from ..run import RETRIEVER, RunLayout
 from .index import EmbeddingIndex, Filters, read_index, search
 
 MATCH_METADATA = ("record", "harpnum", "noaa_ar", "t_rec", "lat_fwt", "lon_fwt", "split")
-MATCH_PROPERTIES = tuple(PROPERTIES)
-"""Columns of ``patches.parquet`` reported with every match, where the run has them: every measured property."""
+"""Columns of ``patches.parquet`` reported with every match, where the run has them."""
+NATIVE_PROPERTIES = tuple(name for name, row in PROPERTIES.items() if not row.paper_units)
+"""Physical properties that ``patches.parquet`` holds as measured on the native field: ``native_<name>`` in a match."""
+NATIVE_PREFIX = "native_"
 PANEL_MATCHES, PANEL_QUERIES = 16, 16
 """``query.png`` draws at most this many matches per query and this many queries; ``matches.csv`` has them all."""
 
@@ -36,6 +43,7 @@ class Retriever:
     index: EmbeddingIndex
     table: pd.DataFrame
     patches: object  # (N, S, S) Zarr array of the normalized real patches (1 unit = 1 kG)
+    normalization: Normalization
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, device: str = "auto") -> Retriever:
@@ -48,7 +56,9 @@ class Retriever:
         layout.require_all(RETRIEVER)
         encoder = load_encoder(layout.path("encoder"), device)
         patches = zarr.open_array(str(layout.path("patches")), mode="r")
-        return cls(encoder, read_index(layout.path("index")), pd.read_parquet(layout.path("patch_table")), patches)
+        table = pd.read_parquet(layout.path("patch_table"))
+        normalization = Normalization.read(layout.path("normalization"))
+        return cls(encoder, read_index(layout.path("index")), table, patches, normalization)
 
     @property
     def image_size(self) -> int:
@@ -65,8 +75,8 @@ class Retriever:
         """The ``k`` best real matches of each ``(N, S, S)`` query patch, one table per query.
 
         Columns: ``rank`` (1 = best), ``row`` (of ``patches.zarr``/``patches.parquet``), ``similarity``
-        (cosine), the metadata and the properties of :data:`MATCH_METADATA` / :data:`MATCH_PROPERTIES` that
-        the run's table has.
+        (cosine), the metadata of :data:`MATCH_METADATA` that the run's table has, the properties measured on the
+        match's normalized patch (:meth:`measure`) and ``native_<name>`` of :data:`NATIVE_PROPERTIES`.
         """
         result = search(self.index, self.embed(patches), k=k, filters=filters)
         return [self.matches(rows, similarity) for rows, similarity in zip(result.rows, result.similarity, strict=True)]
@@ -74,12 +84,23 @@ class Retriever:
     def matches(self, rows: Sequence[int], similarity: Sequence[float]) -> pd.DataFrame:
         """The match table of dataset ``rows`` with their ``similarity`` (see :meth:`search`)."""
         rows = np.asarray(rows, dtype=np.int64)
-        columns = [c for c in (*MATCH_METADATA, *MATCH_PROPERTIES) if c in self.table.columns]
-        frame = self.table.iloc[rows][columns].reset_index(drop=True)
+        found = self.table.iloc[rows].reset_index(drop=True)
+        frame = found[[c for c in MATCH_METADATA if c in found.columns]].copy()
+        for name, values in self.measure(self.real_patches(rows)).items():
+            frame[name] = values
+        for name in NATIVE_PROPERTIES:
+            if name in found.columns:
+                frame[NATIVE_PREFIX + name] = found[name].to_numpy()
         frame.insert(0, "similarity", np.asarray(similarity, dtype=np.float64))
         frame.insert(0, "row", rows)
         frame.insert(0, "rank", np.arange(1, len(rows) + 1))
         return frame
+
+    def measure(self, patches: np.ndarray) -> dict[str, np.ndarray]:
+        """Every property of ``(N, S, S)`` normalized patches as the run measures a query's: paper units, and
+        physical ones (Mx, Mm, deg) on a ``fixed_scale`` run (:func:`sharpgen.data.measure.patch_properties`)."""
+        norm = self.normalization
+        return patch_properties(patches, norm.threshold_gauss, norm.pixel_mm)
 
     def real_patches(self, rows: Sequence[int]) -> np.ndarray:
         """``(len(rows), S, S)`` normalized real patches, in the order of ``rows``."""
@@ -152,7 +173,6 @@ def fits_queries(paths: Sequence[str | os.PathLike], normalization) -> tuple[np.
     """User FITS files (field in G) as queries: ``(N, S, S)`` patches normalized as the run did
     (``normalization``: its :class:`sharpgen.data.normalize.Normalization`) and their table (``label`` = the
     path, then the properties the run measures on its patches)."""
-    from ..data.measure import patch_properties
     from ..gan.invert import targets_from_fits
 
     patches, labels = targets_from_fits(paths, normalization)

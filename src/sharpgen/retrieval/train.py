@@ -1,4 +1,10 @@
-"""The ``train_ssl`` and ``embed`` stages: SimSiam on the ``train`` split, then embeddings of every patch.
+"""The ``train_ssl`` and ``embed`` stages: a self-supervised encoder on the ``train`` split, then embeddings of
+every patch.
+
+``objective``: ``vicreg`` (default; :func:`~sharpgen.retrieval.models.vicreg_loss`, whose variance and
+covariance terms keep the embedding from collapsing onto a few directions) or ``simsiam`` (the paper's;
+symmetrised negative cosine with stop-gradient). Both train the same network (backbone + projector; the
+predictor serves SimSiam only).
 
 Training runs ``epochs`` passes over the train split in batches of ``batch_size`` (the last partial batch
 of an epoch is dropped: BatchNorm needs full batches). The order of epoch e is a permutation seeded by
@@ -8,12 +14,12 @@ written atomically to ``checkpoints/last.pt`` and ``train_log.csv`` is rewritten
 restarts from the last checkpoint and ends with the same weights as an uninterrupted one. The final
 ``encoder.pt`` holds ``{"settings", "seed", "state_dict"}`` of the whole SimSiam network.
 
-``train_log.csv`` columns: ``step``, ``epoch`` (0-based), ``loss`` (symmetrised negative cosine, -1 is
-perfect agreement of the views), ``output_std`` (the collapse indicator of ``ssl_models.output_std`` on the
-predictor output of the first view: about 1 healthy, about 0 collapsed), ``effective_rank`` (participation
-ratio of the projector outputs ``z`` of the first view, ``ssl_models.effective_rank``: how many directions the
-embeddings use; falling towards 1-2 is dimensional collapse, which ``output_std`` does not see) and
-``seconds_per_step``.
+``train_log.csv`` columns: ``step``, ``epoch`` (0-based), ``loss`` (of the objective: SimSiam's -1 is perfect
+agreement of the views, VICReg's 0), ``output_std`` (the collapse indicator of ``ssl_models.output_std`` on the
+projector output of the first view: about 1 healthy, about 0 collapsed), ``effective_rank`` (RankMe of the
+projector outputs ``z`` of the first view, ``ssl_models.effective_rank``: how many directions the embeddings
+use, at most the batch size; falling towards 1-2 is dimensional collapse, which ``output_std`` does not see)
+and ``seconds_per_step``.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from ..progress import progress_bar
 from ..run import stage_file
 from ..training import load_training_patches, pick_device, restore_checkpoint, run_identity, save_checkpoint
 from .augment import AugmentSettings, two_views
-from .models import SimSiam, build_simsiam, effective_rank, output_std, simsiam_loss
+from .models import OBJECTIVES, SimSiam, build_simsiam, effective_rank, output_std, simsiam_loss, vicreg_loss
 
 LOG_COLUMNS = ("step", "epoch", "loss", "output_std", "effective_rank", "seconds_per_step")
 
@@ -48,6 +54,7 @@ class SslSettings:
     CONFIG_KEYS: ClassVar[dict[str, str]] = {"image_size": "image_size"}
 
     architecture: str
+    objective: str
     image_size: int
     embedding_dim: int
     embedding: str
@@ -106,6 +113,8 @@ def train_ssl(
     the learning rate being constant). The whole
     train split is held in memory (as ``train_gan`` does): 44k patches of 128 px are 2.9 GB.
     """
+    if settings.objective not in OBJECTIVES:
+        raise SharpgenError(f"config key 'ssl.objective': {settings.objective!r} is not one of {', '.join(OBJECTIVES)}")
     torch.set_num_threads(threads)
     out_dir = Path(out_dir)
     checkpoint = stage_file(out_dir, "ssl_checkpoint")
@@ -137,13 +146,13 @@ def train_ssl(
         view1, view2 = two_views(batch, state["augmenter"], settings.augment)
         z1, p1 = model(view1)
         z2, p2 = model(view2)
-        loss = simsiam_loss(z1, p1, z2, p2)
+        loss = simsiam_loss(z1, p1, z2, p2) if settings.objective == "simsiam" else vicreg_loss(z1, z2)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         state["step"] += 1
         state["log"].append({
-            "step": state["step"], "epoch": epoch, "loss": loss.item(), "output_std": output_std(p1),
+            "step": state["step"], "epoch": epoch, "loss": loss.item(), "output_std": output_std(z1),
             "effective_rank": effective_rank(z1),
             "seconds_per_step": time.perf_counter() - started,
         })  # fmt: skip

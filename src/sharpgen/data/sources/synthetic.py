@@ -13,6 +13,11 @@ rendered as Br in G on a native SHARP CEA grid (0.03 heliographic degrees = 0.36
   it overlaps, leaving a weak corridor along the polarity inversion line;
 * background: a sparse mixed-polarity quiet network and white noise of ``noise_gauss`` G per pixel.
 
+A fraction of the regions is observed several times, as a SHARP series is (:class:`SeriesSettings`): the
+same HARP number, T_REC ``cadence_hours`` apart, the region evolved a little between observations
+(:func:`evolve_region`: emergence or decay, drift, rotation, solar rotation in longitude) and rendered with
+fresh noise over the same plage texture and network pattern.
+
 Arrays are ``(NAXIS2, NAXIS1)``: row 0 is the southern edge, x grows westward (Carrington longitude), so
 the leading polarity sits at larger x. Units: field in G, lengths in Mm, flux in Mx, angles in degrees.
 :func:`generate_synthetic` writes one RICE-compressed FITS file per region plus ``manifest.parquet``;
@@ -150,17 +155,33 @@ NOAA_OFFSET = 50_000
 """Spotted synthetic regions get ``NOAA_AR = NOAA_OFFSET + index + 1``; spotless ones get 0 (unnumbered)."""
 
 FIRST_T_REC = datetime(2010, 5, 1)
-"""T_REC (TAI) of region 0; region i is observed ``i * RECORD_STEP`` later (all in solar cycle 24)."""
+"""T_REC (TAI) of region 0; region i is first observed ``i * RECORD_STEP`` later (all in solar cycle 24)."""
 
 RECORD_STEP = timedelta(hours=2)
-"""Time between consecutive synthetic records (a multiple of the 720 s SHARP cadence)."""
+"""Time between the first observations of consecutive synthetic regions (a multiple of the 720 s SHARP cadence)."""
+
+EVOLUTION_FLUX_DEX = 0.1
+"""In a day, every component's flux changes by a factor ``10**N(0, 0.1)`` (emergence or decay, ~25 %)."""
+
+EVOLUTION_ROTATION_DEG = 6.0
+"""In a day, the region rotates about its flux centroid by ``N(0, 6)`` degrees."""
+
+EVOLUTION_DRIFT_MM = 2.0
+"""In a day, the region drifts in the patch by ``N(0, 2)`` Mm along each axis, and each component by a further
+``N(0, EVOLUTION_DRIFT_MM / 2)``."""
+
+ROTATION_DEG_PER_HOUR = 13.2 / 24.0
+"""Synodic solar rotation: the longitude from central meridian grows by 13.2 degrees a day."""
+
+SERIES_STREAM = 0x5E12E5
+"""Which regions are observed as a series is drawn from ``default_rng([seed, SERIES_STREAM])``."""
 
 MANIFEST_NAME = "manifest.parquet"
 
 MANIFEST_COLUMNS = (
     "record", "file", "status", "reason", "harpnum", "noaa_ar", "t_rec", "naxis1", "naxis2", "cdelt1_deg",
     "lat_fwt", "lon_fwt", "hemisphere", "ar_class", "total_flux_mx", "pos_flux_mx", "neg_flux_mx",
-    "separation_mm", "tilt_deg", "hale_reversed", "seed",
+    "separation_mm", "tilt_deg", "hale_reversed", "seed", "region", "observation",
 )  # fmt: skip
 """Columns of ``manifest.parquet``, one row per record."""
 
@@ -186,6 +207,18 @@ class ClassFractions:
 
 
 @dataclass(frozen=True)
+class SeriesSettings:
+    """Regions observed several times (schema ``synthetic.series``): a ``fraction`` of the regions gets
+    ``observations`` records ``cadence_hours`` apart; 0 = one record per region."""
+
+    SECTION: ClassVar[str] = "synthetic.series"
+
+    fraction: float
+    observations: int
+    cadence_hours: float
+
+
+@dataclass(frozen=True)
 class SyntheticSettings:
     """Settings of the synthetic source (schema section ``synthetic``; see :func:`sharpgen.config.build_settings`)."""
 
@@ -198,6 +231,7 @@ class SyntheticSettings:
     flux_range_mx: tuple[float, float]
     noise_gauss: float
     max_naxis: int
+    series: SeriesSettings
 
 
 # --- ground truth ----------------------------------------------------------------------------------------
@@ -586,6 +620,65 @@ def draw_region(rng: np.random.Generator, settings: SyntheticSettings) -> Region
     )
 
 
+def evolve_region(spec: RegionSpec, rng: np.random.Generator, hours: float) -> RegionSpec:
+    """``spec`` ``hours`` later, a random walk whose steps grow as ``sqrt(hours / 24)`` (the per-day
+    scatters below; 6 h: half of them): every component's flux scaled by one factor ``10**N(0, EVOLUTION_FLUX_DEX)``
+    (spot radii and plage widths by its square root: peak fields kept), the layout rotated about the flux
+    centroid by ``N(0, EVOLUTION_ROTATION_DEG)`` degrees and spread by the flux factor's square root (emergence
+    separates the polarities), the region moved by :data:`EVOLUTION_DRIFT_MM` and each component a little more,
+    the longitude advanced by solar rotation. Class, hemisphere, polarities and the patch size stay; the main
+    bipole's tilt turns with the layout."""
+    n = len(spec.spots) + len(spec.plages)
+    scale = math.sqrt(hours / 24.0)
+    factor = 10.0 ** rng.normal(0.0, EVOLUTION_FLUX_DEX * scale)
+    turn = rng.normal(0.0, EVOLUTION_ROTATION_DEG * scale)
+    drift = rng.normal(0.0, EVOLUTION_DRIFT_MM * scale, size=2)
+    own = rng.normal(0.0, 0.5 * EVOLUTION_DRIFT_MM * scale, size=(n, 2))
+    cx, cy = spec.centroid_mm
+    cos, sin = math.cos(math.radians(turn)), math.sin(math.radians(turn))
+    root = math.sqrt(factor)
+
+    def place(c, i):
+        x, y = (c.x_mm - cx) * root, (c.y_mm - cy) * root
+        return cx + cos * x - sin * y + drift[0] + own[i, 0], cy + sin * x + cos * y + drift[1] + own[i, 1]
+
+    spots = []
+    for i, c in enumerate(spec.spots):
+        x, y = place(c, i)
+        spots.append(replace(c, x_mm=x, y_mm=y, flux_mx=c.flux_mx * factor, umbra_mm=c.umbra_mm * root,
+                             penumbra_mm=c.penumbra_mm * root))  # fmt: skip
+    plages = []
+    for i, c in enumerate(spec.plages, start=len(spec.spots)):
+        x, y = place(c, i)
+        widths = {"sigma_major_mm": c.sigma_major_mm * root, "sigma_minor_mm": c.sigma_minor_mm * root}
+        angle = (c.angle_deg + turn) % 180.0
+        plages.append(replace(c, x_mm=x, y_mm=y, flux_mx=c.flux_mx * factor, angle_deg=angle, **widths))
+    spots, plages = tuple(spots), tuple(plages)
+    return replace(
+        spec,
+        lon_fwt_deg=spec.lon_fwt_deg + ROTATION_DEG_PER_HOUR * hours,
+        total_flux_mx=spec.total_flux_mx * factor,
+        separation_mm=spec.separation_mm * root,
+        tilt_deg=float(np.clip(spec.tilt_deg - spec.hemisphere * turn, -90.0, 90.0)),
+        centroid_mm=_flux_centroid_mm(spots, plages),
+        spots=spots,
+        plages=plages,
+    )
+
+
+def series_plan(n_records: int, series: SeriesSettings, seed: int) -> list[tuple[int, int]]:
+    """``(region, observation)`` of each of ``n_records`` records: region by region, a ``series.fraction``
+    of them (drawn from ``default_rng([seed, SERIES_STREAM])``) observed ``series.observations`` times, the
+    last series cut short when the records run out."""
+    rng = np.random.default_rng([seed, SERIES_STREAM])
+    plan, region = [], 0
+    while len(plan) < n_records:
+        length = series.observations if rng.random() < series.fraction else 1
+        plan.extend((region, j) for j in range(min(length, n_records - len(plan))))
+        region += 1
+    return plan
+
+
 # --- rendering -------------------------------------------------------------------------------------------
 
 
@@ -785,13 +878,16 @@ def signed_plage(plages: tuple[Plage, ...], texture: np.ndarray) -> np.ndarray:
     return pos
 
 
-def render_parts(spec: RegionSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def render_parts(
+    spec: RegionSpec, rng: np.random.Generator, noise_rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Render ``(active_region, background)`` in G, float32 ``(NAXIS2, NAXIS1)``, unclipped.
 
     ``active_region`` holds the spots and the textured plage (its flux is the ground truth);
     ``background`` the mixed-polarity quiet network (``network_gauss`` G scale, sign changing over ~1.5
     cells) and white noise (``noise_gauss`` G). Random draws come from ``rng`` in a fixed order, the
-    active region's first, so ``active_region`` does not depend on ``network_gauss`` or ``noise_gauss``.
+    active region's first, so ``active_region`` does not depend on ``network_gauss`` or ``noise_gauss``;
+    the noise from ``noise_rng`` when given (a later observation: same texture and network, fresh noise).
     """
     shape = (spec.naxis2, spec.naxis1)
     texture, network = network_textures(rng, shape, spec.network_cell_mm)
@@ -806,7 +902,8 @@ def render_parts(spec: RegionSpec, rng: np.random.Generator) -> tuple[np.ndarray
         polarity *= np.float32(spec.network_gauss)
         background += polarity
     if spec.noise_gauss > 0.0:
-        background += np.float32(spec.noise_gauss) * rng.standard_normal(shape, dtype=np.float32)
+        noise_rng = rng if noise_rng is None else noise_rng
+        background += np.float32(spec.noise_gauss) * noise_rng.standard_normal(shape, dtype=np.float32)
     return region, background
 
 
@@ -828,31 +925,33 @@ def signed_flux_mx(field_gauss: np.ndarray) -> tuple[float, float]:
 # --- records ---------------------------------------------------------------------------------------------
 
 
-def record_time(index: int) -> datetime:
-    """T_REC (TAI) of synthetic record ``index``: deterministic, 2 h apart from 2010-05-01 00:00."""
-    return FIRST_T_REC + index * RECORD_STEP
+def record_time(region: int, observation: int = 0, cadence_hours: float = 0.0) -> datetime:
+    """T_REC (TAI) of observation ``observation`` of synthetic region ``region``: the region's first record
+    ``region * RECORD_STEP`` after 2010-05-01 00:00, each later one ``cadence_hours`` after the previous."""
+    return FIRST_T_REC + region * RECORD_STEP + timedelta(hours=observation * cadence_hours)
 
 
-def record_names(index: int) -> tuple[int, str, str, str]:
-    """``(harpnum, t_rec, record id, file name)`` of synthetic record ``index`` (JSOC-like)."""
-    harpnum = HARPNUM_OFFSET + index + 1
-    t = record_time(index)
+def record_names(region: int, observation: int = 0, cadence_hours: float = 0.0) -> tuple[int, str, str, str]:
+    """``(harpnum, t_rec, record id, file name)`` of a synthetic record (JSOC-like): one HARP per region."""
+    harpnum = HARPNUM_OFFSET + region + 1
+    t = record_time(region, observation, cadence_hours)
     t_rec = t.strftime("%Y.%m.%d_%H:%M:%S_TAI")
     record = f"hmi.sharp_cea_720s[{harpnum}][{t_rec}]"
     file = f"hmi.sharp_cea_720s.{harpnum}.{t.strftime('%Y%m%d_%H%M%S')}_TAI.Br.fits"
     return harpnum, t_rec, record, file
 
 
-def header_cards(spec: RegionSpec, index: int, seed: int, pos_flux_mx: float, neg_flux_mx: float) -> dict:
-    """SHARP-like FITS cards of record ``index`` (field in G) plus ``SYN_*`` ground-truth cards.
+def header_cards(spec: RegionSpec, region: int, observation: int, cadence_hours: float, seed: int,
+                 pos_flux_mx: float, neg_flux_mx: float) -> dict:  # fmt: skip
+    """SHARP-like FITS cards of a record (field in G) plus ``SYN_*`` ground-truth cards.
 
     ``SYN_CLS`` class, ``SYN_FLUX`` drawn total unsigned flux [Mx], ``SYN_SEP`` main-bipole separation
     [Mm], ``SYN_TILT`` its Joy tilt [deg], ``SYN_HALE`` reversed orientation, ``SYN_LEAD`` leading sign,
     ``SYN_EPS`` drawn imbalance, ``SYN_PFLX``/``SYN_NFLX`` rendered positive/negative flux without
-    network and noise [Mx].
+    network and noise [Mx], ``SYN_OBS`` the observation's index in its region's series.
     """
-    harpnum, t_rec, _, _ = record_names(index)
-    time = record_time(index)
+    harpnum, t_rec, _, _ = record_names(region, observation, cadence_hours)
+    time = record_time(region, observation, cadence_hours)
     crln_obs = earth_observer(time.isoformat())["CRLN_OBS"]
     center = (crln_obs + spec.center_longitude_deg, spec.center_latitude_deg)
     return {
@@ -860,7 +959,7 @@ def header_cards(spec: RegionSpec, index: int, seed: int, pos_flux_mx: float, ne
         **cea_cards((spec.naxis2, spec.naxis1), CEA_PIXEL_DEG, center, time),
         "T_REC": t_rec,
         "HARPNUM": harpnum,
-        "NOAA_AR": NOAA_OFFSET + index + 1 if spec.spots else 0,
+        "NOAA_AR": NOAA_OFFSET + region + 1 if spec.spots else 0,
         "LAT_FWT": round(spec.latitude_deg, 6),
         "LON_FWT": round(spec.lon_fwt_deg, 6),
         "QUALITY": 0,
@@ -874,25 +973,44 @@ def header_cards(spec: RegionSpec, index: int, seed: int, pos_flux_mx: float, ne
         "SYN_EPS": round(spec.imbalance, 5),
         "SYN_PFLX": float(f"{pos_flux_mx:.6e}"),
         "SYN_NFLX": float(f"{neg_flux_mx:.6e}"),
-        "HISTORY": f"made by sharpgen {__version__} synthetic source, seed {seed}, region index {index}",
+        "SYN_OBS": observation,
+        "HISTORY": f"made by sharpgen {__version__} synthetic source, seed {seed}, region {region}, "
+        f"observation {observation}",
     }
 
 
-def make_record(index: int, seed_seq: np.random.SeedSequence, settings: SyntheticSettings, out_dir: str,
-                seed: int) -> dict:  # fmt: skip
-    """Draw, render and write region ``index`` (its own ``seed_seq``); return its manifest row.
+def _observation_rng(region_seq: np.random.SeedSequence, observation: int) -> np.random.Generator:
+    """The generator of observation ``observation`` > 0 of a region (its evolution step, then its rendering)."""
+    return np.random.default_rng(
+        np.random.SeedSequence(region_seq.entropy, spawn_key=(*region_seq.spawn_key, observation))
+    )
 
-    ``pos_flux_mx``/``neg_flux_mx`` are measured on the rendered active-region field without network and
-    noise (``a * sum B`` over B > 0, resp. ``|B|`` over B < 0, after clipping to +-4000 G).
+
+def make_record(region: int, observation: int, region_seq: np.random.SeedSequence, settings: SyntheticSettings,
+                out_dir: str, seed: int) -> dict:  # fmt: skip
+    """Draw region ``region`` (its own ``region_seq``), evolve it to ``observation``, render and write it;
+    return its manifest row.
+
+    Observation 0 is drawn and rendered from ``default_rng(region_seq)``; observation j > 0 applies the
+    evolution steps 1..j (:func:`evolve_region`, step i drawn from :func:`_observation_rng` of i) and is
+    rendered with observation 0's plage texture and network (the same draws) and fresh noise from what remains
+    of step j's generator. ``pos_flux_mx``/``neg_flux_mx`` are measured on the
+    rendered active-region field without network and noise (``a * sum B`` over B > 0, resp. ``|B|`` over
+    B < 0, after clipping to +-4000 G).
     """
-    rng = np.random.default_rng(seed_seq)
+    rng = np.random.default_rng(region_seq)
     spec = draw_region(rng, settings)
-    region, background = render_parts(spec, rng)
-    np.clip(region, -FIELD_LIMIT_GAUSS, FIELD_LIMIT_GAUSS, out=region)
-    pos, neg = signed_flux_mx(region)
-    field_gauss = np.clip(region + background, -FIELD_LIMIT_GAUSS, FIELD_LIMIT_GAUSS)
-    harpnum, t_rec, record, file = record_names(index)
-    cards = header_cards(spec, index, seed, pos, neg)
+    cadence = settings.series.cadence_hours
+    noise_rng = None
+    for step in range(1, observation + 1):
+        noise_rng = _observation_rng(region_seq, step)
+        spec = evolve_region(spec, noise_rng, cadence)
+    region_field, background = render_parts(spec, rng, noise_rng)
+    np.clip(region_field, -FIELD_LIMIT_GAUSS, FIELD_LIMIT_GAUSS, out=region_field)
+    pos, neg = signed_flux_mx(region_field)
+    field_gauss = np.clip(region_field + background, -FIELD_LIMIT_GAUSS, FIELD_LIMIT_GAUSS)
+    harpnum, t_rec, record, file = record_names(region, observation, cadence)
+    cards = header_cards(spec, region, observation, cadence, seed, pos, neg)
     write_sharp_fits(Path(out_dir) / file, field_gauss, cards)
     return {
         "record": record, "file": file, "status": "ok", "reason": "", "harpnum": harpnum,
@@ -900,7 +1018,8 @@ def make_record(index: int, seed_seq: np.random.SeedSequence, settings: Syntheti
         "cdelt1_deg": CEA_PIXEL_DEG, "lat_fwt": spec.latitude_deg, "lon_fwt": spec.lon_fwt_deg,
         "hemisphere": spec.hemisphere, "ar_class": spec.ar_class, "total_flux_mx": spec.total_flux_mx,
         "pos_flux_mx": pos, "neg_flux_mx": neg, "separation_mm": spec.separation_mm,
-        "tilt_deg": spec.tilt_deg, "hale_reversed": spec.hale_reversed, "seed": seed,
+        "tilt_deg": spec.tilt_deg, "hale_reversed": spec.hale_reversed, "seed": seed, "region": region,
+        "observation": observation,
     }  # fmt: skip
 
 
@@ -912,7 +1031,7 @@ _MANIFEST_DTYPES = {
     "harpnum": "int64", "noaa_ar": "int64", "naxis1": "int64", "naxis2": "int64", "cdelt1_deg": "float64",
     "lat_fwt": "float64", "lon_fwt": "float64", "hemisphere": "int64", "total_flux_mx": "float64",
     "pos_flux_mx": "float64", "neg_flux_mx": "float64", "separation_mm": "float64", "tilt_deg": "float64",
-    "hale_reversed": "bool", "seed": "int64",
+    "hale_reversed": "bool", "seed": "int64", "region": "int64", "observation": "int64",
 }  # fmt: skip
 
 
@@ -920,10 +1039,11 @@ def generate_synthetic(out_dir: str | os.PathLike, settings: SyntheticSettings |
                        workers: int = 1, progress: bool = True) -> pd.DataFrame:  # fmt: skip
     """Write ``settings.n_patches`` synthetic SHARP Br records into ``out_dir`` and return the manifest.
 
-    One FITS file per region (``hmi.sharp_cea_720s.<HARPNUM>.<T_REC>_TAI.Br.fits``), then
-    ``out_dir/manifest.parquet`` written atomically and last, so its presence means the set is complete
-    (an existing manifest is removed first). Region ``i`` draws from ``SeedSequence(seed).spawn(n)[i]``:
-    the same seed gives byte-identical files for any ``workers``. ``workers > 1`` uses worker processes.
+    One FITS file per record (``hmi.sharp_cea_720s.<HARPNUM>.<T_REC>_TAI.Br.fits``; which region and
+    observation each record is: :func:`series_plan`), then ``out_dir/manifest.parquet`` written atomically
+    and last, so its presence means the set is complete (an existing manifest is removed first). Region ``i``
+    draws from ``SeedSequence(seed).spawn(n)[i]``: the same seed gives byte-identical files for any
+    ``workers``. ``workers > 1`` uses worker processes.
     """
     if not isinstance(settings, SyntheticSettings):
         settings = build_settings(SyntheticSettings, settings)
@@ -937,7 +1057,8 @@ def generate_synthetic(out_dir: str | os.PathLike, settings: SyntheticSettings |
     manifest_path.unlink(missing_ok=True)
     n = settings.n_patches
     children = np.random.SeedSequence(int(seed)).spawn(n)
-    tasks = [(i, children[i], settings, str(out), int(seed)) for i in range(n)]
+    plan = series_plan(n, settings.series, int(seed))
+    tasks = [(region, j, children[region], settings, str(out), int(seed)) for region, j in plan]
     bar = {"total": n, "desc": "synthetic", "unit": "patch", "file": sys.stderr, "disable": not progress}
     if workers == 1 or n == 1:
         rows = [_make_record_task(task) for task in progress_bar(iterable=tasks, **bar)]
