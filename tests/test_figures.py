@@ -19,9 +19,11 @@ from matplotlib import image as mpimg
 from workflow_helpers import run_snakemake
 
 from sharpgen.cli import main
+from sharpgen.data.measure import patch_properties
 from sharpgen.errors import SharpgenError
 from sharpgen.figures import pipeline as pipeline_figure
 from sharpgen.figures.gan import (
+    plot_extremes,
     plot_gan_training,
     plot_power_spectra,
     plot_property_distributions,
@@ -156,6 +158,21 @@ def test_property_distributions_name_the_missing_column(tmp_path):
     assert not (tmp_path / "p.png").exists()
 
 
+def test_extremes_count_sunspot_peaks_and_compare_the_tails_of_flux_and_separation(tmp_path):
+    real = pd.DataFrame(patch_properties(bipoles(40, 0), 150.0, 2.9154))
+    weak = pd.DataFrame(patch_properties(bipoles(40, 1) * 0.5, 150.0, 2.9154))  # no patch reaches 900 G
+    numbers = plot_extremes(real, weak, tmp_path / "extremes.png")
+    assert_png(tmp_path / "extremes.png")
+    assert numbers["peak"]["real_sunspot_fraction"] == pytest.approx(np.mean(real["peak"] >= 0.9))
+    assert numbers["peak"]["generated_sunspot_fraction"] == 0.0
+    assert set(numbers["tails"]) == {"tuf", "psep", "usflux", "psep_mm"} and "imbalance" in numbers
+    assert numbers["tails"]["usflux"]["q99_relative"] < -0.3  # half the field, about half the flux
+    same = plot_extremes(real, real.drop(columns=["imbalance"]), tmp_path / "same.png")
+    assert "imbalance" not in same and same["tails"]["tuf"]["q01_relative"] == 0.0
+    with pytest.raises(SharpgenError, match="generated property table.*peak"):
+        plot_extremes(real, weak.drop(columns=["peak"]), tmp_path / "none.png")
+
+
 def test_embedding_layout_spreads_thumbnails_over_a_pca_map(tmp_path):
     rng = np.random.default_rng(0)
     embeddings = rng.normal(size=(200, 16)) * np.r_[5.0, 2.0, np.full(14, 0.1)]  # two dominant directions
@@ -252,6 +269,9 @@ def small_run(tmp_path_factory) -> Path:
     )
     table.to_parquet(results / "data" / "patches.parquet")
     property_table(fake).to_parquet(results / "samples" / "properties.parquet")
+    normalization = {"mode": "fixed_scale", "image_size": SIZE, "pixel_mm": 2.9154, "clip_gauss": 1000.0,
+                     "threshold_gauss": 150.0}  # fmt: skip
+    (results / "data" / "normalization.json").write_text(json.dumps(normalization))
     gan_log().to_csv(results / "gan" / "train_log.csv", index=False)
     ssl_log().to_csv(results / "retrieval" / "ssl" / "train_log.csv", index=False)
     np.save(results / "retrieval" / "embeddings.npy", np.random.default_rng(0).normal(size=(24, 8)).astype(np.float32))
@@ -300,6 +320,7 @@ FIGURE_RULES = {  # rule -> figure file under figures/ (and its caption workflow
     "figure_pipeline": "pipeline",
     "figure_patches": "real_vs_generated",
     "figure_properties": "property_distributions",
+    "figure_extremes": "extremes",
     "figure_spectra": "power_spectra",
     "figure_gan_training": "gan_training",
     "figure_embedding": "ssl_embedding",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sharpgen.errors import SharpgenError
-from sharpgen.gan.models import LATENT_DIM, build_networks
+from sharpgen.gan.models import LATENT_DIM, build_networks, for_inference
 
 
 def n_parameters(module: torch.nn.Module) -> int:
@@ -46,3 +46,16 @@ def test_the_same_seed_builds_the_same_networks():
 def test_unsupported_choices_are_user_errors(architecture, size):
     with pytest.raises(SharpgenError):
         build_networks(architecture, size)
+
+
+@pytest.mark.parametrize("architecture, size", [("default", 32), ("default", 64), ("paper", 128)])
+def test_the_inference_copy_computes_the_same_patches_and_leaves_the_network_alone(architecture, size):
+    torch.manual_seed(0)
+    generator, _ = build_networks(architecture, size)
+    generator.eval()
+    fast = for_inference(generator).to(memory_format=torch.channels_last)
+    z = torch.randn(5, LATENT_DIM)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(z), generator(z), atol=2e-5, rtol=0)
+    assert any(isinstance(m, torch.nn.Upsample) for m in generator.modules()) == (architecture == "default")
+    assert not any(isinstance(m, torch.nn.Upsample) for m in fast.modules())

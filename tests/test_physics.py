@@ -14,7 +14,7 @@ from sharpgen import physics
 from sharpgen.data.fitsio import read_sharp
 from sharpgen.units import CEA_PIXEL_MM
 
-PAPER_KEYS = ("tuf", "tpf", "tnf", "psep", "tilt_paper", "area", "eflux", "lead_pol", "r_paper")
+PAPER_KEYS = ("tuf", "tpf", "tnf", "psep", "tilt_paper", "area", "eflux", "lead_pol", "r_paper", "peak")
 PHYSICAL_KEYS = (
     "usflux",
     "pos_flux",
@@ -91,6 +91,7 @@ def reference_paper_properties(s, threshold=0.15):
         "tnf": np.abs(s[s < 0]).mean() if (s < 0).any() else nan,
         "area": (pos.sum() + neg.sum()) / (h * w),
         "eflux": s[pos].sum() + s[neg].sum(),
+        "peak": np.abs(s).max(),
         "psep": nan,
         "tilt_paper": nan,
         "lead_pol": nan,
@@ -175,6 +176,21 @@ def test_paper_properties_match_a_plain_per_image_implementation_of_the_paper():
         result = physics.paper_properties(patch)
         expected = reference_paper_properties(patch)
         assert_same(result, {key: [value] for key, value in expected.items()}, PAPER_KEYS)
+
+
+def test_paper_properties_of_128_px_stacks_match_the_plain_implementation_chunk_by_chunk():
+    rng = np.random.default_rng(11)
+    stack = np.stack([random_patch(rng, (128, 128)) for _ in range(20)])  # several cache-sized chunks
+    batched = physics.paper_properties(stack)
+    for i, patch in enumerate(stack):
+        expected = reference_paper_properties(patch)
+        assert_same({key: batched[key][i] for key in PAPER_KEYS}, expected, PAPER_KEYS)
+
+
+def test_peak_is_the_strongest_field_of_either_sign():
+    patch = np.zeros((16, 16), dtype=np.float32)
+    patch[3, 4], patch[10, 12] = 0.4, -0.93
+    np.testing.assert_allclose(physics.paper_properties(np.stack([patch, -patch, 0 * patch]))["peak"], [0.93, 0.93, 0])
 
 
 def test_r_paper_sums_the_field_where_7x7_dilations_of_the_polarities_overlap_at_the_border():
@@ -383,3 +399,12 @@ def test_rotating_a_square_patch_by_90_degrees_keeps_fluxes_r_paper_and_separati
     phys_rotated = physics.physical_properties(np.rot90(field, turns), 0.7, 0.7)
     keys = ("usflux", "pos_flux", "neg_flux", "psep_mm", "pil_length_mm")
     assert_same(phys_rotated, phys, keys, rtol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(7, 64, 64), (2, 30, 530)])
+def test_r_value_gaussian_weight_map_is_scipys_zero_padded_correlation(shape):
+    pil = np.random.default_rng(5).random(shape) > 0.97
+    taps = physics._r_gaussian_taps()
+    expected = ndimage.correlate1d(pil.astype(np.float64), taps, axis=1, mode="constant")
+    expected = ndimage.correlate1d(expected, taps, axis=2, mode="constant")
+    np.testing.assert_allclose(physics._r_weight_map(pil), expected, rtol=1e-12, atol=1e-15)

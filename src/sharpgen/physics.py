@@ -14,6 +14,8 @@ Everything is vectorised over the image axis and processed in chunks; no per-ima
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy.ndimage import correlate1d
 
@@ -34,11 +36,13 @@ R_GAUSS_HALF_WIDTH = 20
 PAPER_DILATION_RADIUS = 3
 """The paper dilates its strong-polarity masks with a 7 x 7 square (radius 3 pixels) for ``r_paper``."""
 
-_PAPER_CHUNK = 256
-"""Images per chunk in :func:`paper_properties` (fast for 128 x 128 float32 on one core)."""
+_PAPER_CHUNK_PIXELS = 1 << 17
+"""Pixels per chunk in :func:`paper_properties`: a 512 KiB float32 chunk and its temporaries stay in a core's L2
+cache (8 images of 128 x 128: twice the throughput of 256-image chunks, which spill to memory)."""
 
-_PHYSICAL_CHUNK_PIXELS = 1 << 22
-"""Pixels per chunk in :func:`physical_properties` (bounds memory for native-size patches)."""
+_PHYSICAL_CHUNK_PIXELS = 1 << 17
+"""Pixels per chunk in :func:`physical_properties`: its 1 MiB float64 arrays stay in cache (at 64 px, 30 % less
+CPU than 4 Mpx chunks); a native-size patch is a chunk of its own, so memory stays bounded."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -81,6 +85,14 @@ def _image_totals(values: np.ndarray) -> np.ndarray:
     return rows.reshape(n, h).sum(axis=1, dtype=np.float64)
 
 
+@lru_cache(maxsize=16)
+def _moment_basis(w: int, dtype: np.dtype) -> np.ndarray:
+    """The read-only ``(w, 2)`` matrix ``[1, col]`` of :func:`_moments` (built once per width and dtype)."""
+    basis = np.stack([np.ones(w), np.arange(w, dtype=np.float64)], axis=1).astype(dtype)
+    basis.setflags(write=False)
+    return basis
+
+
 def _moments(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Zeroth and first moments ``(sum w, sum w*row, sum w*col)`` of each ``(h, w)`` weight map, float64.
 
@@ -88,8 +100,7 @@ def _moments(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows are combined in float64.
     """
     n, h, w = weights.shape
-    basis = np.stack([np.ones(w), np.arange(w, dtype=np.float64)], axis=1).astype(weights.dtype)
-    per_row = (weights.reshape(n * h, w) @ basis).reshape(n, h, 2).astype(np.float64)
+    per_row = (weights.reshape(n * h, w) @ _moment_basis(w, weights.dtype)).reshape(n, h, 2).astype(np.float64)
     row_sums = per_row[..., 0]
     return row_sums.sum(axis=1), row_sums @ np.arange(h, dtype=np.float64), per_row[..., 1].sum(axis=1)
 
@@ -142,6 +153,11 @@ def _dilate(masks: np.ndarray, radius_y: int, radius_x: int) -> np.ndarray:
     return dilated[: n * block].reshape(n, h + radius_y, row)[:, :h, :w]
 
 
+def _dilations_overlap(pos: np.ndarray, neg: np.ndarray, radius_y: int, radius_x: int) -> np.ndarray:
+    """Pixels within a ``(2 ry + 1) x (2 rx + 1)`` box of both a ``pos`` and a ``neg`` pixel (``(n, h, w)`` bool)."""
+    return np.bitwise_and(_dilate(pos, radius_y, radius_x), _dilate(neg, radius_y, radius_x))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # paper units
 
@@ -156,7 +172,7 @@ def paper_geometry(
     field = np.ascontiguousarray(np.asarray(patch)[None], dtype=np.float32)
     pos, neg, pos_moments, neg_moments = _polarity_moments(field, np.abs(field), threshold)
     radius = PAPER_DILATION_RADIUS
-    mask = (_dilate(pos, radius, radius) & _dilate(neg, radius, radius))[0]
+    mask = _dilations_overlap(pos, neg, radius, radius)[0]
     centroids = {}
     for sign, moments in (("positive", pos_moments), ("negative", neg_moments)):
         row, col = _centroid(moments)
@@ -183,60 +199,74 @@ def paper_properties(patches: np.ndarray, threshold: float = 0.15) -> dict[str, 
     - ``area``: ``(|pos| + |neg|) / (H W)``, the fraction of strong-field pixels;
     - ``eflux``: ``sum s[pos] + sum s[neg]``, the net strong-field flux in normalized units;
     - ``lead_pol``: ``cx_pos - cx_neg`` in pixels (> 0: the positive centroid lies at a larger column);
-    - ``r_paper``: ``sum |s|`` over the overlap of the 7 x 7 square dilations of ``pos`` and ``neg``.
+    - ``r_paper``: ``sum |s|`` over the overlap of the 7 x 7 square dilations of ``pos`` and ``neg``;
+    - ``peak``: ``max |s|``, the strongest field in the patch (kG; at most 1 on clipped patches; not the paper's).
 
     NaN policy: ``psep``, ``tilt_paper``, ``lead_pol`` and ``r_paper`` are NaN when a patch has no ``pos`` or
     no ``neg`` pixel (``tilt_paper`` also when the two centroids coincide); ``tpf`` (``tnf``) is NaN only when
-    no pixel is positive (negative); ``tuf``, ``area`` and ``eflux`` are always defined.
+    no pixel is positive (negative); ``tuf``, ``area``, ``eflux`` and ``peak`` are always defined.
     """
     patches = _as_stack(patches, "patches")
     dtype = np.result_type(patches.dtype, np.float32)
     n, h, w = patches.shape
-    keys = ("tuf", "tpf", "tnf", "psep", "tilt_paper", "area", "eflux", "lead_pol", "r_paper")
-    out = {key: np.empty(n, dtype=np.float64) for key in keys}
-    for start in range(0, n, _PAPER_CHUNK):
-        chunk = np.ascontiguousarray(patches[start : start + _PAPER_CHUNK], dtype=dtype)
-        for key, value in _paper_chunk(chunk, threshold).items():
-            out[key][start : start + len(chunk)] = value
-    return out
+    sums = np.empty((len(_PAPER_SUMS), n))
+    step = max(1, _PAPER_CHUNK_PIXELS // (h * w))
+    for start in range(0, n, step):
+        chunk = np.ascontiguousarray(patches[start : start + step], dtype=dtype)
+        _paper_sums(chunk, threshold, sums[:, start : start + len(chunk)])
+    return _paper_from_sums(dict(zip(_PAPER_SUMS, sums, strict=True)), h, w)
 
 
-def _paper_chunk(s: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
+_PAPER_SUMS = (
+    "sum_pos", "sum_neg", "n_pos", "n_neg", "n_strong_pos", "n_strong_neg",
+    "mass_pos", "row_pos", "col_pos", "mass_neg", "row_neg", "col_neg", "near_pil", "peak",
+)  # fmt: skip
+"""Per-image sums of :func:`_paper_sums`, in the order of its output rows."""
+
+
+def _paper_sums(s: np.ndarray, threshold: float, out: np.ndarray) -> None:
+    """Fill ``out`` ``(len(_PAPER_SUMS), n)`` with the per-image sums of the ``(n, h, w)`` chunk ``s``:
+    ``s`` over ``s > 0``, ``|s|`` over ``s < 0``, the counts of those and of ``pos``, ``neg``, the moments of
+    the two strong polarities, ``|s|`` where their dilations overlap, and ``max |s|``."""
     n, h, w = s.shape
     zero = s.dtype.type(0)
     magnitude = np.abs(s)
-    sum_abs = _image_totals(magnitude)
-    sum_pos = _image_totals(np.maximum(s, zero))
-    sum_neg = -_image_totals(np.minimum(s, zero))
-    n_pos = _count_true(s > zero)
-    n_neg = _count_true(s < zero)
+    scratch = np.maximum(s, zero)
+    out[0] = _image_totals(scratch)
+    out[1] = _image_totals(np.subtract(magnitude, scratch, out=scratch))  # |s| - max(s, 0) = max(-s, 0)
+    out[2] = _count_true(s > zero)
+    out[3] = _count_true(s < zero)
+    pos, neg, pos_moments, neg_moments = _polarity_moments(s, magnitude, threshold)
+    out[4] = _count_true(pos)
+    out[5] = _count_true(neg)
+    out[6:9] = pos_moments
+    out[9:12] = neg_moments
+    overlap = _dilations_overlap(pos, neg, PAPER_DILATION_RADIUS, PAPER_DILATION_RADIUS)
+    out[12] = _image_totals(np.multiply(magnitude, overlap, out=scratch))
+    out[13] = magnitude.reshape(n, h * w).max(axis=1)
 
-    pos, neg, pos_mom, neg_mom = _polarity_moments(s, magnitude, threshold)
-    n_strong_pos = _count_true(pos)
-    n_strong_neg = _count_true(neg)
-    bipolar = (n_strong_pos > 0) & (n_strong_neg > 0)
-    overlap = _dilate(pos, PAPER_DILATION_RADIUS, PAPER_DILATION_RADIUS) & _dilate(
-        neg, PAPER_DILATION_RADIUS, PAPER_DILATION_RADIUS
-    )
-    r_paper = _image_totals(np.multiply(magnitude, overlap))
 
-    cy_p, cx_p = _centroid(pos_mom)
-    cy_n, cx_n = _centroid(neg_mom)
+def _paper_from_sums(sums: dict[str, np.ndarray], h: int, w: int) -> dict[str, np.ndarray]:
+    """The properties of :func:`paper_properties` from the per-image sums of :func:`_paper_sums`."""
+    cy_p, cx_p = _centroid((sums["mass_pos"], sums["row_pos"], sums["col_pos"]))
+    cy_n, cx_n = _centroid((sums["mass_neg"], sums["row_neg"], sums["col_neg"]))
     distance = np.hypot(cx_n - cx_p, cy_n - cy_p)
+    bipolar = (sums["n_strong_pos"] > 0) & (sums["n_strong_neg"] > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        tpf = sum_pos / np.where(n_pos > 0, n_pos, np.nan)
-        tnf = sum_neg / np.where(n_neg > 0, n_neg, np.nan)
+        tpf = sums["sum_pos"] / np.where(sums["n_pos"] > 0, sums["n_pos"], np.nan)
+        tnf = sums["sum_neg"] / np.where(sums["n_neg"] > 0, sums["n_neg"], np.nan)
         tilt = np.degrees(np.arcsin((cy_n - cy_p) / distance))
     return {
-        "tuf": sum_abs / (h * w),
+        "tuf": (sums["sum_pos"] + sums["sum_neg"]) / (h * w),
         "tpf": tpf,
         "tnf": tnf,
         "psep": distance / np.hypot(h, w),
         "tilt_paper": tilt,
-        "area": (n_strong_pos + n_strong_neg) / (h * w),
-        "eflux": pos_mom[0] - neg_mom[0],
+        "area": (sums["n_strong_pos"] + sums["n_strong_neg"]) / (h * w),
+        "eflux": sums["mass_pos"] - sums["mass_neg"],
         "lead_pol": cx_p - cx_n,
-        "r_paper": np.where(bipolar, r_paper, np.nan),
+        "r_paper": np.where(bipolar, sums["near_pil"], np.nan),
+        "peak": sums["peak"].copy(),
     }
 
 
@@ -244,10 +274,36 @@ def _paper_chunk(s: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
 # JSOC R_VALUE
 
 
+_R_MATMUL_MAX_SIDE = 512
+"""Up to this many binned pixels a side, the R_VALUE Gaussian is applied as a product with a banded matrix
+(BLAS: 4.5x faster than ``correlate1d`` at 64 px); larger maps use ``correlate1d`` (memory grows as side**2)."""
+
+
 def _r_gaussian_taps() -> np.ndarray:
     x = np.arange(-R_GAUSS_HALF_WIDTH, R_GAUSS_HALF_WIDTH + 1, dtype=np.float64)
     taps = np.exp(-(x**2) / (2.0 * R_GAUSS_SIGMA_BINNED**2))
     return taps / taps.sum()
+
+
+@lru_cache(maxsize=16)
+def _r_gaussian_matrix(size: int) -> np.ndarray:
+    """Read-only ``(size, size)`` matrix ``G`` with ``G @ v`` = ``correlate1d(v, taps, mode="constant")``."""
+    offset = np.arange(size)[None, :] - np.arange(size)[:, None] + R_GAUSS_HALF_WIDTH
+    inside = (offset >= 0) & (offset <= 2 * R_GAUSS_HALF_WIDTH)
+    matrix = np.where(inside, _r_gaussian_taps()[np.clip(offset, 0, 2 * R_GAUSS_HALF_WIDTH)], 0.0)
+    matrix.setflags(write=False)
+    return matrix
+
+
+def _r_weight_map(pil: np.ndarray) -> np.ndarray:
+    """The PIL map ``(n, h, w)`` convolved with the R_VALUE Gaussian along both axes, zero outside (float64)."""
+    n, h, w = pil.shape
+    if max(h, w) > _R_MATMUL_MAX_SIDE:
+        taps = _r_gaussian_taps()
+        weight = correlate1d(pil.astype(np.float64), taps, axis=1, mode="constant", cval=0.0)
+        return correlate1d(weight, taps, axis=2, mode="constant", cval=0.0)
+    along_x = (pil.reshape(n * h, w).astype(np.float64) @ _r_gaussian_matrix(w).T).reshape(n, h, w)
+    return np.matmul(_r_gaussian_matrix(h), along_x)
 
 
 def _r_value_batch(fields: np.ndarray, bin_factor: int) -> np.ndarray:
@@ -264,7 +320,7 @@ def _r_value_batch(fields: np.ndarray, bin_factor: int) -> np.ndarray:
     if ny == 0 or nx == 0:
         return np.zeros(n)
     rim = fields[:, ::bin_factor, ::bin_factor][:, :ny, :nx]
-    pil = _dilate(rim > R_THRESHOLD_GAUSS, 1, 1) & _dilate(rim < -R_THRESHOLD_GAUSS, 1, 1)
+    pil = _dilations_overlap(rim > R_THRESHOLD_GAUSS, rim < -R_THRESHOLD_GAUSS, 1, 1)
     pil[:, [0, -1], :] = False
     pil[:, :, [0, -1]] = False
     result = np.zeros(n)
@@ -272,10 +328,8 @@ def _r_value_batch(fields: np.ndarray, bin_factor: int) -> np.ndarray:
     if not has_pil.any():
         return result
     pil, rim = pil[has_pil], rim[has_pil]
-    taps = _r_gaussian_taps()
     # Zero padding by the kernel half-width then cropping equals a 'constant' (cval 0) boundary.
-    weight = correlate1d(pil.astype(np.float64), taps, axis=1, mode="constant", cval=0.0)
-    weight = correlate1d(weight, taps, axis=2, mode="constant", cval=0.0)
+    weight = _r_weight_map(pil)
     strength = np.trunc(np.abs(np.where(np.isfinite(rim), rim, 0.0)))  # C's integer abs() truncates
     total = (weight * strength).reshape(len(rim), -1).sum(axis=1)
     result[has_pil] = np.where(total >= 1.0, np.log10(np.maximum(total, 1.0)), 0.0)
@@ -436,7 +490,7 @@ def _physical_chunk(fields, sx, sy, threshold, hemisphere) -> dict[str, np.ndarr
 def _pil_length(field, finite, pos, neg, sx, sy, radius_y: int, radius_x: int) -> np.ndarray:
     """Crossing-weighted PIL length in Mm of each image (definition in :func:`physical_properties`)."""
     n = field.shape[0]
-    band = _dilate(pos, radius_y, radius_x) & _dilate(neg, radius_y, radius_x)
+    band = _dilations_overlap(pos, neg, radius_y, radius_x)
     positive = field > 0
     length = np.zeros(n)
     # Row pairs (axis 2, neighbours along x) and column pairs (axis 1, neighbours along y).

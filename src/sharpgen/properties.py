@@ -50,6 +50,8 @@ _ROWS = (
              "positive - negative centroid column [px]"),
     Property("r_paper", "kG px", "unsigned field near the polarity inversion line (the paper's R)",
              "R: sum |B| near the PIL [kG px]", log_scale=True),
+    Property("peak", "kG", "strongest |B| of the patch (1 = the 1 kG clip; sunspot umbrae reach it)",
+             "peak |B| of the patch [kG]", steerable=False),
     Property("usflux", "Mx", "unsigned flux", "unsigned flux [Mx]", log_scale=True, twin="tuf", paper_units=False),
     Property("pos_flux", "Mx", "positive strong-field flux", "positive flux [Mx]", log_scale=True,
              paper_units=False),

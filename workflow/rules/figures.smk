@@ -79,6 +79,28 @@ rule figure_properties:
         "sharpgen figure properties --results {params.results} --out {output.png} > {log} 2>&1"
 
 
+rule figure_extremes:
+    # Beside fig. 2/3: sunspot-strength peaks, flux balance, tails of flux and separation.
+    input:
+        **figure_inputs("extremes"),
+    output:
+        **figure_output("extremes", "2. GAN", "fidelity"),
+    params:
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
+    log:
+        log_of("figure_extremes"),
+    benchmark:
+        benchmark_of("figure_extremes")
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/figures.yaml"
+    shell:
+        "sharpgen figure extremes --results {params.results} --out {output.png} > {log} 2>&1"
+
+
 rule figure_spectra:
     # Fig. 11 (lite).
     input:
@@ -298,6 +320,7 @@ FIGURE_FILES = [
     rules.figure_pipeline.output.png,
     rules.figure_patches.output.png,
     rules.figure_properties.output.png,
+    rules.figure_extremes.output.png,
     rules.figure_spectra.output.png,
     rules.figure_gan_training.output.png,
     rules.figure_embedding.output.png,

@@ -188,6 +188,123 @@ def plot_property_distributions(
     return numbers
 
 
+# ------------------------------------------------------------------------- extremes: sunspots, balance, tails
+
+
+def _quantile_panel(axis, real: np.ndarray, generated: np.ndarray, name: str, tails: dict, log: bool) -> None:
+    """Q-Q plot of ``name``: generated vs real quantiles 1..99 %, the 1:1 line with a +-15 % band, 1st and 99th
+    percentiles marked."""
+    from ..gan.fidelity import TAIL_QUANTILES
+
+    real, generated = real[np.isfinite(real)], generated[np.isfinite(generated)]
+    levels = np.linspace(0.01, 0.99, 99)
+    rq, gq = np.quantile(real, levels), np.quantile(generated, levels)
+    axis.plot(rq, gq, color=GENERATED_COLOR, lw=1.6, label="generated vs real quantile, 1 % .. 99 %")
+    low, high = min(rq.min(), gq.min()), max(rq.max(), gq.max())
+    line = np.geomspace(low, high, 50) if log and low > 0 else np.linspace(low, high, 50)
+    axis.plot(line, line, color="0.4", lw=0.8, ls="--", label="same distribution")
+    axis.fill_between(line, line * 0.85, line * 1.15, color="0.6", alpha=0.2, lw=0, label="±15 %")
+    for q, marker in zip(TAIL_QUANTILES, ("v", "^"), strict=True):
+        percent = round(100 * q)
+        key, ordinal = f"q{percent:02d}", "st" if percent == 1 else "th"
+        axis.plot(tails[f"real_{key}"], tails[f"generated_{key}"], marker, color="k", ms=6,
+                  label=f"{percent}{ordinal} percentile: {tails[f'{key}_relative']:+.0%}")  # fmt: skip
+    if log and low > 0:
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+    label = PROPERTY_LABELS.get(name, name)
+    axis.set_xlabel(f"real: {label}", fontsize=8)
+    axis.set_ylabel(f"generated: {label}", fontsize=8)
+    axis.legend(fontsize=6.5, loc="upper left")
+    axis.tick_params(labelsize=7)
+
+
+def plot_extremes(
+    real: pd.DataFrame, generated: pd.DataFrame, path: str | os.PathLike, real_label: str = "real"
+) -> dict:
+    """What a solar physicist looks at first, real vs generated, both measured on patches (tables with the
+    columns of :func:`sharpgen.data.measure.patch_properties`): the peak |B| of each patch (sunspots reach the
+    1 kG clip), the strong-flux imbalance (``fixed_scale`` runs; a real active region is nearly balanced), and
+    Q-Q plots of the unsigned flux and the polarity separation (physical units when the tables have them) with
+    their 1st and 99th percentiles. Returns :func:`sharpgen.gan.fidelity.extremes` plus the KS of peak and
+    imbalance.
+    """
+    from ..gan.fidelity import STRONG_IMBALANCE, SUNSPOT_PEAK_KG, distribution_distance, extremes
+
+    require_columns(real, ("peak", "tuf", "psep"), "the real property table")
+    require_columns(generated, ("peak", "tuf", "psep"), "the generated property table (rerun sample)")
+    numbers = {"n_real": len(real), "n_generated": len(generated), **extremes(real, generated)}
+    pyplot = get_pyplot()
+    figure, axes = pyplot.subplots(2, 2, figsize=(10.0, 8.4))
+    peak_axis, balance_axis, flux_axis, separation_axis = axes.ravel()
+    sets = ((real, REAL_COLOR, real_label, True), (generated, GENERATED_COLOR, "generated", False))
+
+    peak = numbers["peak"]
+    numbers["peak"]["ks"] = distribution_distance(real["peak"], generated["peak"])["ks"]
+    edges = np.linspace(0.0, 1000.0, 41)
+    for table, color, label, filled in sets:
+        density, _ = np.histogram(np.clip(table["peak"].to_numpy() * 1000.0, 0, 1000), bins=edges, density=True)
+        peak_axis.stairs(density, edges, fill=filled, color=color, alpha=0.45 if filled else 1.0, lw=1.4,
+                         label=f"{label} (N={len(table)})")  # fmt: skip
+    peak_axis.axvline(SUNSPOT_PEAK_KG * 1000, color="k", lw=0.8, ls="--")
+    peak_axis.text(
+        0.03, 0.96,
+        f"peak ≥ {SUNSPOT_PEAK_KG * 1000:.0f} G: {peak['real_sunspot_fraction']:.0%} real, "
+        f"{peak['generated_sunspot_fraction']:.0%} generated\nmedian peak: {peak['real_median_kg'] * 1000:.0f} G "
+        f"real, {peak['generated_median_kg'] * 1000:.0f} G generated (KS {fmt(peak['ks'])})",
+        transform=peak_axis.transAxes, va="top", fontsize=7.5, bbox={"facecolor": "white", "edgecolor": "0.8"},
+    )  # fmt: skip
+    peak_axis.set_xlabel("peak |B| of the patch [G] (clipped at 1000 G)", fontsize=8)
+    peak_axis.set_ylabel("density [1/G]", fontsize=8)
+    peak_axis.legend(fontsize=7, loc="center left")
+    peak_axis.tick_params(labelsize=7)
+
+    if "imbalance" in numbers:
+        balance = numbers["imbalance"]
+        balance["ks"] = distribution_distance(real["imbalance"], generated["imbalance"])["ks"]
+        edges = np.linspace(-1.0, 1.0, 41)
+        for table, color, label, filled in sets:
+            values = table["imbalance"].to_numpy(dtype=np.float64)
+            density, _ = np.histogram(values[np.isfinite(values)], bins=edges, density=True)
+            balance_axis.stairs(density, edges, fill=filled, color=color, alpha=0.45 if filled else 1.0, lw=1.4,
+                                label=label)  # fmt: skip
+        for side in (-1, 1):
+            balance_axis.axvspan(side * STRONG_IMBALANCE, side * 1.0, color="0.85", zorder=0)
+        balance_axis.text(
+            0.03, 0.96,
+            f"median |imbalance|: {balance['real_median_abs']:.2f} real, {balance['generated_median_abs']:.2f} "
+            f"generated\n|imbalance| > {STRONG_IMBALANCE}: {balance['real_strong_fraction']:.0%} real, "
+            f"{balance['generated_strong_fraction']:.0%} generated (KS {fmt(balance['ks'])})",
+            transform=balance_axis.transAxes, va="top", fontsize=7.5,
+            bbox={"facecolor": "white", "edgecolor": "0.8"},
+        )  # fmt: skip
+        balance_axis.set_xlabel("strong-flux imbalance (Φ+ − Φ−) / (Φ+ + Φ−)", fontsize=8)
+        balance_axis.set_ylabel("density", fontsize=8)
+        balance_axis.tick_params(labelsize=7)
+    else:
+        balance_axis.text(0.5, 0.5, "flux imbalance needs physical units\n(normalize.mode: fixed_scale)",
+                          ha="center", va="center", transform=balance_axis.transAxes, fontsize=9)  # fmt: skip
+        balance_axis.set_axis_off()
+
+    tails = numbers["tails"]
+    for axis, names in ((flux_axis, ("usflux", "tuf")), (separation_axis, ("psep_mm", "psep"))):
+        name = next(name for name in names if name in tails)
+        _quantile_panel(
+            axis, real[name].to_numpy(dtype=np.float64), generated[name].to_numpy(dtype=np.float64), name,
+            tails[name], log=name in LOG_PROPERTIES,
+        )  # fmt: skip
+    figure.suptitle(
+        f"Sunspots, flux balance and tails, {real_label} vs generated: peak ≥ 900 G "
+        f"{peak['sunspot_points']:+.0f} points; 1st/99th percentile of "
+        + ", ".join(f"{name} {tails[name]['q01_relative']:+.0%}/{tails[name]['q99_relative']:+.0%}"
+                    for name in ("tuf", "psep") if name in tails),
+        fontsize=9.5,
+    )  # fmt: skip
+    figure.tight_layout(rect=(0, 0, 1, 0.96))
+    save_figure(figure, path)
+    return numbers
+
+
 # ------------------------------------------------------------------------------------ fig. 7: SSL embedding
 
 

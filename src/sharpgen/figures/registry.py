@@ -30,7 +30,13 @@ from ..jsonsafe import json_safe
 from ..run import RETRIEVER, STEERING, RunLayout
 from . import latent as latent_figures
 from .common import PROPERTY_LABELS
-from .gan import plot_gan_training, plot_power_spectra, plot_property_distributions, plot_real_vs_generated
+from .gan import (
+    plot_extremes,
+    plot_gan_training,
+    plot_power_spectra,
+    plot_property_distributions,
+    plot_real_vs_generated,
+)
 from .pipeline import plot_pipeline
 from .retrieval import embedding_layout, plot_embedding_map, plot_ssl_training
 
@@ -114,6 +120,26 @@ def _figure_properties(run: RunLayout, out: Path, options: Options) -> dict:
     return plot_property_distributions(table.iloc[rows], generated, out, real_label=label)
 
 
+def _figure_extremes(run: RunLayout, out: Path, options: Options) -> dict:
+    import pandas as pd
+
+    from ..data.measure import patch_properties
+    from ..data.normalize import Normalization
+
+    table = _read_table(run.path("patch_table"))
+    rows, label = _real_rows(table, options.split)
+    normalization = Normalization.read(run.path("normalization"))
+    store = _open_patches(run.path("patches"))
+    real = pd.DataFrame(  # measured on the patches, as the samples are (the table's physical values are native)
+        patch_properties(
+            _rows(store, _pick(rows, options.max_patches, options.seed)),
+            normalization.threshold_gauss,
+            normalization.pixel_mm,
+        )
+    )
+    return {"real": label, **plot_extremes(real, _read_table(run.path("sample_table")), out, real_label=label)}
+
+
 def _figure_embedding(run: RunLayout, out: Path, options: Options) -> dict:
     path = run.path("embeddings")
     embeddings = np.load(path)
@@ -185,6 +211,12 @@ FIGURES: dict[str, FigureSpec] = {
         "fig. 3: histograms of tuf, psep, r_paper, tpf, tnf, area, real (--split) vs generated, with KS",
         _figure_properties,
         ("patch_table", "sample_table"),
+    ),
+    "extremes": FigureSpec(
+        "peak |B| (sunspots), flux imbalance and the 1st/99th percentiles of flux and separation, real (--split) "
+        "vs generated, both measured on patches",
+        _figure_extremes,
+        ("patches", "patch_table", "normalization", "sample_table"),
     ),
     "embedding": FigureSpec(
         "fig. 7: PCA map of the SSL embeddings of every real patch, coloured by flux, with thumbnails",

@@ -6,12 +6,18 @@ patches: the SVM directions want many measured latents, the figures and retrieva
 patches, and 100k stored patches would take 1.5 GB at 64 px. Memory does not grow with M: latents
 come from a seeded NumPy stream batch by batch, each batch goes straight to a memory-mapped ``.npy``, a Zarr
 chunk and a Parquet row group. Every artefact is built under a temporary name and renamed when complete.
+
+On a CPU, ``threads`` batches are generated and measured at once, each by one thread (a forward pass and the
+NumPy measurement in turn keep a core busy, where one multi-threaded forward pass waits on the measurement),
+and written in order: the artefacts do not depend on ``threads`` or on timing.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -24,7 +30,7 @@ from ..data.measure import patch_properties
 from ..progress import progress_bar
 from ..run import stage_file
 from ..training import autocast, pick_device, resolve_precision
-from .models import LATENT_DIM, load_generator
+from .models import LATENT_DIM, for_inference, load_generator
 
 
 @dataclass(frozen=True)
@@ -64,14 +70,21 @@ def latent_batches(n: int, batch_size: int, seed: int):
         yield start, rng.standard_normal((min(batch_size, n - start), LATENT_DIM)).astype(np.float32)
 
 
+CPU_FORWARD_BATCH = 128
+"""Latents per generator forward pass on a CPU: the activations stay in cache (1.5x the throughput of 500)."""
+
+
 def generate(generator, z: np.ndarray, device, precision: str = "fp32") -> np.ndarray:
     """``(b, 100)`` latents -> ``(b, S, S)`` float32 patches through ``generator`` (no gradients), its forward
-    pass at ``precision`` (``bf16`` or ``fp32``)."""
+    pass at ``precision`` (``bf16`` or ``fp32``); on a CPU in pieces of :data:`CPU_FORWARD_BATCH`."""
     import torch
 
-    with torch.no_grad(), autocast(precision, torch.device(device)):
-        patches = generator(torch.from_numpy(np.asarray(z, dtype=np.float32)).to(device))
-    return patches.squeeze(1).float().cpu().numpy()
+    device = torch.device(device)
+    z = torch.from_numpy(np.asarray(z, dtype=np.float32))
+    pieces = z.split(CPU_FORWARD_BATCH) if device.type == "cpu" else (z,)
+    with torch.no_grad(), autocast(precision, device):
+        patches = torch.cat([generator(piece.to(device)).float() for piece in pieces])
+    return patches.squeeze(1).cpu().numpy()
 
 
 def latent_properties(
@@ -101,9 +114,12 @@ def sample_generator(
     import torch
     import zarr
 
-    torch.set_num_threads(threads)
     dev = pick_device(device)
+    torch.set_num_threads(1 if dev.type == "cpu" else threads)  # on a CPU, batches run in parallel instead
     generator, gan_settings = load_generator(generator_path, dev)
+    # The same function, faster (patches within ~1e-6 of the plain network's): fused layers, oneDNN's
+    # channels-last kernels. Measured 3x the forward throughput of the plain network on one CPU core.
+    generator = for_inference(generator).to(memory_format=torch.channels_last)
     precision = resolve_precision(settings.precision, dev)
     size, n, batch = int(gan_settings["image_size"]), settings.n_samples, settings.batch_size
     stored = n if settings.stored_patches is None else min(n, settings.stored_patches)
@@ -126,18 +142,32 @@ def sample_generator(
     ):
         latents = np.lib.format.open_memmap(tmp_latents, mode="w+", dtype=np.float32, shape=(n, LATENT_DIM))
         writer = None
-        for start, z in latent_batches(n, batch, seed):
+
+        def generate_and_measure(z: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
             images = generate(generator, z, dev, precision)
-            latents[start : start + len(z)] = z
+            return images, patch_properties(images, settings.threshold_gauss, settings.pixel_mm)
+
+        def write(start: int, z: np.ndarray, job) -> None:
+            nonlocal writer
+            images, values = job.result()
             if start < stored:
                 patches[start : min(start + len(z), stored)] = images[: stored - start]
-            table = pd.DataFrame({"sample": np.arange(start, start + len(z))})
-            for name, values in patch_properties(images, settings.threshold_gauss, settings.pixel_mm).items():
-                table[name] = values
+            table = pd.DataFrame({"sample": np.arange(start, start + len(z)), **values})
             chunk = pa.Table.from_pandas(table, preserve_index=False)
             writer = writer or pq.ParquetWriter(tmp_table, chunk.schema)
             writer.write_table(chunk)
             bar.update(len(z))
+
+        workers = threads if dev.type == "cpu" else 1
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending = deque()  # at most 2 batches per worker in flight: memory does not grow with M
+            for start, z in latent_batches(n, batch, seed):
+                latents[start : start + len(z)] = z
+                pending.append((start, z, pool.submit(generate_and_measure, z)))
+                if len(pending) > 2 * workers:
+                    write(*pending.popleft())
+            while pending:
+                write(*pending.popleft())
         writer.close()
         latents.flush()
         del latents
