@@ -32,7 +32,9 @@ RESIZE_16 = Normalization("resize", 16, None, 1000.0, 50.0)
 QUICK = build_settings(InversionSettings, restarts=2, iterations=3)
 
 DESIGN = dataclasses.asdict(build_settings(NetworkDesign))
-TANH_DESIGN = NetworkDesign(upsample="nearest", output="tanh", mapping_layers=0, minibatch_std=False)
+TANH_DESIGN = NetworkDesign(
+    upsample="nearest", output="tanh", mapping_layers=0, minibatch_std=False, stretched_view=False
+)
 
 
 @pytest.fixture(autouse=True, scope="module")

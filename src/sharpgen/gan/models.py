@@ -46,7 +46,9 @@ class NetworkDesign:
     - ``output``: ``tanh``; ``clip`` (clamp to [-1, 1]: the data's own +-1 kG clip, so umbrae can saturate);
       ``sparse_clip`` (also exactly 0 below :data:`SPARSE_ZERO`, as the zero padding around a SHARP);
     - ``mapping_layers``: fully connected layers z -> w before the synthesis network (0 = none);
-    - ``minibatch_std``: the discriminator sees the standard deviation of its features across the batch.
+    - ``minibatch_std``: the discriminator sees the standard deviation of its features across the batch;
+    - ``stretched_view``: the discriminator also sees ``asinh(B / 20 G)``, on which quiet-Sun and plage texture
+      weigh as much as umbrae do in ``B`` itself.
     """
 
     SECTION: ClassVar[str] = "gan.network"
@@ -55,6 +57,16 @@ class NetworkDesign:
     output: str
     mapping_layers: int
     minibatch_std: bool
+    stretched_view: bool
+
+
+STRETCH_SCALE = 0.02
+"""Field (normalized units, 20 G) where the discriminator's stretched view turns from linear to logarithmic."""
+
+
+def stretched(patches: torch.Tensor) -> torch.Tensor:
+    """``asinh(B / 20 G)`` scaled to +-1 at +-1 kG: weak fields (quiet Sun, plage) spread out, strong compressed."""
+    return torch.asinh(patches / STRETCH_SCALE) / math.asinh(1.0 / STRETCH_SCALE)
 
 
 def _output(kind: str, x: torch.Tensor) -> torch.Tensor:
@@ -167,17 +179,17 @@ class SpectralDiscriminator(nn.Module):
     def __init__(self, size: int, design: NetworkDesign, width: int = 128):
         super().__init__()
         levels = _levels(size)
-        channels = [1] + [max(width >> (levels - 1 - i), 16) for i in range(levels)]
+        channels = [1 + int(design.stretched_view)] + [max(width >> (levels - 1 - i), 16) for i in range(levels)]
         layers = []
         for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
             layers += [nn.utils.spectral_norm(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)), nn.LeakyReLU(_SLOPE)]
         self.features = nn.Sequential(*layers)
-        self.minibatch_std = design.minibatch_std
+        self.minibatch_std, self.stretched_view = design.minibatch_std, design.stretched_view
         self.logit = nn.utils.spectral_norm(nn.Linear((channels[-1] + int(design.minibatch_std)) * 16, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, S, S)`` patches -> ``(B,)`` logits (real > 0)."""
-        features = self.features(x)
+        features = self.features(torch.cat([x, stretched(x)], dim=1) if self.stretched_view else x)
         if self.minibatch_std:
             features = minibatch_std(features)
         return self.logit(features.flatten(1)).squeeze(1)
