@@ -222,17 +222,21 @@ def test_an_unreachable_target_ends_at_the_closest_approach_not_where_newton_sto
 def test_fit_directions_skips_what_the_samples_cannot_support_and_says_why(tmp_path):
     """A generator whose samples all lead with one polarity and never show both strong polarities: the split and
     psep are skipped (each with its reason), tuf still gets its direction, traversals and entanglement."""
+    import dataclasses
     import json
 
     import torch
 
-    from sharpgen.gan.models import build_networks
+    from sharpgen.config import build_settings
+    from sharpgen.gan.models import NetworkDesign, build_networks
     from sharpgen.gan.sample import SampleSettings
     from sharpgen.latent.fit import DirectionSettings, fit_directions
 
     torch.manual_seed(0)
     generator, _ = build_networks("default", 16)
-    torch.save({"settings": {"architecture": "default", "image_size": 16}, "state_dict": generator.state_dict()},
+    design = dataclasses.asdict(build_settings(NetworkDesign))
+    settings = {"architecture": "default", "image_size": 16, "network": design}
+    torch.save({"settings": settings, "state_dict": generator.state_dict()},
                tmp_path / "generator.pt")  # fmt: skip
     latents = LATENTS[:200].astype(np.float32)
     np.save(tmp_path / "latents.npy", latents)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
+from sharpgen.config import build_settings
 from sharpgen.errors import SharpgenError
-from sharpgen.gan.models import LATENT_DIM, build_networks, for_inference
+from sharpgen.gan.models import LATENT_DIM, NetworkDesign, build_networks, for_inference, minibatch_std
 
 
 def n_parameters(module: torch.nn.Module) -> int:
@@ -59,3 +62,55 @@ def test_the_inference_copy_computes_the_same_patches_and_leaves_the_network_alo
         torch.testing.assert_close(fast(z), generator(z), atol=2e-5, rtol=0)
     assert any(isinstance(m, torch.nn.Upsample) for m in generator.modules()) == (architecture == "default")
     assert not any(isinstance(m, torch.nn.Upsample) for m in fast.modules())
+
+
+def test_the_inference_copy_of_every_design_computes_the_same_patches():
+    torch.manual_seed(0)
+    generator, _ = build_networks("default", 32, design(upsample="bilinear", output="sparse_clip", mapping_layers=2))
+    fast = for_inference(generator.eval()).to(memory_format=torch.channels_last)
+    z = torch.randn(5, LATENT_DIM)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(z), generator(z), atol=2e-5, rtol=0)
+
+
+def design(**changes) -> NetworkDesign:
+    return dataclasses.replace(build_settings(NetworkDesign), **changes)
+
+
+@pytest.mark.parametrize("output", ["tanh", "clip", "sparse_clip"])
+@pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
+def test_every_design_keeps_the_latent_contract(output, upsample):
+    generator, discriminator = build_networks(
+        "default",
+        32,
+        design(output=output, upsample=upsample, mapping_layers=2, minibatch_std=True, stretched_view=True),
+    )
+    patches = generator(torch.randn(8, LATENT_DIM))
+    assert patches.shape == (8, 1, 32, 32) and patches.abs().max() <= 1.0
+    assert discriminator(patches).shape == (8,)
+
+
+def test_clip_outputs_reach_the_datas_exact_values():
+    """The normalized data are clipped at +-1 kG and zero outside a SHARP's box: clip reaches +-1, sparse_clip 0."""
+    generator, _ = build_networks("default", 32, design(output="sparse_clip"))
+    with torch.no_grad():
+        generator.up[-1].weight.mul_(200.0)  # large outputs: many pixels beyond +-1
+        generator.up[-1].bias.zero_()
+        patches = generator(torch.randn(4, LATENT_DIM))
+    assert (patches.abs() == 1.0).any()
+    small, _ = build_networks("default", 32, design(output="sparse_clip"))
+    with torch.no_grad():
+        small.up[-1].weight.mul_(1e-6)
+        small.up[-1].bias.zero_()
+        assert (small(torch.randn(4, LATENT_DIM)) == 0).all()  # every |value| < 2 G is exactly 0
+
+
+def test_minibatch_std_feature_is_the_spread_across_each_group():
+    values = torch.tensor([0.0, 5.0, 0.0, 5.0, 2.0, 5.0, 6.0, 5.0])  # patch i: every feature equals values[i]
+    features = values.view(8, 1, 1, 1).expand(8, 3, 2, 2).contiguous()
+    out = minibatch_std(features)
+    assert out.shape == (8, 4, 2, 2) and torch.equal(out[:, :3], features)
+    # groups of 4 interleaved, as StyleGAN's: patches {0, 2, 4, 6} and {1, 3, 5, 7}
+    spread = {0: values[0::2].std(unbiased=False), 1: torch.tensor(0.0)}
+    for i in range(8):
+        assert torch.allclose(out[i, 3], spread[i % 2].expand(2, 2), atol=1e-3)

@@ -173,3 +173,25 @@ def test_bf16_training_is_recorded_and_repeatable(data_dir, tmp_path, capfd):
     train_gan(data_dir, tmp_path / "c", dataclasses.replace(SETTINGS, precision="fp32"), seed=1, progress=False)
     fp32 = state_dict_of(tmp_path / "c" / "generator.pt")
     assert not all(torch.equal(first[name], fp32[name]) for name in first)  # the bf16 run really ran in bf16
+
+
+def test_augmentations_shift_and_cut_without_inventing_field():
+    patches = torch.zeros(6, 1, 32, 32)
+    patches[:, :, 12:20, 12:20] = 1.0  # a unipolar block of 64 px at the centre
+    shifted = gan_train.augment_patches(patches, ("translation",), torch.Generator().manual_seed(0))
+    assert torch.equal(shifted.sum(dim=(1, 2, 3)), patches.sum(dim=(1, 2, 3)))  # shifts of at most 4 px lose nothing
+    assert not torch.equal(shifted, patches)
+    cut = gan_train.augment_patches(patches, ("cutout",), torch.Generator().manual_seed(0))
+    assert set(cut.unique().tolist()) <= {0.0, 1.0} and (cut <= patches).all()
+    assert torch.equal(gan_train.augment_patches(patches, (), torch.Generator()), patches)
+
+
+def test_augmented_r1_training_is_repeatable_and_resumable(data_dir, tmp_path):
+    settings = dataclasses.replace(SETTINGS, augment=("translation", "cutout"), r1_gamma=1.0, steps=6)
+    design = dataclasses.replace(settings.network, output="sparse_clip", mapping_layers=2, minibatch_std=True)
+    settings = dataclasses.replace(settings, network=design)
+    train_gan(data_dir, tmp_path / "a", settings, seed=1, progress=False)
+    train_gan(data_dir, tmp_path / "b", dataclasses.replace(settings, steps=3), seed=1, progress=False)
+    train_gan(data_dir, tmp_path / "b", settings, seed=1, progress=False)  # extended from its step-3 checkpoint
+    first, second = state_dict_of(tmp_path / "a" / "generator.pt"), state_dict_of(tmp_path / "b" / "generator.pt")
+    assert all(torch.equal(first[name], second[name]) for name in first)

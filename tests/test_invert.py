@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -24,11 +25,16 @@ from sharpgen.gan.invert import (
     run_invert,
     targets_from_dataset,
 )
-from sharpgen.gan.models import LATENT_DIM, UpsampleGenerator, build_networks
+from sharpgen.gan.models import LATENT_DIM, NetworkDesign, UpsampleGenerator, build_networks
 
 RESIZE_16 = Normalization("resize", 16, None, 1000.0, 50.0)
 """A run's normalization (data/normalization.json): the paper's resize to 16 px."""
 QUICK = build_settings(InversionSettings, restarts=2, iterations=3)
+
+DESIGN = dataclasses.asdict(build_settings(NetworkDesign))
+TANH_DESIGN = NetworkDesign(
+    upsample="nearest", output="tanh", mapping_layers=0, minibatch_std=False, stretched_view=False
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -44,9 +50,9 @@ def one_torch_thread():
 def small_generator() -> torch.nn.Module:
     """A narrow default-architecture generator (16 px) whose output spans about +-1 kG, frozen."""
     torch.manual_seed(0)
-    generator = UpsampleGenerator(16, width=16)
+    generator = UpsampleGenerator(16, TANH_DESIGN, width=16)
     with torch.no_grad():
-        generator.up[-2].weight.mul_(5.0)  # untrained outputs are near 0; widen them so the loss has structure
+        generator.up[-1].weight.mul_(5.0)  # untrained outputs are near 0; widen them so the loss has structure
     return generator.eval().requires_grad_(False)
 
 
@@ -64,7 +70,7 @@ def generator_file(tmp_path_factory):
     """A ``generator.pt`` in train_gan's format: default architecture, 16 px."""
     torch.manual_seed(0)
     generator, _ = build_networks("default", 16)
-    settings = {"architecture": "default", "image_size": 16}  # the keys load_generator reads
+    settings = {"architecture": "default", "image_size": 16, "network": DESIGN}  # the keys load_generator reads
     path = tmp_path_factory.mktemp("gan") / "generator.pt"
     torch.save({"settings": settings, "state_dict": generator.state_dict()}, path)
     return path
@@ -164,7 +170,7 @@ def test_same_seed_gives_identical_latents_whatever_the_batching(small_generator
 
 
 def test_inversion_leaves_the_generator_as_it_was(small_generator):
-    generator = UpsampleGenerator(16, width=16).train()
+    generator = UpsampleGenerator(16, TANH_DESIGN, width=16).train()
     invert_patches(generator, render(small_generator, known_latents(1)), QUICK, seed=0)
     assert generator.training and all(p.requires_grad and p.grad is None for p in generator.parameters())
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,11 +12,13 @@ import zarr
 
 from sharpgen.cli import main
 from sharpgen.config import build_settings
-from sharpgen.gan.models import build_networks
+from sharpgen.gan.models import NetworkDesign, build_networks
 from sharpgen.gan.sample import SampleSettings, latent_batches, sample_generator
 from sharpgen.physics import paper_properties
 
 SIZE = 32
+
+DESIGN = dataclasses.asdict(build_settings(NetworkDesign))
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +27,11 @@ def generator_path(tmp_path_factory):
     generator, _ = build_networks("default", SIZE)
     path = tmp_path_factory.mktemp("gan") / "generator.pt"
     torch.save(
-        {"settings": {"architecture": "default", "image_size": SIZE}, "state_dict": generator.state_dict()}, path
+        {
+            "settings": {"architecture": "default", "image_size": SIZE, "network": DESIGN},
+            "state_dict": generator.state_dict(),
+        },
+        path,
     )
     return path
 

@@ -6,9 +6,11 @@ Both keep one latent contract: ``z ~ N(0, I)`` of ``LATENT_DIM`` = 100 -> a ``(1
 - ``paper`` (research/paper.md section 3): ``SimDec``/``SimEnc`` exactly, 128 x 128 only, ~1.5 M parameters
   each; no normalization layers; the discriminator ends in one logit (the paper's sigmoid + BCE is applied
   by the loss as ``BCEWithLogits``, which is the same function, computed stably).
-- ``default``: transposed convolutions are replaced by nearest-neighbour upsampling + 3 x 3 convolutions
-  (no checkerboard noise, which inflates the unsigned flux) and the discriminator uses spectral norm; any
-  power-of-two size S >= 16.
+- ``default``: transposed convolutions are replaced by upsampling + 3 x 3 convolutions (no checkerboard
+  noise, which inflates the unsigned flux) and the discriminator uses spectral norm; any power-of-two size
+  S >= 16. Its design (schema section ``gan.network``, :class:`NetworkDesign`) adds, by choice, a mapping
+  network (z -> w, as StyleGAN's), bilinear upsampling, an output that reaches the data's exact 0 and +-1 kG,
+  and a minibatch-standard-deviation feature in the discriminator.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ from __future__ import annotations
 import math
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from ..config import build_settings
 from ..errors import SharpgenError
 
 LATENT_DIM = 100
@@ -28,6 +34,47 @@ LATENT_DIM = 100
 
 ARCHITECTURES = ("paper", "default")
 _SLOPE = 0.2
+SPARSE_ZERO = 0.002
+"""``sparse_clip`` output: |values| below this (normalized units, 2 G) are exactly 0, as outside a SHARP's box."""
+
+
+@dataclass(frozen=True)
+class NetworkDesign:
+    """Design of the ``default`` GAN (schema section ``gan.network``).
+
+    - ``upsample``: ``nearest`` or ``bilinear`` doubling before each 3 x 3 convolution;
+    - ``output``: ``tanh``; ``clip`` (clamp to [-1, 1]: the data's own +-1 kG clip, so umbrae can saturate);
+      ``sparse_clip`` (also exactly 0 below :data:`SPARSE_ZERO`, as the zero padding around a SHARP);
+    - ``mapping_layers``: fully connected layers z -> w before the synthesis network (0 = none);
+    - ``minibatch_std``: the discriminator sees the standard deviation of its features across the batch;
+    - ``stretched_view``: the discriminator also sees ``asinh(B / 20 G)``, on which quiet-Sun and plage texture
+      weigh as much as umbrae do in ``B`` itself.
+    """
+
+    SECTION: ClassVar[str] = "gan.network"
+
+    upsample: str
+    output: str
+    mapping_layers: int
+    minibatch_std: bool
+    stretched_view: bool
+
+
+STRETCH_SCALE = 0.02
+"""Field (normalized units, 20 G) where the discriminator's stretched view turns from linear to logarithmic."""
+
+
+def stretched(patches: torch.Tensor) -> torch.Tensor:
+    """``asinh(B / 20 G)`` scaled to +-1 at +-1 kG: weak fields (quiet Sun, plage) spread out, strong compressed."""
+    return torch.asinh(patches / STRETCH_SCALE) / math.asinh(1.0 / STRETCH_SCALE)
+
+
+def _output(kind: str, x: torch.Tensor) -> torch.Tensor:
+    if kind == "tanh":
+        return torch.tanh(x)
+    if kind == "sparse_clip":
+        x = F.softshrink(x, SPARSE_ZERO)
+    return torch.clamp(x, -1.0, 1.0)
 
 
 class PaperGenerator(nn.Module):
@@ -82,54 +129,84 @@ def _levels(size: int) -> int:
 
 
 class UpsampleGenerator(nn.Module):
-    """Default generator: Linear -> (C, 4, 4) -> [upsample x2, conv 3x3, LeakyReLU] x L -> conv 3x3 -> tanh."""
+    """Default generator: [mapping MLP] -> Linear -> (C, 4, 4) -> [upsample x2, conv 3x3, LeakyReLU] x L
+    -> conv 3x3 -> output function (:class:`NetworkDesign`)."""
 
-    def __init__(self, size: int, latent_dim: int = LATENT_DIM, width: int = 128):
+    def __init__(self, size: int, design: NetworkDesign, latent_dim: int = LATENT_DIM, width: int = 128):
         super().__init__()
         levels = _levels(size)
         channels = [max(width >> i, 16) for i in range(levels + 1)]
-        self.width = channels[0]
+        self.width, self.output = channels[0], design.output
+        mapping = []
+        for _ in range(design.mapping_layers):
+            mapping += [nn.Linear(latent_dim, latent_dim), nn.LeakyReLU(_SLOPE)]
+        self.mapping = nn.Sequential(*mapping)
         self.project = nn.Sequential(nn.Linear(latent_dim, channels[0] * 16), nn.LeakyReLU(_SLOPE))
         blocks = []
         for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
             blocks += [
-                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Upsample(scale_factor=2, mode=design.upsample),
                 nn.Conv2d(c_in, c_out, 3, padding=1),
                 nn.LeakyReLU(_SLOPE),
             ]
-        self.up = nn.Sequential(*blocks, nn.Conv2d(channels[-1], 1, 3, padding=1), nn.Tanh())
+        self.up = nn.Sequential(*blocks, nn.Conv2d(channels[-1], 1, 3, padding=1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``(B, 100)`` latents -> ``(B, 1, S, S)`` patches in [-1, 1]."""
-        return self.up(self.project(z).view(-1, self.width, 4, 4))
+        return _output(self.output, self.up(self.project(self.mapping(z)).view(-1, self.width, 4, 4)))
+
+
+MINIBATCH_GROUP = 4
+"""Patches per group of the minibatch-standard-deviation feature."""
+
+
+def minibatch_std(features: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, C + 1, H, W)``: one more channel, the mean over channels and positions of the
+    features' standard deviation across each group of :data:`MINIBATCH_GROUP` patches (a batch not divisible
+    by it is one group), so the discriminator sees when a batch lacks the real data's variety."""
+    batch = features.shape[0]
+    group = MINIBATCH_GROUP if batch % MINIBATCH_GROUP == 0 else batch
+    grouped = features.float().view(group, -1, *features.shape[1:])
+    spread = grouped.var(dim=0, unbiased=False).add(1e-8).sqrt().mean(dim=(1, 2, 3))
+    spread = spread.repeat(group).view(batch, 1, 1, 1).expand(batch, 1, *features.shape[2:])
+    return torch.cat([features, spread.to(features.dtype)], dim=1)
 
 
 class SpectralDiscriminator(nn.Module):
-    """Default discriminator: [spectral-norm conv 4x4 stride 2, LeakyReLU] x L -> spectral-norm linear logit."""
+    """Default discriminator: [spectral-norm conv 4x4 stride 2, LeakyReLU] x L -> [minibatch std] ->
+    spectral-norm linear logit."""
 
-    def __init__(self, size: int, width: int = 128):
+    def __init__(self, size: int, design: NetworkDesign, width: int = 128):
         super().__init__()
         levels = _levels(size)
-        channels = [1] + [max(width >> (levels - 1 - i), 16) for i in range(levels)]
+        channels = [1 + int(design.stretched_view)] + [max(width >> (levels - 1 - i), 16) for i in range(levels)]
         layers = []
         for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
             layers += [nn.utils.spectral_norm(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)), nn.LeakyReLU(_SLOPE)]
-        self.features = nn.Sequential(*layers, nn.Flatten())
-        self.logit = nn.utils.spectral_norm(nn.Linear(channels[-1] * 16, 1))
+        self.features = nn.Sequential(*layers)
+        self.minibatch_std, self.stretched_view = design.minibatch_std, design.stretched_view
+        self.logit = nn.utils.spectral_norm(nn.Linear((channels[-1] + int(design.minibatch_std)) * 16, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, S, S)`` patches -> ``(B,)`` logits (real > 0)."""
-        return self.logit(self.features(x)).squeeze(1)
+        features = self.features(torch.cat([x, stretched(x)], dim=1) if self.stretched_view else x)
+        if self.minibatch_std:
+            features = minibatch_std(features)
+        return self.logit(features.flatten(1)).squeeze(1)
 
 
-def build_networks(architecture: str, image_size: int) -> tuple[nn.Module, nn.Module]:
-    """Return ``(generator, discriminator)`` of ``architecture`` for ``image_size`` x ``image_size`` patches."""
+def build_networks(
+    architecture: str, image_size: int, design: NetworkDesign | None = None
+) -> tuple[nn.Module, nn.Module]:
+    """Return ``(generator, discriminator)`` of ``architecture`` for ``image_size`` x ``image_size`` patches;
+    ``design`` shapes the ``default`` architecture (None: the schema's defaults; the paper's ignores it)."""
     if architecture == "paper":
         if image_size != 128:
             raise SharpgenError(f"image_size {image_size}: the paper's GAN is defined for 128 x 128 patches only")
         return PaperGenerator(), PaperDiscriminator()
     if architecture == "default":
-        return UpsampleGenerator(image_size), SpectralDiscriminator(image_size)
+        design = design or build_settings(NetworkDesign)
+        return UpsampleGenerator(image_size, design), SpectralDiscriminator(image_size, design)
     raise SharpgenError(f"unknown GAN architecture {architecture!r} (choose one of: {', '.join(ARCHITECTURES)})")
 
 
@@ -141,7 +218,8 @@ def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
         settings = payload["settings"]
-        generator, _ = build_networks(settings["architecture"], int(settings["image_size"]))
+        design = NetworkDesign(**settings["network"])
+        generator, _ = build_networks(settings["architecture"], int(settings["image_size"]), design)
         generator.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:
         raise SharpgenError(f"{path}: not a sharpgen generator file ({exc.__class__.__name__}: {exc})") from None

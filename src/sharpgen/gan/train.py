@@ -35,7 +35,7 @@ from ..training import (
     run_identity,
     save_checkpoint,
 )
-from .models import LATENT_DIM, build_networks
+from .models import LATENT_DIM, NetworkDesign, build_networks
 
 PREVIEW_COUNT = 16
 LOG_COLUMNS = ("step", "d_loss", "g_loss", "real_acc", "fake_acc", "seconds_per_step")
@@ -50,6 +50,9 @@ class GanSettings:
 
     architecture: str
     image_size: int
+    network: NetworkDesign
+    augment: tuple[str, ...]
+    r1_gamma: float
     steps: int
     batch_size: int
     lr: float
@@ -80,6 +83,43 @@ def generator_loss(loss: str, fake_logits: torch.Tensor) -> torch.Tensor:
     return -fake_logits.mean()
 
 
+R1_INTERVAL = 4
+"""Steps between R1 penalties (lazy regularization, as StyleGAN2: the penalty is scaled by the interval)."""
+
+
+def augment_patches(patches: torch.Tensor, kinds: tuple[str, ...], generator: torch.Generator) -> torch.Tensor:
+    """DiffAugment of ``(B, 1, S, S)`` patches, differentiable, random draws from ``generator``.
+
+    ``translation``: each patch shifted by up to S/8 px along each axis, zero (no field) filling the edge;
+    ``cutout``: a square of side S/4 at a random place set to zero.
+    """
+    batch, size = patches.shape[0], patches.shape[-1]
+    rows = torch.arange(batch)[:, None, None]
+    if "translation" in kinds:
+        shift = size // 8
+        dy, dx = torch.randint(-shift, shift + 1, (2, batch, 1), generator=generator)
+        padded = F.pad(patches, (shift, shift, shift, shift))
+        y = (torch.arange(size) + shift - dy)[:, :, None]
+        x = (torch.arange(size) + shift - dx)[:, None, :]
+        patches = padded[rows, 0, y, x][:, None]
+    if "cutout" in kinds:
+        half = size // 8
+        cy, cx = torch.randint(0, size, (2, batch, 1, 1), generator=generator)
+        grid = torch.arange(size)
+        outside = ((grid[None, :, None] - cy).abs() >= half) | ((grid[None, None, :] - cx).abs() >= half)
+        patches = patches * outside[:, None].to(patches.dtype)
+    return patches
+
+
+def r1_penalty(discriminator, real: torch.Tensor, precision: str, device: torch.device) -> torch.Tensor:
+    """Mean squared norm of the discriminator's gradient with respect to ``real`` patches (R1, Mescheder 2018)."""
+    real = real.detach().requires_grad_(True)
+    with autocast(precision, device):
+        logits = discriminator(real).float()
+    (gradient,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+    return gradient.pow(2).flatten(1).sum(1).mean()
+
+
 def ema_decay_at(ema_decay: float, step: int) -> float:
     """EMA decay used after update ``step`` (0-based): ``min(ema_decay, (1 + step) / (10 + step))``.
 
@@ -91,7 +131,7 @@ def ema_decay_at(ema_decay: float, step: int) -> float:
 
 def _new_state(settings: GanSettings, seed: int, device: torch.device) -> dict:
     torch.manual_seed(seed)
-    generator, discriminator = build_networks(settings.architecture, settings.image_size)
+    generator, discriminator = build_networks(settings.architecture, settings.image_size, settings.network)
     generator, discriminator = generator.to(device), discriminator.to(device)
     return {
         "step": 0,
@@ -152,6 +192,10 @@ def train_gan(
     preview_z = torch.from_numpy(np.random.default_rng(seed).standard_normal((PREVIEW_COUNT, LATENT_DIM)))
     preview_z = preview_z.float().to(dev)
     bar = progress_bar(total=settings.steps, initial=state["step"], desc="train_gan", unit="step", disable=not progress)
+
+    def augment(batch: torch.Tensor) -> torch.Tensor:
+        return augment_patches(batch, settings.augment, state["sampler"])
+
     while state["step"] < settings.steps:
         started = time.perf_counter()
         index = torch.randint(len(patches), (settings.batch_size,), generator=state["sampler"])
@@ -159,14 +203,17 @@ def train_gan(
         z = torch.randn(settings.batch_size, LATENT_DIM, generator=state["sampler"]).to(dev)
         # The paper's order: one generator step, then one discriminator step on the updated generator.
         with autocast(settings.precision, dev):
-            g_loss = generator_loss(settings.loss, discriminator(generator(z)).float())
+            g_loss = generator_loss(settings.loss, discriminator(augment(generator(z))).float())
         state["opt_g"].zero_grad(set_to_none=True)
         g_loss.backward()
         state["opt_g"].step()
         with autocast(settings.precision, dev):
-            real_logits = discriminator(real).float()
-            fake_logits = discriminator(generator(z).detach()).float()
+            real_logits = discriminator(augment(real)).float()
+            fake_logits = discriminator(augment(generator(z).detach())).float()
         d_loss = discriminator_loss(settings.loss, real_logits, fake_logits)
+        if settings.r1_gamma and state["step"] % R1_INTERVAL == 0:
+            penalty = r1_penalty(discriminator, augment(real), settings.precision, dev)
+            d_loss = d_loss + 0.5 * settings.r1_gamma * R1_INTERVAL * penalty
         state["opt_d"].zero_grad(set_to_none=True)
         d_loss.backward()
         state["opt_d"].step()
