@@ -9,7 +9,15 @@ import torch
 
 from sharpgen.config import build_settings
 from sharpgen.errors import SharpgenError
-from sharpgen.gan.models import LATENT_DIM, NetworkDesign, build_networks, for_inference, minibatch_std
+from sharpgen.gan.models import (
+    DESIGN_BEFORE_CHOICES,
+    LATENT_DIM,
+    NetworkDesign,
+    build_networks,
+    for_inference,
+    load_generator,
+    minibatch_std,
+)
 
 
 def n_parameters(module: torch.nn.Module) -> int:
@@ -114,3 +122,15 @@ def test_minibatch_std_feature_is_the_spread_across_each_group():
     spread = {0: values[0::2].std(unbiased=False), 1: torch.tensor(0.0)}
     for i in range(8):
         assert torch.allclose(out[i, 3], spread[i % 2].expand(2, 2), atol=1e-3)
+
+
+def test_a_generator_saved_before_design_choices_still_loads(tmp_path):
+    """generator.pt files of earlier runs have no ``network`` settings: they are the nearest/tanh design."""
+    torch.manual_seed(0)
+    generator, _ = build_networks("default", 16, DESIGN_BEFORE_CHOICES)
+    torch.save({"settings": {"architecture": "default", "image_size": 16}, "state_dict": generator.state_dict()},
+               tmp_path / "generator.pt")  # fmt: skip
+    loaded, _ = load_generator(tmp_path / "generator.pt")
+    z = torch.randn(2, LATENT_DIM)
+    with torch.no_grad():
+        assert torch.equal(loaded(z), generator.eval()(z))

@@ -69,6 +69,13 @@ def stretched(patches: torch.Tensor) -> torch.Tensor:
     return torch.asinh(patches / STRETCH_SCALE) / math.asinh(1.0 / STRETCH_SCALE)
 
 
+DESIGN_BEFORE_CHOICES = NetworkDesign(
+    upsample="nearest", output="tanh", mapping_layers=0, minibatch_std=False, stretched_view=False
+)
+"""The one design of ``default`` generators saved before ``gan.network`` existed (their files have no
+``network`` settings): such a ``generator.pt`` of an earlier run still loads."""
+
+
 def _output(kind: str, x: torch.Tensor) -> torch.Tensor:
     if kind == "tanh":
         return torch.tanh(x)
@@ -218,7 +225,7 @@ def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
         settings = payload["settings"]
-        design = NetworkDesign(**settings["network"])
+        design = NetworkDesign(**settings["network"]) if "network" in settings else DESIGN_BEFORE_CHOICES
         generator, _ = build_networks(settings["architecture"], int(settings["image_size"]), design)
         generator.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:
