@@ -105,3 +105,21 @@ def test_recall_counts_queries_with_a_sibling_observation_among_their_first_k_ma
     found = without_self(np.array([[0, 3, 1], [3, 2, 5], [4, 0, 1]]), query_rows, k=2)
     np.testing.assert_array_equal(found, [[3, 1], [3, 5], [0, 1]])
     assert recall_at(found, query_rows, harpnums, ks=(1, 2)) == {"recall@1": pytest.approx(1 / 3), "recall@2": 2 / 3}
+
+
+def test_match_properties_are_measured_on_the_patch_once_per_row(monkeypatch):
+    from sharpgen.data.measure import patch_properties
+    from sharpgen.data.normalize import Normalization
+    from sharpgen.retrieval.search import Retriever
+
+    rng = np.random.default_rng(0)
+    patches = rng.normal(0, 0.3, (6, 16, 16)).astype(np.float32)
+    norm = Normalization("fixed_scale", 16, 2.9154, 1000.0, 150.0)
+    retriever = Retriever(None, None, pd.DataFrame({"harpnum": range(6)}), patches, norm)
+    measured = []
+    monkeypatch.setattr(retriever, "real_patches", lambda rows: measured.extend(rows) or patches[list(rows)])
+    first = retriever.measured_rows([4, 1, 4])
+    second = retriever.measured_rows([1, 2])
+    assert sorted(measured) == [1, 2, 4]  # each row read and measured once
+    expected = pd.DataFrame(patch_properties(patches[[4, 1, 4, 1, 2]], 150.0, 2.9154))
+    pd.testing.assert_frame_equal(pd.concat([first, second], ignore_index=True), expected, check_exact=False)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,8 @@ class Retriever:
     table: pd.DataFrame
     patches: object  # (N, S, S) Zarr array of the normalized real patches (1 unit = 1 kG)
     normalization: Normalization
+    measured: dict[int, dict[str, float]] = field(default_factory=dict, repr=False)
+    """Properties of the real patches measured so far, by row: a patch is measured once, however often matched."""
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, device: str = "auto") -> Retriever:
@@ -86,8 +88,7 @@ class Retriever:
         rows = np.asarray(rows, dtype=np.int64)
         found = self.table.iloc[rows].reset_index(drop=True)
         frame = found[[c for c in MATCH_METADATA if c in found.columns]].copy()
-        for name, values in self.measure(self.real_patches(rows)).items():
-            frame[name] = values
+        frame = pd.concat([frame, self.measured_rows(rows)], axis=1)
         for name in NATIVE_PROPERTIES:
             if name in found.columns:
                 frame[NATIVE_PREFIX + name] = found[name].to_numpy()
@@ -101,6 +102,18 @@ class Retriever:
         physical ones (Mx, Mm, deg) on a ``fixed_scale`` run (:func:`sharpgen.data.measure.patch_properties`)."""
         norm = self.normalization
         return patch_properties(patches, norm.threshold_gauss, norm.pixel_mm)
+
+    def measured_rows(self, rows: Sequence[int]) -> pd.DataFrame:
+        """:meth:`measure` of the real patches of dataset ``rows``, one table row each, in the order of ``rows``."""
+        rows = [int(row) for row in rows]
+        new = sorted({row for row in rows if row not in self.measured})
+        if new:
+            values = self.measure(self.real_patches(new))
+            for i, row in enumerate(new):
+                self.measured[row] = {name: float(column[i]) for name, column in values.items()}
+        if not rows:
+            return pd.DataFrame(self.measure(np.zeros((0, *self.patches.shape[1:]), dtype=np.float32)))
+        return pd.DataFrame([self.measured[row] for row in rows])
 
     def real_patches(self, rows: Sequence[int]) -> np.ndarray:
         """``(len(rows), S, S)`` normalized real patches, in the order of ``rows``."""
