@@ -219,11 +219,9 @@ def test_an_unreachable_target_ends_at_the_closest_approach_not_where_newton_sto
     np.testing.assert_allclose(measure(latents)["q"], table["q"])  # the table describes the returned latent
 
 
-def test_fit_directions_skips_what_the_samples_cannot_support_and_says_why(tmp_path):
-    """A generator whose samples all lead with one polarity and never show both strong polarities: the split and
-    psep are skipped (each with its reason), tuf still gets its direction, traversals and entanglement."""
+def fit_on_table(tmp_path, columns: dict, properties: tuple[str, ...]) -> dict:
+    """``fit_directions`` of an untrained 16 px generator whose 200 samples have the property ``columns``."""
     import dataclasses
-    import json
 
     import torch
 
@@ -238,25 +236,47 @@ def test_fit_directions_skips_what_the_samples_cannot_support_and_says_why(tmp_p
     settings = {"architecture": "default", "image_size": 16, "network": design}
     torch.save({"settings": settings, "state_dict": generator.state_dict()},
                tmp_path / "generator.pt")  # fmt: skip
-    latents = LATENTS[:200].astype(np.float32)
-    np.save(tmp_path / "latents.npy", latents)
-    pd.DataFrame({
-        "sample": np.arange(200), "tuf": 0.1 + 0.01 * latents[:, 0], "psep": np.nan, "lead_pol": -2.0,
-    }).to_parquet(tmp_path / "properties.parquet")  # fmt: skip
+    np.save(tmp_path / "latents.npy", LATENTS[:200].astype(np.float32))
+    pd.DataFrame({"sample": np.arange(200), **columns}).to_parquet(tmp_path / "properties.parquet")
     settings = DirectionSettings(
-        properties=("tuf", "psep"), split_by="lead_pol", label_fraction=0.1, heldout_fraction=0.3, svm_c=1.0,
+        properties=properties, split_by="lead_pol", label_fraction=0.1, heldout_fraction=0.3, svm_c=1.0,
         traversal_starts=2, max_step=1.0, n_steps=3,
     )  # fmt: skip
     sample_settings = SampleSettings(
         n_samples=200, batch_size=100, stored_patches=None, threshold_gauss=150.0, normalize_mode="resize",
         scale_mm=2.9154, precision="fp32",
     )  # fmt: skip
-    document = fit_directions(
+    return fit_directions(
         tmp_path, tmp_path / "generator.pt", tmp_path / "out", settings, sample_settings, seed=1, device="cpu",
         progress=False,
     )  # fmt: skip
+
+
+def test_fit_directions_skips_what_the_samples_cannot_support_and_says_why(tmp_path):
+    """A generator whose samples all lead with one polarity and never show both strong polarities: the split and
+    psep are skipped (each with its reason), tuf still gets its direction, traversals and entanglement."""
+    import json
+
+    tuf = 0.1 + 0.01 * LATENTS[:200, 0]
+    document = fit_on_table(tmp_path, {"tuf": tuf, "psep": np.nan, "lead_pol": -2.0}, ("tuf", "psep"))
     assert document["split"] is None and set(document["skipped"]) == {"split", "psep"}
     assert "200 samples negative and 0 positive" in document["skipped"]["split"]
     assert list(document["directions"]) == ["tuf"] and set(document["directions"]["tuf"]["sides"]) == {"all"}
     assert json.loads((tmp_path / "out" / "entanglement.json").read_text())["properties"] == ["tuf"]
     assert set(pd.read_parquet(tmp_path / "out" / "traversals.parquet")["direction"]) == {"tuf"}
+
+
+def test_properties_that_move_together_get_plain_directions_and_no_conditional_ones(tmp_path):
+    """Two properties with the same extremes get the same SVM normal: neither has a direction orthogonal to the
+    other's. The stage says so and finishes (a barely trained generator does this) instead of failing."""
+    import json
+
+    tuf = 0.1 + 0.01 * LATENTS[:200, 0]
+    document = fit_on_table(tmp_path, {"tuf": tuf, "area": 2 * tuf, "lead_pol": -2.0}, ("tuf", "area"))
+    assert set(document["directions"]) == {"tuf", "area"}
+    assert {"tuf conditional", "area conditional"} <= set(document["skipped"])
+    assert "span of the other properties' directions" in document["skipped"]["tuf conditional"]
+    entanglement = json.loads((tmp_path / "out" / "entanglement.json").read_text())
+    assert np.isnan(entanglement["conditional"]["tuf"]["area"]) and entanglement["plain"]["tuf"]["tuf"] == 1.0
+    traversals = pd.read_parquet(tmp_path / "out" / "traversals.parquet")
+    assert set(traversals["kind"]) == {"plain"}

@@ -150,7 +150,7 @@ def plot_entanglement(entanglement: dict, path: str | os.PathLike) -> dict:
     figure, axes = pyplot.subplots(1, 2, figsize=(5.0 + 0.9 * len(properties), 0.5 * len(properties) + 2.2))
     numbers = {}
     for axis, kind in zip(axes, ("plain", "conditional"), strict=True):
-        matrix = np.array([[entanglement[kind][row][col] for col in properties] for row in properties])
+        matrix = np.array([[entanglement[kind][row][col] for col in properties] for row in properties], dtype=float)
         image = axis.imshow(matrix, cmap="RdBu_r", vmin=-1.5, vmax=1.5)
         for i in range(len(properties)):
             for j in range(len(properties)):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,7 +143,19 @@ def fit_directions(
     for kind in KINDS:
         for name in fitted:
             conditions = fitted if kind == "conditional" else ()
-            normals = directions.normals(name, starts, conditions)
+            try:
+                normals = directions.normals(name, starts, conditions)
+            except SharpgenError:  # the others' directions span this one: no conditional direction exists
+                skipped[f"{name} {kind}"] = (
+                    f"{name}: no {kind} direction; its direction lies in the span of the other properties' "
+                    "directions (in these samples they move together)"
+                )
+                matrices[kind][name] = {other: math.nan for other in fitted}
+                summary.setdefault(name, {})[kind] = {
+                    "median_spearman": math.nan, "median_spearman_upward": math.nan, "slopes_per_step": {}
+                }  # fmt: skip
+                bar.update(1)
+                continue
             traversal = traverse(measure, starts, normals, steps, directions.keep_sides)
             traversal.insert(2, "side", np.repeat(directions.side_of(starts), len(steps)))
             slopes = median_slopes(traversal, measured)
