@@ -109,3 +109,13 @@ def test_calibration_and_entanglement_figures_show_the_stored_numbers(tmp_path):
     assert_png(tmp_path / "e.png")
     assert numbers["plain"]["median_abs_off_diagonal"] == pytest.approx(0.375)
     assert numbers["conditional"]["median_abs_off_diagonal"] == pytest.approx(0.15)
+
+
+def test_conditional_edit_of_a_direction_equal_to_the_held_ones_shows_the_plain_row_and_says_why(tmp_path):
+    same = DirectionSet(split=None, plain={"r": {"all": direction("r", 1)}, "s": {"all": direction("s", 1)}})
+    numbers = plot_conditional_edit(
+        generate, lambda z: measure(z).assign(s=lambda t: t["r"]), same, unit(0), "r", "s", np.linspace(-1, 1, 3),
+        tmp_path / "c.png",
+    )  # fmt: skip
+    assert_png(tmp_path / "c.png")
+    assert numbers["plain"]["r"] == pytest.approx(2.0) and numbers["conditional"] is None

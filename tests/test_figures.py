@@ -365,3 +365,12 @@ def test_report_holds_every_figure_with_its_rendered_caption(test_run, repo_root
         assert caption_title(repo_root, caption) in html
     assert "snakemake.config" not in html  # the Jinja in the captions was rendered
     assert "sharpgen: generate solar active regions" in html  # workflow.rst, the report's front page
+
+
+def test_extremes_of_a_generator_with_no_defined_separation_still_draw(tmp_path):
+    """A barely trained generator's patches may have no two strong polarities: psep is undefined on all."""
+    real = pd.DataFrame(patch_properties(bipoles(20, 0), 150.0, 2.9154))
+    undefined = real.assign(psep=np.nan, psep_mm=np.nan)
+    numbers = plot_extremes(real, undefined, tmp_path / "extremes.png")
+    assert_png(tmp_path / "extremes.png")
+    assert np.isnan(numbers["tails"]["psep_mm"]["generated_q99"])

@@ -197,6 +197,13 @@ def _quantile_panel(axis, real: np.ndarray, generated: np.ndarray, name: str, ta
     from ..gan.fidelity import TAIL_QUANTILES
 
     real, generated = real[np.isfinite(real)], generated[np.isfinite(generated)]
+    label = PROPERTY_LABELS.get(name, name)
+    if not (real.size and generated.size):  # e.g. no patch of a barely trained generator has two polarities
+        empty = "real" if not real.size else "generated"
+        axis.text(0.5, 0.5, f"{label}:\nundefined on every {empty} patch", ha="center", va="center",
+                  transform=axis.transAxes, fontsize=9)  # fmt: skip
+        axis.set_axis_off()
+        return
     levels = np.linspace(0.01, 0.99, 99)
     rq, gq = np.quantile(real, levels), np.quantile(generated, levels)
     axis.plot(rq, gq, color=GENERATED_COLOR, lw=1.6, label="generated vs real quantile, 1 % .. 99 %")
@@ -212,7 +219,6 @@ def _quantile_panel(axis, real: np.ndarray, generated: np.ndarray, name: str, ta
     if log and low > 0:
         axis.set_xscale("log")
         axis.set_yscale("log")
-    label = PROPERTY_LABELS.get(name, name)
     axis.set_xlabel(f"real: {label}", fontsize=8)
     axis.set_ylabel(f"generated: {label}", fontsize=8)
     axis.legend(fontsize=6.5, loc="upper left")

@@ -189,7 +189,15 @@ def plot_conditional_edit(
     grid = figure.add_gridspec(3, len(steps), height_ratios=[1, 1, 1.6])
     numbers, curves = {}, {}
     for row, (kind, conditions) in enumerate((("plain", ()), ("conditional", (held,)))):
-        latents = directions.stepped(primal, np.repeat(start, len(steps), axis=0), steps, conditions)
+        try:
+            latents = directions.stepped(primal, np.repeat(start, len(steps), axis=0), steps, conditions)
+        except SharpgenError:  # primal's direction is held's: nothing moves primal and holds held
+            axis = figure.add_subplot(grid[row, :])
+            axis.set_axis_off()
+            axis.text(0.5, 0.5, f"no direction holds {held}: in this run {primal}'s direction is {held}'s",
+                      ha="center", va="center", fontsize=9)  # fmt: skip
+            numbers[kind] = None
+            continue
         patches, table = generate(latents), measure(latents)
         for column, patch in enumerate(patches):
             axis = figure.add_subplot(grid[row, column])
@@ -203,8 +211,9 @@ def plot_conditional_edit(
     axis_primal = figure.add_subplot(grid[2, : len(steps) // 2])
     axis_held = figure.add_subplot(grid[2, len(steps) // 2 :])
     for kind, style in (("plain", "-o"), ("conditional", "--s")):
-        axis_primal.plot(steps, curves[kind][primal], style, markersize=3, label=kind)
-        axis_held.plot(steps, curves[kind][held], style, markersize=3, label=kind)
+        if kind in curves:
+            axis_primal.plot(steps, curves[kind][primal], style, markersize=3, label=kind)
+            axis_held.plot(steps, curves[kind][held], style, markersize=3, label=kind)
     for axis, name in ((axis_primal, primal), (axis_held, held)):
         axis.set_xlabel("step (latent units)", fontsize=8)
         axis.set_ylabel(name, fontsize=8)
