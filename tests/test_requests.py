@@ -172,7 +172,9 @@ def test_an_output_directory_that_cannot_be_written_is_refused_first(tmp_path, r
         assert f"--out-dir {out_dir}" in line and culprit in line
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+@pytest.mark.skipif(
+    os.geteuid() == 0, reason="as root, permission bits never stop a write: no read-only directory can be made"
+)
 def test_a_read_only_output_directory_is_refused(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
