@@ -390,6 +390,43 @@ def test_connections_beyond_the_limit_are_answered_503_at_once(explorer):
         stop()
 
 
+def test_a_stop_while_a_connection_thread_starts_frees_its_slot_once(explorer, monkeypatch):
+    """Ctrl-C or SIGTERM can land in the main thread just after it started a connection's thread: that thread
+    serves the connection and frees the slot; the stop must not free it a second time (which raised in the
+    thread, and printed a traceback, as the server stopped)."""
+    httpd = ExploreServer(explorer, port=0, max_connections=1)
+    failures = []
+    monkeypatch.setattr(threading, "excepthook", failures.append)
+    start = threading.Thread.start
+
+    def start_then_stop(thread):
+        start(thread)
+        thread.join(timeout=30)  # the slowest order: the connection is served before the stop lands
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_stop)
+    stopped = threading.Event()
+    runner = threading.Thread(target=lambda: _serve_until_interrupted(httpd, stopped), daemon=True)
+    start(runner)
+    try:
+        host, port = httpd.server_address[:2]
+        connection = http.client.HTTPConnection(host, port, timeout=30)
+        connection.request("GET", "/api/config", headers={"Connection": "close"})
+        assert connection.getresponse().status == 200
+        connection.close()
+        assert stopped.wait(timeout=30), "the stop never reached serve_forever"
+    finally:
+        httpd.server_close()
+    assert not failures, [f.exc_value for f in failures]
+
+
+def _serve_until_interrupted(httpd, stopped: threading.Event) -> None:
+    try:
+        httpd.serve_forever(poll_interval=0.05)
+    except KeyboardInterrupt:
+        stopped.set()
+
+
 # -- missing artefacts, binding, the CLI -----------------------------------------------------------------------
 
 

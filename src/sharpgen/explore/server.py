@@ -796,9 +796,11 @@ class ExploreServer(ThreadingHTTPServer):
             return
         try:
             super().process_request(request, client_address)
-        except BaseException:
+        except RuntimeError:  # no thread could be started, so none will free the slot
             self._connections.release()
             raise
+        # A Ctrl-C arriving while the thread starts is not caught: that thread may already be serving and frees
+        # the slot itself (freeing it here too raised "released too many times" in it as the server stopped).
 
     def process_request_thread(self, request, client_address) -> None:
         try:
