@@ -52,6 +52,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch and FAISS (default 1)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--workers", type=int, help="requests computed at once (default: the explorer's)")
+    parser.add_argument(
+        "--in-process", action="store_true",
+        help="compute in the server's threads, not in worker processes (as `sharpgen explore --in-process`)",
+    )  # fmt: skip
     parser.add_argument("--budget-ms", type=float, default=300.0, help="p50 budget in ms (default 300)")
     parser.add_argument("--screenshot", help="also save a headless-Chromium screenshot of the page here")
     parser.add_argument("--clients", type=int, default=1, help="parallel clients; above 1: the load mode (default 1)")
@@ -170,11 +174,13 @@ def parallel_load(explorer, base: str, args: argparse.Namespace, common: dict) -
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from sharpgen.explore.server import Explorer, ExploreServer, set_threads
+    from sharpgen.explore.server import Explorer, ExploreServer, default_workers, set_threads
 
     set_threads(args.threads)
     start = time.perf_counter()
-    explorer = Explorer.from_run(args.results, device=args.device, workers=args.workers)
+    workers = args.workers or default_workers()
+    processes = workers > 1 and not args.in_process  # as `sharpgen explore` chooses
+    explorer = Explorer.from_run(args.results, args.device, workers, processes=processes, threads=args.threads)
     load_s = time.perf_counter() - start
     server = ExploreServer(explorer, port=0)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -185,6 +191,7 @@ def main(argv=None) -> int:
         "k": args.k,
         "threads": args.threads,
         "workers": explorer.workers,
+        "processes": explorer.processes,
         "device": args.device,
         "cpu_count": os.cpu_count(),
         "load_s": round(load_s, 2),
@@ -196,6 +203,7 @@ def main(argv=None) -> int:
         finally:
             server.shutdown()
             server.server_close()
+            explorer.close()
         return 0 if result["within_budget"] else 1
     try:
         fetch(base + f"state?seed={args.seed}&k={args.k}")  # warm-up: the seed's own patch, as the page loads
@@ -240,6 +248,7 @@ def main(argv=None) -> int:
     finally:
         server.shutdown()
         server.server_close()
+        explorer.close()
     return 0 if result["within_budget"] else 1
 
 

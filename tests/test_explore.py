@@ -291,6 +291,64 @@ def test_concurrent_requests_get_the_answers_of_sequential_ones(explorer):
         assert together == alone, query
 
 
+def test_worker_processes_give_the_answers_of_this_process(explorer):
+    """`sharpgen explore`'s default on a multi-core machine: the answers are computed in worker processes, each
+    with the run loaded; they equal those computed in the server's own thread, byte for byte."""
+    import torch
+
+    queries = [f"seed={40 + i}&tuf={median_target(explorer, 'tuf', 0.25 + 0.1 * i)!r}&k=5" for i in range(5)]
+    queries += ["seed=45", f"seed=46&psep={median_target(explorer, 'psep', 0.6)!r}&hold=tuf"]
+    here = sibling(explorer, workers=1)
+    expected = [here.state(here.parse(query)) for query in queries]
+    strip = here.traversal(here.parse("seed=47&along=tuf"))
+    pooled = Explorer.from_run(explorer.run_dir, "cpu", workers=2, processes=True, threads=torch.get_num_threads())
+    assert pooled.processes
+    httpd = ExploreServer(pooled, port=0)
+    stop = serve_in_thread(httpd)
+    try:
+        with ThreadPoolExecutor(max_workers=len(queries)) as threads:
+            answers = list(threads.map(lambda query: get(httpd, f"/api/state?{query}"), queries))
+        status, body, _ = get(httpd, "/api/traversal?seed=47&along=tuf")
+        assert status == 200 and json.loads(body) == strip
+        status, body, _ = get(httpd, "/api/state?seed=1&tuf=1e9")
+        assert status == 400 and "out of range" in json.loads(body)["error"]
+    finally:
+        stop()
+        pooled.close()
+    for query, (status, body, _), alone in zip(queries, answers, expected, strict=True):
+        assert status == 200, (query, body[:200])
+        together = json.loads(body)
+        assert together.pop("timing_ms")["cached"] is False and alone.pop("timing_ms")["cached"] is False
+        assert together == alone, query
+
+
+def test_a_worker_process_that_dies_fails_its_request_with_503_and_is_replaced(explorer):
+    pooled = Explorer.from_run(explorer.run_dir, "cpu", workers=1, processes=True)
+    httpd = ExploreServer(pooled, port=0)
+    stop = serve_in_thread(httpd)
+    try:
+        (worker,) = pooled._pool._executor._processes.values()
+        worker.kill()
+        worker.join(timeout=30)
+        status, body, _ = get(httpd, "/api/state?seed=5")
+        assert status == 503 and "worker process" in json.loads(body)["error"]
+        status, body, _ = get(httpd, "/api/state?seed=5")
+        assert status == 200 and json.loads(body)["seed"] == 5
+    finally:
+        stop()
+        pooled.close()
+    assert not worker.is_alive()
+
+
+def test_a_request_error_raised_in_a_worker_keeps_its_status():
+    import pickle
+
+    from sharpgen.explore.server import RequestError
+
+    error = pickle.loads(pickle.dumps(RequestError("no retrieval index in this run", 409)))
+    assert isinstance(error, RequestError) and error.status == 409 and str(error) == "no retrieval index in this run"
+
+
 def test_a_slow_request_does_not_hold_up_the_config(explorer, monkeypatch):
     from sharpgen.explore import server as module
 

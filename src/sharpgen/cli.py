@@ -746,7 +746,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     expl.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="torch device (default: cpu)")
     expl.add_argument("--threads", type=_positive_int, default=1, help="CPU threads per computation (default: 1)")
-    expl.add_argument("--workers", type=_positive_int, help="requests computed at once (default: the CPUs, at most 4)")
+    expl.add_argument(
+        "--workers", type=_positive_int,
+        help="requests computed at once, each in its own process with the run loaded (default: the CPUs, at most 4)",
+    )  # fmt: skip
+    expl.add_argument(
+        "--in-process", action="store_true",
+        help="compute in the server's own threads instead of worker processes: less memory, slower under load",
+    )  # fmt: skip
     expl.add_argument("--verbose", action="store_true", help="log every request")
     expl.set_defaults(func=_cmd_explore)
 

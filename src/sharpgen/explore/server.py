@@ -161,6 +161,9 @@ class RequestError(SharpgenError):
         super().__init__(message)
         self.status = int(status)
 
+    def __reduce__(self):  # raised in a worker process, it reaches the server with its status
+        return type(self), (str(self), self.status)
+
 
 @dataclass(frozen=True)
 class PropertySpec:
@@ -226,6 +229,17 @@ class Solution:
     start: str  # "seed" or "near": where the search started
 
 
+@dataclass
+class Computed:
+    """What a state needs computed: its solution, its matches (None when not asked) and the seconds each took
+    (0 when cached)."""
+
+    solution: Solution
+    matches: pd.DataFrame | None
+    solve_s: float = 0.0
+    search_s: float = 0.0
+
+
 def png_bytes(pixels: np.ndarray) -> bytes:
     """A PNG file of ``(H, W)`` uint8 gray or ``(H, W, 4)`` uint8 RGBA ``pixels`` (row 0 at the top)."""
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
@@ -286,6 +300,7 @@ class Explorer:
         retriever=None,
         retrieval_problem: str | None = None,
         workers: int | None = None,
+        pool=None,
     ):
         self.run_dir = Path(run_dir)
         self.steering = steering
@@ -294,6 +309,7 @@ class Explorer:
         self.properties = self._property_specs()
         self.max_step = self._max_step()
         self.workers = workers or default_workers()
+        self._pool = pool  # a WorkerPool computes the answers in its processes; None: this process's threads
         self._slots = ComputeSlots(self.workers)  # computations at once: bounds their memory
         self._solutions = LruCache()
         self._thumbnails = LruCache(4 * CACHE_SIZE)
@@ -303,10 +319,19 @@ class Explorer:
             self._real = np.asarray(retriever.patches[:], dtype=np.float32)
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike, device: str = "cpu", workers: int | None = None) -> Explorer:
+    def from_run(
+        cls,
+        run_dir: str | os.PathLike,
+        device: str = "cpu",
+        workers: int | None = None,
+        processes: bool = False,
+        threads: int = 1,
+    ) -> Explorer:
         """Load a finished run. Without directions or a generator there is nothing to explore (one-line
         :class:`SharpgenError`); without the retrieval artefacts the page works and says why it has no matches.
-        ``workers``: computations at once (default :func:`default_workers`)."""
+        ``workers``: computations at once (default :func:`default_workers`); with ``processes``, in as many
+        worker processes (:class:`~sharpgen.explore.pool.WorkerPool`, each loads the run and uses ``threads``
+        CPU threads), else in this process's threads. Call :meth:`close` when done."""
         from ..latent.generate import load_steering
         from ..retrieval.search import Retriever
 
@@ -325,7 +350,22 @@ class Explorer:
                 f"{steering.image_size} px"
             )
             retriever = None
-        return cls(run_dir, steering, retriever, problem, workers)
+        pool = None
+        if processes:
+            from .pool import WorkerPool
+
+            pool = WorkerPool(run_dir, device, workers or default_workers(), threads)
+        return cls(run_dir, steering, retriever, problem, workers, pool)
+
+    @property
+    def processes(self) -> bool:
+        """Whether worker processes compute the answers."""
+        return self._pool is not None
+
+    def close(self) -> None:
+        """Stop the worker processes, if any."""
+        if self._pool is not None:
+            self._pool.close()
 
     # -- configuration ----------------------------------------------------------------------------------
 
@@ -498,6 +538,28 @@ class Explorer:
             self._searches.put(key, cached)
         return cached
 
+    def computed(self, request: Request, search: bool) -> Computed:
+        """The state's solution and, with ``search``, its matches: cached, else computed in a worker process or
+        in this thread (409 for matches when the run has no retrieval artefacts)."""
+        if search and self.retriever is None:
+            raise RequestError(self.retrieval_problem or "no retrieval index in this run", HTTPStatus.CONFLICT)
+        solution = self._solutions.get(request.key)
+        table = self._searches.get((request.key, request.k)) if search else None
+        if solution is not None and (table is not None or not search):
+            return Computed(solution, table)
+        if self._pool is not None:
+            done = self._pool.call("computed", request, search)
+            self._solutions.put(request.key, done.solution)
+            if search:
+                self._searches.put((request.key, request.k), done.matches)
+            return done
+        with self._slots:
+            begin = time.perf_counter()
+            solution = self.solve(request)
+            solved = time.perf_counter()
+            table = self.matches(request, solution) if search else None
+            return Computed(solution, table, solved - begin, time.perf_counter() - solved)
+
     def _thumbnails_for(self, rows: Sequence[int]) -> list[str]:
         """PNG data URIs of the real patches ``rows`` (cached)."""
         uris = {int(row): self._thumbnails.get(int(row)) for row in rows}
@@ -514,8 +576,9 @@ class Explorer:
         return [uris[int(row)] for row in rows]
 
     def _slot_unless_solved(self, request: Request):
-        """A computation slot held through the steps of one answer; none when the state is solved (cached)."""
-        return contextlib.nullcontext() if request.key in self._solutions else self._slots
+        """A computation slot held through the steps of one answer; none when the state is solved (cached) or
+        worker processes compute it (their pool bounds the computations)."""
+        return contextlib.nullcontext() if self._pool or request.key in self._solutions else self._slots
 
     # -- API answers --------------------------------------------------------------------------------------
 
@@ -524,19 +587,15 @@ class Explorer:
         begin = time.perf_counter()
         cached = request.key in self._solutions
         with self._slot_unless_solved(request):  # one slot from the solve to the thumbnails
-            solution = self.solve(request)
-            solved = time.perf_counter()
-            matches, problem = None, self.retrieval_problem
-            if self.retriever is not None:
-                table = self.matches(request, solution)
-                searched = time.perf_counter()
-                thumbnails = self._thumbnails_for(table["row"].to_numpy())
+            done = self.computed(request, search=self.retriever is not None)
+            searched = time.perf_counter()
+            solution, matches, problem = done.solution, None, self.retrieval_problem
+            if done.matches is not None:
+                thumbnails = self._thumbnails_for(done.matches["row"].to_numpy())
                 matches = [
                     {**_match_record(row), "thumbnail": thumbnail}
-                    for row, thumbnail in zip(table.to_dict("records"), thumbnails, strict=True)
+                    for row, thumbnail in zip(done.matches.to_dict("records"), thumbnails, strict=True)
                 ]
-            else:
-                searched = solved
         measured = {name: float(value) for name, value in solution.measured.iloc[0].items()}
         rows = []
         for name, spec in self.properties.items():
@@ -575,12 +634,12 @@ class Explorer:
             "matches_problem": problem,
             "latent_norm": float(np.linalg.norm(solution.latent)),
         }
-        done = time.perf_counter()
+        finished = time.perf_counter()
         answer["timing_ms"] = {
-            "solve": (solved - begin) * 1e3,
-            "search": (searched - solved) * 1e3,
-            "render": (done - searched) * 1e3,
-            "total": (done - begin) * 1e3,
+            "solve": done.solve_s * 1e3,
+            "search": done.search_s * 1e3,
+            "render": (finished - searched) * 1e3,
+            "total": (finished - begin) * 1e3,
             "cached": cached,
         }
         return json_safe(answer)
@@ -590,6 +649,8 @@ class Explorer:
         name steps along the same direction and reports values in the twin's unit; conditional on the
         held properties), ``frames`` evenly spaced steps in ``[-max_step, max_step]`` latent units, never across
         the polarity boundary."""
+        if self._pool is not None:
+            return self._pool.call("traversal", request, frames)
         from ..data.measure import patch_properties
 
         along = request.along or (request.targets[0][0] if request.targets else next(iter(self.properties)))
@@ -627,12 +688,14 @@ class Explorer:
     def matches_csv(self, request: Request) -> bytes:
         """``/api/matches.csv``: the matches' metadata and properties as CSV."""
         with self._slot_unless_solved(request):
-            table = self.matches(request, self.solve(request))
+            table = self.computed(request, search=True).matches
         return table.to_csv(index=False).encode("utf-8")
 
     def fits_bytes(self, request: Request) -> bytes:
         """``/api/generated.fits``: the state's patch as ``sharpgen generate`` writes it (field in G; targets,
         achieved values and the latent in the header)."""
+        if self._pool is not None:
+            return self._pool.call("fits_bytes", request)
         from ..latent.generate import write_results
 
         with self._slots:
@@ -882,7 +945,8 @@ def serve(explorer: Explorer, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
     server = ExploreServer(explorer, host, port, verbose=verbose)
     _stop_on_signals()
     print(
-        f"sharpgen explore: {explorer.run_dir} on {server.url} ({explorer.workers} requests computed at once; "
+        f"sharpgen explore: {explorer.run_dir} on {server.url} ({explorer.workers} requests computed at once"
+        f"{' in worker processes' if explorer.processes else ''}; "
         "Ctrl-C to stop)",
         file=sys.stderr,
         flush=True,
@@ -903,8 +967,13 @@ def command(args) -> int:
     if not 0 <= args.port <= 65535:
         raise SharpgenError(f"--port {args.port}: expected 0 (any free port) to 65535")
     set_threads(args.threads)
-    explorer = Explorer.from_run(args.results, device=args.device, workers=args.workers)
-    status = serve(explorer, args.host, args.port, verbose=args.verbose)
+    workers = args.workers or default_workers()
+    processes = workers > 1 and not args.in_process
+    explorer = Explorer.from_run(args.results, args.device, workers, processes=processes, threads=args.threads)
+    try:
+        status = serve(explorer, args.host, args.port, verbose=args.verbose)
+    finally:
+        explorer.close()
     # After Ctrl-C, the interpreter's teardown of the native thread pools (PyTorch, FAISS, Arrow) now and
     # then aborts with "terminate called without an active exception", turning a clean stop into SIGABRT.
     # The explorer has nothing left to write, so it leaves without running that teardown.

@@ -33,7 +33,7 @@ from ..data.fitsio import (
 from ..data.normalize import Normalization
 from ..errors import SharpgenError
 from ..gan.models import LATENT_DIM, load_generator
-from ..gan.sample import generate, latent_properties
+from ..gan.sample import generate, inference_generator, latent_properties
 from ..plotting import save_patch_grid
 from ..properties import quantity, twin_factor, twin_of
 from ..run import STEERING, RunLayout
@@ -96,7 +96,7 @@ def load_steering(run_dir: str | os.PathLike, device: str = "auto") -> Steering:
     dev = pick_device(device)
     generator, settings = load_generator(layout.path("generator"), dev)
     return Steering(
-        generator=generator,
+        generator=inference_generator(generator),  # steering only generates: the fast copy
         device=dev,
         image_size=int(settings["image_size"]),
         threshold_gauss=normalization.threshold_gauss,
