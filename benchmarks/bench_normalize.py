@@ -25,6 +25,7 @@ from sharpgen.atomic import write_parquet_atomic
 from sharpgen.config import build_settings, settings_from_config, validate_config
 from sharpgen.data.normalize import NormalizeSettings, build_dataset
 from sharpgen.data.sources.synthetic import SyntheticSettings, generate_synthetic
+from sharpgen.run import stage_file
 
 
 class PeakRss:
@@ -92,7 +93,7 @@ def main(argv=None) -> None:
         settings = settings_from_config(NormalizeSettings, config)
         peaks = {}
         for n in args.sizes:
-            write_parquet_atomic(tiled_manifest(base, n), raw / "manifest.parquet")
+            write_parquet_atomic(tiled_manifest(base, n), stage_file(raw, "raw_manifest"))
             start = time.perf_counter()
             with PeakRss() as memory:
                 build_dataset(raw, Path(tmp) / f"data{n}", settings, seed=0, workers=args.workers, progress=False)

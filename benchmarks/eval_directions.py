@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from sharpgen.latent.generate import load_steering, random_latents, starting_latents, steer
 from sharpgen.latent.steering import median_slopes, traversal_steps, traverse
+from sharpgen.run import RunLayout
 
 
 def emit(record: dict) -> None:
@@ -100,8 +100,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1000, help="seed of the starting latents")
     args = parser.parse_args()
 
-    results = Path(args.results)
-    document = json.loads((results / "directions" / "directions.json").read_text())
+    run = RunLayout(args.results)
+    document = json.loads(run.require("directions").read_text())
     for name, entry in document["directions"].items():
         emit({
             "metric": "direction",
@@ -112,13 +112,13 @@ def main() -> int:
             "median_spearman_conditional": entry["traversal"]["conditional"]["median_spearman"],
             "traversals": document["settings"]["traversal_starts"],
         })  # fmt: skip
-    entanglement = json.loads((results / "directions" / "entanglement.json").read_text())
+    entanglement = json.loads(run.require("entanglement").read_text())
     for kind in ("plain", "conditional"):
         off_diagonal = [
             abs(value) for row, values in entanglement[kind].items() for col, value in values.items() if row != col
         ]
         emit({"metric": "entanglement", "kind": kind, "median_abs_off_diagonal": float(np.nanmedian(off_diagonal))})
-    steering = load_steering(results)
+    steering = load_steering(run.results_dir)
     starts = random_latents(args.starts, args.seed)
     if document["split"] is not None:
         emit({"metric": "split", "property": document["split"]["property"],

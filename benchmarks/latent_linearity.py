@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from sharpgen.latent.directions import directions_from_json, extreme_labels
+from sharpgen.run import RunLayout
 
 LOG_PROPERTIES = {"tuf", "tpf", "tnf", "r_paper", "area"}
 
@@ -84,10 +85,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    results = Path(args.results)
-    latents = np.load(results / "samples" / "latents.npy").astype(np.float64)
-    table = pd.read_parquet(results / "samples" / "properties.parquet")
-    directions = directions_from_json(json.loads((results / "directions" / "directions.json").read_text()))
+    run = RunLayout(args.results)
+    latents = np.load(run.require("sample_latents")).astype(np.float64)
+    table = pd.read_parquet(run.require("sample_table"))
+    directions = directions_from_json(json.loads(run.require("directions").read_text()))
     sides = directions.side_of(latents)
     for name in args.properties:
         values = table[name].to_numpy(dtype=np.float64)
@@ -101,7 +102,7 @@ def main() -> int:
         record["svm_accuracy_split"] = per_side(svm, latents, values, sides, args.fraction, args.seed)
         record["mlp_accuracy_split"] = per_side(mlp, latents, values, sides, args.fraction, args.seed)
         print(json.dumps(record), flush=True)
-    print(json.dumps(tuf_gradients(results / "gan" / "generator.pt", args.points, args.seed)), flush=True)
+    print(json.dumps(tuf_gradients(run.require("generator"), args.points, args.seed)), flush=True)
     return 0
 
 

@@ -47,6 +47,7 @@ from ...errors import SharpgenError
 from ...progress import progress_bar
 from ...units import CEA_PIXEL_DEG, CEA_PIXEL_MM, CM2_PER_MM2, RSUN_REF_MM
 from ..fitsio import BUNIT_GAUSS, cea_cards, earth_observer, write_sharp_fits
+from .validate import MANIFEST_NAME
 
 # --- constants -------------------------------------------------------------------------------------------
 
@@ -175,8 +176,6 @@ ROTATION_DEG_PER_HOUR = 13.2 / 24.0
 
 SERIES_STREAM = 0x5E12E5
 """Which regions are observed as a series is drawn from ``default_rng([seed, SERIES_STREAM])``."""
-
-MANIFEST_NAME = "manifest.parquet"
 
 MANIFEST_COLUMNS = (
     "record", "file", "status", "reason", "harpnum", "noaa_ar", "t_rec", "naxis1", "naxis2", "cdelt1_deg",

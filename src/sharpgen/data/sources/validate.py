@@ -25,9 +25,11 @@ from astropy.io import fits
 from ...atomic import write_parquet_atomic
 from ...errors import SharpgenError
 from ...progress import progress_bar
+from ...run import ARTEFACTS
 from ..fitsio import GAUSS_UNITS, OTHER_SEGMENTS, read_sharp
 
-MANIFEST_NAME = "manifest.parquet"
+MANIFEST_NAME = ARTEFACTS["raw_manifest"].name
+"""The manifest's file name in a source's folder, as the run layout names it (every source writes one)."""
 
 FIELD_SEGMENTS = ("Br", "Bp", "Bt", "magnetogram")
 """SHARP CEA segments that hold a magnetic field component in G (Mx/cm^2)."""
