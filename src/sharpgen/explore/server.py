@@ -909,10 +909,13 @@ def is_loopback(host: str) -> bool:
 
 
 def set_threads(threads: int) -> None:
-    """Use ``threads`` CPU threads in PyTorch and FAISS (one is fastest for single patches on a shared CPU)."""
+    """Use ``threads`` CPU threads in PyTorch, FAISS and NumPy's BLAS (one is fastest for single patches on a
+    shared CPU; several workers each with a BLAS pool over all the cores would oversubscribe them)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
+    threadpool_limits(threads)
     try:
         import faiss
 
