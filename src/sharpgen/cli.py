@@ -604,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
         "generated_NNN.fits beyond the new --n are removed). A target outside what the model produces is "
         "refused with the reachable range; so is a quantity given in both units (usflux and tuf), a target "
         "that is also kept, or a name given twice, before anything is written.",
-        epilog="Example: sharpgen generate --target usflux=3e22 psep_mm=40 --n 8. " + EPILOG,
+        epilog="Example: sharpgen generate --target usflux=1.5e22 psep_mm=80 --n 8. " + EPILOG,
     )
     edit = commands.add_parser(
         "edit",
@@ -627,7 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--out-dir", help="output directory (default: RUN_DIR/generated or RUN_DIR/edited)")
         command.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
         command.add_argument("--threads", type=_positive_int, default=1, help="CPU threads (default: 1)")
-    gen.add_argument("--target", nargs="+", metavar="NAME=VALUE", help="wanted values, e.g. usflux=3e22 psep_mm=40")
+    gen.add_argument("--target", nargs="+", metavar="NAME=VALUE", help="wanted values, e.g. usflux=1.5e22 psep_mm=80")
     gen.add_argument("--n", type=_positive_int, default=8, help="patches to generate (default: 8)")
     gen.add_argument("--seed", type=int, default=0, help="seed of the starting latents (default: 0)")
     gen.set_defaults(func=_cmd_generate)
@@ -647,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
         "dataset row, cosine similarity, record, HARP and NOAA numbers, T_REC, latitude, split, the match's "
         "properties and the query's as query_<name>) and query.png (queries and matches side by side); --target "
         "also writes the generated queries as in `sharpgen generate`.",
-        epilog="Example: sharpgen query --target usflux=3e22 psep_mm=40 --k 9 --abs-latitude 10 30. " + EPILOG,
+        epilog="Example: sharpgen query --target usflux=1.5e22 psep_mm=80 --k 9 --abs-latitude 10 30. " + EPILOG,
     )
     query.add_argument(
         "--run-dir", default="results/default", help="a pipeline run's results_dir (default: results/default)"
