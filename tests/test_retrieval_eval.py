@@ -123,3 +123,36 @@ def test_match_properties_are_measured_on_the_patch_once_per_row(monkeypatch):
     assert sorted(measured) == [1, 2, 4]  # each row read and measured once
     expected = pd.DataFrame(patch_properties(patches[[4, 1, 4, 1, 2]], 150.0, 2.9154))
     pd.testing.assert_frame_equal(pd.concat([first, second], ignore_index=True), expected, check_exact=False)
+
+
+def test_one_match_per_harp_keeps_each_regions_best_observation_in_rank_order():
+    """A SHARP series observes one region many times: `query --one-per-harp` returns each HARP's most similar
+    record once, in similarity order, as many as asked while HARPs remain (records without a HARP count singly)."""
+    from sharpgen.config import build_settings
+    from sharpgen.data.normalize import Normalization
+    from sharpgen.retrieval.index import IndexSettings, build_index
+    from sharpgen.retrieval.search import Retriever
+
+    rng = np.random.default_rng(1)
+    query = np.zeros(8, dtype=np.float32)
+    query[0] = 1.0
+    harps = np.array([7, 7, 7, 7, 3, 3, 9, 0, 0, 5])  # rows 7 and 8 have no HARP number
+    closeness = np.linspace(0.99, 0.5, len(harps))  # row i is the i-th most similar to the query
+    embeddings = np.zeros((len(harps), 8), dtype=np.float32)
+    embeddings[:, 0] = closeness
+    embeddings[:, 1:] = np.sqrt(1 - closeness**2)[:, None] * rng.dirichlet(np.ones(7), len(harps)) ** 0.5
+    table = pd.DataFrame({"harpnum": harps, "t_rec": ["2011.01.01_00:00:00_TAI"] * len(harps), "split": "train"})
+    patches = np.zeros((len(harps), 16, 16), dtype=np.float32)
+    norm = Normalization("fixed_scale", 16, 2.9154, 1000.0, 150.0)
+    index = build_index(embeddings, table, build_settings(IndexSettings, kind="exact"))
+    retriever = Retriever(None, index, table, patches, norm)
+    retriever.embed = lambda patches: np.repeat(query[None], len(patches), axis=0)
+    retriever.real_patches = lambda rows: patches[list(rows)]
+
+    (every,) = retriever.search(patches[:1], k=5)
+    assert list(every["row"]) == [0, 1, 2, 3, 4]  # the plain search: one region fills the top 4
+    (distinct,) = retriever.search(patches[:1], k=5, one_per_harp=True)
+    assert list(distinct["row"]) == [0, 4, 6, 7, 8] and list(distinct["rank"]) == [1, 2, 3, 4, 5]
+    assert distinct["similarity"].is_monotonic_decreasing
+    (all_regions,) = retriever.search(patches[:1], k=9, one_per_harp=True)
+    assert list(all_regions["harpnum"]) == [7, 3, 9, 0, 0, 5]  # fewer than k: only six regions exist

@@ -136,6 +136,7 @@ class Run:
         k: int = 9,
         out_dir: str | os.PathLike | None = None,
         maps: bool = False,
+        one_per_harp: bool = False,
         **filters,
     ) -> pd.DataFrame:
         """The ``k`` real patches nearest each query: a :class:`Generated`, a SunPy Map, a FITS path (field in G,
@@ -143,7 +144,8 @@ class Run:
         :class:`sharpgen.retrieval.index.Filters` (``time_range``, ``harpnums``, ``latitude``, ``abs_latitude``,
         ``splits``). Returns ``sharpgen query``'s table (one row per query and match, written to
         ``matches.csv`` and ``query.png`` in ``out_dir``, default ``<run>/query``); with ``maps=True`` a
-        ``map`` column holds each match as a SunPy Map of its real record (native field in G, its own WCS)."""
+        ``map`` column holds each match as a SunPy Map of its real record (native field in G, its own WCS); with
+        ``one_per_harp=True`` only the best observation of each HARP."""
         from .latent.requests import check_out_dir, check_search
         from .retrieval.index import Filters
         from .retrieval.search import write_query_results
@@ -152,7 +154,7 @@ class Run:
         out = check_out_dir(out_dir or self.layout.user_folder("query"))
         check_search(self.retriever, k, search_filters)
         patches, table = self._query_patches(queries)
-        matches = write_query_results(out, self.retriever, patches, table, k, search_filters)
+        matches = write_query_results(out, self.retriever, patches, table, k, search_filters, one_per_harp)
         if maps:
             matches["map"] = self._match_maps(matches["row"].to_numpy())
         return matches

@@ -341,7 +341,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
         patches = generate(steering.generator, latents, steering.device)
         queries = queries.reset_index(drop=True)
         queries.insert(0, "label", labels)
-    table = write_query_results(out_dir, retriever, patches, queries, args.k, filters)
+    table = write_query_results(out_dir, retriever, patches, queries, args.k, filters, args.one_per_harp)
     best = table[table["rank"] == 1]
     print(f"{len(queries)} queries, {len(table)} matches -> {out_dir}/matches.csv, query.png", file=sys.stderr)
     for _, row in best.iterrows():
@@ -672,6 +672,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=9,
         help=f"matches per query, at most the index size (default: 9); query.png shows the first {PANEL_MATCHES}",
     )
+    query.add_argument(
+        "--one-per-harp", action="store_true",
+        help="only the best observation of each HARP (else a SHARP series can fill the k matches with one region)",
+    )  # fmt: skip
     query.add_argument("--time-range", nargs=2, metavar=("START", "END"), help="T_REC range, JSOC or ISO format")
     query.add_argument("--harp", nargs="+", type=int, metavar="HARPNUM", help="only these HARP numbers")
     query.add_argument("--latitude", nargs=2, type=float, metavar=("MIN", "MAX"), help="latitude band [deg]")

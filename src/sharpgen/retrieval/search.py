@@ -73,15 +73,51 @@ class Retriever:
 
         return embed_patches(self.encoder, np.asarray(patches, dtype=np.float32))
 
-    def search(self, patches: np.ndarray, k: int = 9, filters: Filters | Mapping | None = None) -> list[pd.DataFrame]:
+    def search(
+        self,
+        patches: np.ndarray,
+        k: int = 9,
+        filters: Filters | Mapping | None = None,
+        one_per_harp: bool = False,
+    ) -> list[pd.DataFrame]:
         """The ``k`` best real matches of each ``(N, S, S)`` query patch, one table per query.
 
         Columns: ``rank`` (1 = best), ``row`` (of ``patches.zarr``/``patches.parquet``), ``similarity``
         (cosine), the metadata of :data:`MATCH_METADATA` that the run's table has, the properties measured on the
         match's normalized patch (:meth:`measure`) and ``native_<name>`` of :data:`NATIVE_PROPERTIES`.
+        ``one_per_harp``: only the best observation of each HARP (a SHARP series observes one region many
+        times; its later records would fill the top k with one region), so fewer than ``k`` when fewer HARPs
+        pass the filters; records without a HARP number count one each.
         """
-        result = search(self.index, self.embed(patches), k=k, filters=filters)
-        return [self.matches(rows, similarity) for rows, similarity in zip(result.rows, result.similarity, strict=True)]
+        embeddings = self.embed(patches)
+        if not one_per_harp:
+            result = search(self.index, embeddings, k=k, filters=filters)
+            pairs = zip(result.rows, result.similarity, strict=True)
+        else:
+            pairs = [self._best_per_harp(embedding, k, filters) for embedding in embeddings]
+        return [self.matches(rows, similarity) for rows, similarity in pairs]
+
+    def _best_per_harp(self, embedding: np.ndarray, k: int, filters) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and similarities of the ``k`` best matches of one query ``embedding`` from distinct HARPs: the
+        search widens (4x at a time) until ``k`` HARPs are found or every row passing the filters is seen."""
+        region = self.region_keys()
+        fetch = k
+        while True:
+            fetch = min(4 * fetch, len(self.index))
+            result = search(self.index, embedding[None], k=fetch, filters=filters)
+            rows, similarity = result.rows[0], result.similarity[0]
+            _, first = np.unique(region[rows], return_index=True)
+            best = np.sort(first)[:k]  # the first (most similar) row of each region, best first
+            if len(best) == k or len(rows) < fetch or fetch == len(self.index):
+                return rows[best], similarity[best]
+
+    def region_keys(self) -> np.ndarray:
+        """Per dataset row, the region it observes: its HARP number, or ``-1 - row`` where it has none (< 1)."""
+        rows = np.arange(len(self.table))
+        if "harpnum" not in self.table.columns:
+            return -1 - rows
+        harps = pd.to_numeric(self.table["harpnum"], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
+        return np.where(harps >= 1, harps, -1 - rows)
 
     def matches(self, rows: Sequence[int], similarity: Sequence[float]) -> pd.DataFrame:
         """The match table of dataset ``rows`` with their ``similarity`` (see :meth:`search`)."""
@@ -201,15 +237,16 @@ def write_query_results(
     queries: pd.DataFrame,
     k: int = 9,
     filters: Filters | Mapping | None = None,
+    one_per_harp: bool = False,
 ) -> pd.DataFrame:
     """Search the matches of ``query_patches`` (``queries``: one row per patch, a ``label`` column and any
-    measured properties) and write ``matches.csv`` (see :func:`match_table`) and ``query.png``
-    (:func:`save_query_panel`) into ``out_dir``; return the match table."""
+    measured properties; ``one_per_harp`` as :meth:`Retriever.search`) and write ``matches.csv`` (see
+    :func:`match_table`) and ``query.png`` (:func:`save_query_panel`) into ``out_dir``; return the match table."""
     from ..atomic import write_csv_atomic
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    matches = retriever.search(query_patches, k=k, filters=filters)
+    matches = retriever.search(query_patches, k=k, filters=filters, one_per_harp=one_per_harp)
     table = match_table(queries, matches)
     write_csv_atomic(table, out_dir / "matches.csv")
     found = [retriever.real_patches(m["row"].to_numpy()[:PANEL_MATCHES]) for m in matches[:PANEL_QUERIES]]
