@@ -4,8 +4,12 @@ Per property: held-out SVM accuracy and the median Spearman correlation between 
 the fit_directions traversals (from ``directions/directions.json``); entanglement before and after conditioning
 (``directions/entanglement.json``); the change of ``tuf`` when ``r_paper`` is edited plainly vs. holding
 ``tuf``, along the conditional direction alone (fresh traversals) and as ``sharpgen edit --keep tuf`` does
-it; and ``sharpgen generate``'s hit rate for a grid of targets inside the reachable range of each property,
-from random starting latents and from ``sharpgen generate``'s nearest-sample starts.
+it; ``sharpgen generate``'s hit rate for a grid of targets inside the reachable range of each property,
+from random starting latents and from ``sharpgen generate``'s nearest-sample starts; and the label score
+(:mod:`sharpgen.latent.score`): single targets at the 5th-95th percentiles of every steerable property (and of
+``usflux``/``psep_mm`` on fixed_scale runs) with the others free and with the others held, and joint targets
+(tuf x psep, tuf x r_paper, psep x r_paper) with the others free, from random and from nearest starts: the
+fraction met within 5 %, the fraction whose held properties stayed within 5 %, and every other property's drift.
 
     .venv/bin/python benchmarks/eval_directions.py --results results/default
 """
@@ -19,6 +23,7 @@ import sys
 import numpy as np
 
 from sharpgen.latent.generate import load_steering, random_latents, starting_latents, steer
+from sharpgen.latent.score import JOINT_PAIRS, label_score, summarize, target_grid
 from sharpgen.latent.steering import median_slopes, traversal_steps, traverse
 from sharpgen.run import RunLayout
 
@@ -98,6 +103,8 @@ def main() -> int:
     parser.add_argument("--hit-properties", nargs="+", default=["tuf"], help="properties whose hit rate is measured")
     parser.add_argument("--starts", type=int, default=100, help="random latents of the conditional-edit measurements")
     parser.add_argument("--seed", type=int, default=1000, help="seed of the starting latents")
+    parser.add_argument("--score-requests", type=int, default=10, help="label score: requests per target")
+    parser.add_argument("--no-score", action="store_true", help="skip the label score")
     args = parser.parse_args()
 
     run = RunLayout(args.results)
@@ -129,7 +136,25 @@ def main() -> int:
     for name in args.hit_properties:
         for starts in ("random", "nearest"):
             emit(hit_rate(steering, name, args.grid, args.requests, args.tolerance, args.seed, starts))
+    if not args.no_score:
+        for record in label_scores(steering, args.score_requests, args.seed):
+            emit(record)
     return 0
+
+
+def label_scores(steering, per_target: int, seed: int):
+    """The label-score records: per kind of request and kind of start, :func:`summarize` of its table."""
+    singles = list(steering.directions)
+    if steering.pixel_mm is not None:
+        singles += [twin for twin in ("usflux", "psep_mm") if steering.resolve(twin)[0] in steering.directions]
+    pairs = [pair for pair in JOINT_PAIRS if set(pair) <= set(steering.directions)]
+    kinds = [(f"single {name}", target_grid(steering, [name]), False) for name in singles]
+    kinds += [(f"single {name}, others held", target_grid(steering, [name]), True) for name in singles]
+    kinds += [(f"joint {a} x {b}", target_grid(steering, [a, b]), False) for a, b in pairs]
+    for kind, grid, hold in kinds:
+        for starts in ("random", "nearest"):
+            scores = label_score(steering, grid, starts, per_target, hold_others=hold, seed=seed)
+            yield {"metric": "label_score", "kind": kind, "starts": starts, **summarize(scores)}
 
 
 if __name__ == "__main__":

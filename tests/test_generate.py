@@ -150,3 +150,53 @@ def test_a_rerun_with_fewer_patches_replaces_the_earlier_outputs(steering, tmp_p
     result = steer_and_write(steering, random_latents(1, 5), request, tmp_path, "generated")
     assert sorted(p.name for p in tmp_path.glob("generated_*.fits")) == ["generated_000.fits", "generated_notes.fits"]
     assert len(pd.read_csv(tmp_path / "generated.csv")) == 1 and result.targets == {"tuf": 0.02}
+
+
+def test_an_edit_is_converged_only_when_its_kept_properties_held_and_says_how_far_they_drifted(steering, tmp_path):
+    """`edit --step psep=2 --keep tuf`: the table records each kept property's start and drift, and a patch whose
+    kept property moved beyond the tolerance is not `converged`. Here the fitted tuf direction is wrong (e7,
+    while the generator's flux follows z[3]) and psep's is z[3], so holding tuf fails; with the right
+    directions it holds."""
+    import dataclasses
+
+    starts = random_latents(4, 3)
+    request = SteerRequest(keep=("tuf",), steps={"psep": 2.0}, tolerance=0.05)
+    swapped = DirectionSet(None, {"tuf": unsplit("tuf", np.eye(100)[7]), "psep": unsplit("psep", AXIS)})
+    drifting = steer_and_write(dataclasses.replace(steering, directions=swapped), starts, request, tmp_path, "edited")
+    summary = pd.read_csv(tmp_path / "edited.csv")
+    start = steering.measure(starts)["tuf"].to_numpy()
+    np.testing.assert_allclose(summary["start_tuf"], start, rtol=1e-6)
+    np.testing.assert_allclose(summary["drift_tuf"], (summary["tuf"] - start) / start, rtol=1e-6)
+    assert (summary["drift_tuf"].abs() > 0.05).all() and not drifting.converged.any()
+    assert not summary["converged"].any()
+    header = fits.getheader(tmp_path / "edited_000.fits", 1)
+    assert math.isclose(header["START TUF"], start[0], rel_tol=1e-6) and header["CONVERGE"] is False
+
+    held = steer_and_write(steering, starts, request, tmp_path / "held", "edited")
+    assert held.converged.all()
+    np.testing.assert_allclose(held.summary["drift_tuf"], 0.0, atol=1e-6)
+
+
+def test_the_label_score_measures_targets_met_and_the_drift_of_the_others(steering):
+    from sharpgen.latent.score import floor_of, label_score, summarize, target_grid
+
+    grid = target_grid(steering, ["tuf"], quantiles=(0.2, 0.8))
+    assert len(grid) == 2 and grid[0]["tuf"] < grid[1]["tuf"]
+    assert len(target_grid(steering, ["tuf", "psep"], quantiles=(0.2, 0.5, 0.8))) == 9
+    scores = label_score(steering, grid, starts="random", per_target=3, hold_others=True, seed=1)
+    assert len(scores) == 6 and list(scores["request"]) == [0, 0, 0, 1, 1, 1]
+    assert set(scores["role_tuf"]) == {"target"} and set(scores["role_psep"]) == {"held"}
+    goal = scores["request"].map({i: g["tuf"] for i, g in enumerate(grid)})
+    error = (scores["achieved_tuf"] - goal) / np.maximum(goal.abs(), floor_of(steering, "tuf"))
+    np.testing.assert_allclose(scores["error_tuf"], error)
+    assert (scores["met"] == (error.abs() <= 0.05)).all()
+    drift = (scores["achieved_psep"] - scores["start_psep"]) / np.maximum(
+        scores["start_psep"].abs(), floor_of(steering, "psep")
+    )
+    np.testing.assert_allclose(scores["drift_psep"], drift)
+    assert (scores["held"] == (drift.abs() <= 0.05)).all()
+    summary = summarize(scores)
+    assert summary["requests"] == 6 and summary["met"] == scores["met"].mean()
+    assert summary["within_5pct_psep"] == float((drift.abs() <= 0.05).mean()) and "within_5pct_tuf" not in summary
+    free = label_score(steering, grid, starts="nearest", per_target=2, seed=1)
+    assert set(free["role_psep"]) == {"free"} and free["held"].all()

@@ -260,7 +260,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     steering = load_steering(args.run_dir, device=args.device)
     starts = starting_latents(steering, request.targets, args.n, args.seed)
     result = steer_and_write(steering, starts, request, out_dir, "generated")
-    _report_steering(out_dir, "generated", result, request.tolerance)
+    _report_steering(out_dir, "generated", result, request)
     return 0
 
 
@@ -270,11 +270,12 @@ def _torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _report_steering(out_dir, prefix, result, tolerance) -> None:
+def _report_steering(out_dir, prefix, result, request) -> None:
     hits, count = int(result.converged.sum()), len(result.converged)
     print(f"{count} patches -> {out_dir}/{prefix}_*.fits, {prefix}.png, {prefix}.csv", file=sys.stderr)
-    if result.targets:
-        print(f"{hits} of {count} within {tolerance:.0%} of every target", file=sys.stderr)
+    goals = [text for text, given in (("every target", result.targets), ("the kept values", request.keep)) if given]
+    if goals:
+        print(f"{hits} of {count} within {request.tolerance:.0%} of {' and '.join(goals)}", file=sys.stderr)
         if hits < count:
             print(f"sharpgen: warning: {count - hits} request(s) missed; see {prefix}.csv", file=sys.stderr)
 
@@ -291,7 +292,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     _torch_threads(args.threads)
     steering = load_steering(args.run_dir, device=args.device)
     result = steer_and_write(steering, starts, request, out_dir, "edited")
-    _report_steering(out_dir, "edited", result, request.tolerance)
+    _report_steering(out_dir, "edited", result, request)
     return 0
 
 
@@ -335,7 +336,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
         else:
             starts = starting_latents(steering, request.targets, args.n, args.seed)
             result = steer_and_write(steering, starts, request, out_dir, "generated")
-            _report_steering(out_dir, "generated", result, request.tolerance)
+            _report_steering(out_dir, "generated", result, request)
             latents, queries = result.latents, result.table
             labels = [f"generated_{i:03d}" for i in range(len(latents))]
         patches = generate(steering.generator, latents, steering.device)

@@ -185,10 +185,12 @@ def write_results(
     requested: Mapping[str, float],
     kept: Sequence[str],
     prefix: str = "generated",
+    kept_start: Mapping[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
-    """Write ``<prefix>_NNN.fits`` (field in G, the WCS of :func:`generated_wcs_cards`; targets, achieved values
-    and the latent in the header),
-    ``<prefix>.png``, ``<prefix>.csv`` (requested vs achieved per patch) and ``latents.npy``; return the table.
+    """Write ``<prefix>_NNN.fits`` (field in G, the WCS of :func:`generated_wcs_cards`; targets, achieved values,
+    kept properties' starting values and the latent in the header),
+    ``<prefix>.png``, ``<prefix>.csv`` (requested vs achieved per patch; per kept property its value at the start
+    as ``start_<name>`` and its relative change as ``drift_<name>``) and ``latents.npy``; return the table.
     ``<prefix>_NNN.fits`` files of an earlier, larger request in ``out_dir`` are removed: the folder then holds
     exactly this request's outputs."""
     out_dir = Path(out_dir)
@@ -200,6 +202,10 @@ def write_results(
         summary[f"target_{name}"] = value
         summary[f"achieved_{name}"] = table[name].to_numpy()
         summary[f"error_{name}"] = (table[name].to_numpy() - value) / value if value else np.nan
+    for name, start in (kept_start or {}).items():
+        summary[f"start_{name}"] = start
+        with np.errstate(divide="ignore", invalid="ignore"):
+            summary[f"drift_{name}"] = np.where(start != 0, (table[name].to_numpy() - start) / start, np.nan)
     for name in table.columns:
         if f"achieved_{name}" not in summary:
             summary[name] = table[name].to_numpy()
@@ -211,6 +217,9 @@ def write_results(
         }
         for name, value in requested.items():
             cards[f"HIERARCH TARGET {name.upper()}"] = float(value)
+        for name, start in (kept_start or {}).items():
+            value = float(start[i])
+            cards[f"HIERARCH START {name.upper()}"] = value if math.isfinite(value) else "NaN"
         for name in table.columns:
             value = float(table[name].iloc[i])
             cards[f"HIERARCH ACHIEVED {name.upper()}"] = value if math.isfinite(value) else "NaN"
@@ -253,15 +262,40 @@ def steer_and_write(
     steering: Steering, starts: np.ndarray, request: SteerRequest, out_dir: str | os.PathLike, prefix: str
 ) -> Steered:
     """The flow ``generate``, ``edit`` and ``query --target`` share: move ``starts`` by the request's steps or
-    to its targets (holding its kept properties), then :func:`write_results` into ``out_dir``."""
+    to its targets (holding its kept properties), then :func:`write_results` into ``out_dir``. A patch is
+    ``converged`` when every target is met and every kept property is within the tolerance of its starting
+    value (:func:`kept_within`; a step edit has no target, so only the kept properties decide)."""
+    kept_start = None
+    if request.keep:
+        measured = steering.measure(starts)
+        kept_start = {name: measured[name].to_numpy(dtype=np.float64) for name in request.keep}
     if request.steps:
         latents = step_along(steering, starts, request.steps, request.keep)
         table, converged = steering.measure(latents), np.ones(len(latents), dtype=bool)
     else:
         latents, table, converged, _ = steer(steering, starts, request.targets, request.keep, request.tolerance)
+    if kept_start:
+        converged = converged & kept_within(steering, kept_start, table, request.tolerance)
     targets = {name: value for name, value in request.targets.items() if name in table.columns}
-    summary = write_results(out_dir, steering, latents, table, converged, targets, request.keep, prefix=prefix)
+    summary = write_results(
+        out_dir, steering, latents, table, converged, targets, request.keep, prefix=prefix, kept_start=kept_start
+    )
     return Steered(latents, table, converged, targets, summary)
+
+
+def kept_within(
+    steering: Steering, kept_start: Mapping[str, np.ndarray], table: pd.DataFrame, tolerance: float
+) -> np.ndarray:
+    """Per patch, whether every kept property of ``table`` is within ``tolerance`` of its value in ``kept_start``,
+    relative to ``max(|start|, 0.1 std of the run's samples)`` as :func:`steer` judges a target."""
+    within = np.ones(len(table), dtype=bool)
+    for name, start in kept_start.items():
+        spread = steering.samples[name].to_numpy(dtype=np.float64) if name in steering.samples else np.array([])
+        floor = 0.1 * float(np.nanstd(spread)) if np.isfinite(spread).any() else 0.0
+        end = table[name].to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            within &= np.abs(end - start) <= tolerance * np.maximum(np.abs(start), floor)
+    return within
 
 
 def starting_latents(steering: Steering, targets: Mapping[str, float], n: int, seed: int) -> np.ndarray:
