@@ -58,16 +58,30 @@ def assert_png(path) -> None:
     assert path.read_bytes()[:8] == PNG
 
 
-def test_traversal_grid_moves_each_property_and_stops_at_the_polarity_boundary(tmp_path):
+def test_traversal_frames_sit_at_quantiles_of_the_property_and_stalled_steps_count_once(tmp_path):
     start = 0.5 * unit(0)
     numbers = plot_traversal_grid(
-        generate, measure, DIRECTIONS, start, ["q", "r"], np.linspace(-2, 2, 5), tmp_path / "t.png"
+        generate, measure, DIRECTIONS, start, ["q", "r"], 2.0, tmp_path / "t.png", quantiles=[0.05, 0.5, 0.95]
     )
     assert_png(tmp_path / "t.png")
-    q = numbers["values"]["q"]
-    assert q[2] == pytest.approx(0.5) and q[-1] == pytest.approx(2.5)  # up along +z0 on the high side
-    assert q[0] == pytest.approx(0.0, abs=1e-5) and q[1] == pytest.approx(0.0, abs=1e-5)  # stopped at z0 = 0
-    np.testing.assert_allclose(numbers["values"]["r"], np.linspace(-2, 2, 5), atol=1e-9)
+    # q = |z0| on the high side: from 0.5 down it stops at z0 = 0 (half the path is one latent), up to 2.5
+    q, q_steps = numbers["values"]["q"], numbers["steps"]["q"]
+    assert q[0] < 0.2 and q[2] > 2.2  # the 5th and 95th percentiles of 0 to 2.5
+    assert 1.0 < q[1] < 1.5  # the median of the distinct frames (~1.25), not of the path with its repeats (0.5)
+    assert q == sorted(q) and q_steps == sorted(q_steps)
+    r = numbers["values"]["r"]
+    np.testing.assert_allclose(r, np.quantile(np.linspace(-2, 2, 81), [0.05, 0.5, 0.95]), atol=0.05)
+    # r's direction (z1) leaves q alone: no drift; q's direction (z0) leaves r alone
+    np.testing.assert_allclose(numbers["drift"]["r"]["q"], 0.0, atol=1e-9)
+
+
+def test_quantile_frames_are_distinct_ordered_by_value_and_skip_undefined_points():
+    from sharpgen.figures.latent import quantile_frames
+
+    values = np.array([0.0, 0.0, 0.0, 0.0, np.nan, 1.0, 2.0, 3.0, 4.0])
+    frames = quantile_frames(values, [0.0, 0.05, 0.5, 1.0])
+    assert list(frames) == [0, 6, 8]  # 0.0 once (the first of the repeats), the median 2.0 and the top 4.0
+    assert quantile_frames(np.full(4, np.nan)).size == 0
 
 
 def test_conditional_edit_reports_the_change_of_both_properties(tmp_path):

@@ -67,39 +67,90 @@ def plot_latent_space(
     return numbers
 
 
+TRAVERSAL_QUANTILES = np.linspace(0.05, 0.95, 9)
+"""Frames of a traversal row: these quantiles of the property along the start's path."""
+PATH_POINTS = 81
+"""Latents measured along each direction, from ``-max_step`` to ``+max_step``, to place the frames."""
+
+
+def quantile_frames(values: np.ndarray, quantiles: Sequence[float] = TRAVERSAL_QUANTILES) -> np.ndarray:
+    """Indices into a path's ``values`` of the frames nearest each quantile of its finite values, one frame per
+    distinct point, in increasing order of value (a path stopped at the polarity boundary repeats its last
+    value: the repeats count once)."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.flatnonzero(np.isfinite(values))
+    if finite.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, first = np.unique(values[finite], return_index=True)
+    distinct = finite[np.sort(first)]  # each value once: the first point that has it
+    levels = np.quantile(values[distinct], quantiles)
+    picked = [int(distinct[np.argmin(np.abs(values[distinct] - level))]) for level in levels]
+    unique = list(dict.fromkeys(picked))
+    return np.asarray(sorted(unique, key=lambda i: (values[i], i)), dtype=np.int64)
+
+
 def plot_traversal_grid(
     generate: Generate,
     measure: Measure,
     directions: DirectionSet,
     start: np.ndarray,
     properties: Sequence[str],
-    steps: np.ndarray,
+    max_step: float,
     path: str | os.PathLike,
     conditions: Sequence[str] = (),
+    quantiles: Sequence[float] = TRAVERSAL_QUANTILES,
 ) -> dict:
-    """Paper fig. 5: one row per property, the patch generated at ``start + step * n`` for each step (the
-    direction of ``start``'s side, kept on that side), titled with the property's measured value."""
+    """Paper fig. 5, placed by value: one row per property. Along its direction from ``start`` (the direction of
+    ``start``'s side, kept on that side; ``PATH_POINTS`` steps in ``[-max_step, max_step]`` latent units) the
+    frames are the latents at the ``quantiles`` of the property's values on that path (:func:`quantile_frames`),
+    so each row runs from low to high and none is wasted where the path stalls at the polarity boundary. Each
+    frame is titled with the property's value, the step (latent units) and the largest relative change of any
+    other row's property from ``start``'s value (the drift: a direction that moves only its own property
+    shows small ones)."""
     pyplot = get_pyplot()
-    steps = np.asarray(steps, dtype=np.float64)
     start = np.asarray(start, dtype=np.float64).reshape(1, -1)
+    steps = np.linspace(-max_step, max_step, PATH_POINTS)
+    base = measure(start).iloc[0]
+    columns = len(quantiles)
     figure, axes = pyplot.subplots(
-        len(properties), len(steps), figsize=(1.5 * len(steps), 1.7 * len(properties)), squeeze=False
+        len(properties), columns, figsize=(1.5 * columns, 1.9 * len(properties)), squeeze=False
     )
-    numbers = {}
+    numbers = {"quantiles": [float(q) for q in quantiles], "values": {}, "steps": {}, "drift": {}}
     for row, name in enumerate(properties):
         latents = directions.stepped(name, np.repeat(start, len(steps), axis=0), steps, conditions)
-        patches, table = generate(latents), measure(latents)
-        for column, (patch, value) in enumerate(zip(patches, table[name], strict=True)):
-            draw_patch(axes[row, column], patch)
-            axes[row, column].set_title(f"{name}={value:.3g}", fontsize=6)
+        table = measure(latents)
+        frames = quantile_frames(table[name].to_numpy(dtype=np.float64), quantiles)
+        patches = generate(latents[frames]) if frames.size else []
+        drift = {}
+        for other in properties:
+            if other != name:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    drift[other] = (table[other].to_numpy(np.float64)[frames] - base[other]) / abs(base[other])
+        for column in range(columns):
+            axis = axes[row, column]
+            if column >= frames.size:
+                axis.axis("off")
+                continue
+            draw_patch(axis, patches[column])
+            title = f"{name}={table[name].iloc[frames[column]]:.3g}, t={steps[frames[column]]:+.1f}"
+            worst = max(drift, key=lambda o: np.nan_to_num(abs(drift[o][column]), nan=-1.0), default=None)
+            if worst is not None and np.isfinite(drift[worst][column]):
+                title += f"\n{worst} {drift[worst][column]:+.0%}"
+            axis.set_title(title, fontsize=5.5)
         axes[row, 0].text(
             -0.15, 0.5, name, transform=axes[row, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8
         )
-        numbers[name] = [float(v) for v in table[name]]
-    labels = ", ".join(f"{s:+.1f}" for s in steps)
-    figure.suptitle(f"latent traversals along each property's direction; steps {labels} (latent units)", fontsize=9)
+        numbers["values"][name] = [float(v) for v in table[name].to_numpy(np.float64)[frames]]
+        numbers["steps"][name] = [float(steps[i]) for i in frames]
+        numbers["drift"][name] = {other: [float(v) for v in values] for other, values in drift.items()}
+    figure.suptitle(
+        f"latent traversals: frames at the {quantiles[0]:.0%}-{quantiles[-1]:.0%} quantiles of each property along "
+        f"its direction (t: step in latent units, of {-max_step:+.1f} to {max_step:+.1f}; second line: the largest "
+        "change of another property)",
+        fontsize=8,
+    )
     save_figure(figure, path)
-    return {"steps": steps.tolist(), "values": numbers}
+    return numbers
 
 
 def plot_calibration(calibration: pd.DataFrame, properties: Sequence[str], path: str | os.PathLike) -> dict:
@@ -226,7 +277,7 @@ def plot_conditional_edit(
 
 
 TRAVERSAL_COLUMNS = 9
-"""Patches per row of the traversal figures (steps from -max_step to +max_step of the run's directions)."""
+"""Patches per row of the conditional-edit figure (steps from -max_step to +max_step of the run's directions)."""
 
 
 def _run_steering(run):
@@ -248,11 +299,15 @@ def _median_start(steering, name: str = "tuf") -> np.ndarray:
     return np.asarray(steering.sample_latents[order[np.isfinite(values).sum() // 2]], dtype=np.float64)
 
 
-def _steps(run) -> np.ndarray:
+def _max_step(run) -> float:
+    """The directions' ``max_step`` (latent units): how far the traversal figures step either way."""
     import json
 
-    settings = json.loads(run.path("directions").read_text())["settings"]
-    return np.linspace(-settings["max_step"], settings["max_step"], TRAVERSAL_COLUMNS)
+    return float(json.loads(run.path("directions").read_text())["settings"]["max_step"])
+
+
+def _steps(run) -> np.ndarray:
+    return np.linspace(-_max_step(run), _max_step(run), TRAVERSAL_COLUMNS)
 
 
 def figure_latent_space(run, out, options) -> dict:
@@ -274,7 +329,7 @@ def figure_traversals(run, out, options) -> dict:
     properties = list(steering.directions)
     start = _median_start(steering)
     return plot_traversal_grid(
-        _generate(steering), steering.measure, steering.directions, start, properties, _steps(run), out
+        _generate(steering), steering.measure, steering.directions, start, properties, _max_step(run), out
     )
 
 
