@@ -168,6 +168,7 @@ def test_physical_units_are_converted_to_the_papers(explorer):
         ("seed=0&tuf={tuf}&hold=tuf", "a property is either changed or kept, not both"),
         ("seed=0&tuf={tuf}&hold=usflux", "target tuf (kept as usflux)"),
         ("seed=0&seed=1", "seed given 2 times"),
+        ("seed=0&one_per_harp=yes", "one_per_harp='yes': expected an integer from 0 to 1"),
     ],
 )
 def test_bad_requests_get_a_400_with_a_clear_message(explorer, server, query, message):
@@ -210,6 +211,20 @@ def test_a_physical_twin_works_wherever_its_paper_property_does(explorer, server
     assert answer["twin"] == "tuf" and all(f["value"] > 1e15 for f in answer["frames"])  # in Mx, not kG
     held = explorer.parse(f"seed=3&psep_mm={psep_mm!r}&hold=usflux")
     assert held.hold == ("tuf",) and dict(held.targets)["psep"] == pytest.approx(median_target(explorer, "psep"))
+
+
+def test_one_per_harp_gives_each_regions_best_match_once_and_travels_in_the_links(explorer, server):
+    status, body, _ = get(server, "/api/state?seed=6&k=12&one_per_harp=1")
+    assert status == 200
+    answer = json.loads(body)
+    harps = [m["harpnum"] for m in answer["matches"]]
+    assert answer["one_per_harp"] is True and len(harps) == len(set(harps)) > 0
+    assert [m["rank"] for m in answer["matches"]] == list(range(1, len(harps) + 1))
+    assert "one_per_harp=1" in answer["query"]
+    status, body, _ = get(server, "/api/matches.csv?" + answer["query"])
+    assert status == 200 and list(pd.read_csv(io.BytesIO(body))["harpnum"]) == harps
+    every = json.loads(get(server, "/api/state?seed=6&k=12")[1])
+    assert every["one_per_harp"] is False and every["matches"][0]["row"] == answer["matches"][0]["row"]
 
 
 def test_downloads_give_the_generated_fits_and_the_matches_csv(explorer, server):

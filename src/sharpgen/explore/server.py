@@ -11,7 +11,8 @@ answers are pure functions of the request, so every state of the page is a URL:
   property, or its physical twin) while the ``hold`` properties keep the seed's values, as
   :func:`sharpgen.latent.generate.steer` does; answers the patch (PNG), its overlay (PIL mask PNG, polarity
   centroids), target vs. achieved per property (with misses flagged), every measured property and the top-k
-  real matches (:class:`sharpgen.retrieval.search.Retriever`) with thumbnails;
+  real matches (:class:`sharpgen.retrieval.search.Retriever`) with thumbnails; ``one_per_harp=1`` keeps only
+  each HARP's best observation among them (a SHARP series would fill several places with one region);
 - ``GET /api/traversal?...&along=tuf``: the patch moved along one property's direction (a strip of frames);
 - ``GET /api/generated.fits?...`` and ``GET /api/matches.csv?...``: downloads of the same state.
 
@@ -75,7 +76,7 @@ IDLE_TIMEOUT_S = 60
 """An idle keep-alive connection is closed after this many seconds (its thread ends)."""
 PRELOAD_BYTES = 256 * 2**20
 """Real patches are held in memory for thumbnails when the whole dataset is at most this large."""
-RESERVED_KEYS = ("seed", "hold", "k", "along")
+RESERVED_KEYS = ("seed", "hold", "k", "along", "one_per_harp")
 """Query keys that are not properties."""
 
 
@@ -202,10 +203,16 @@ class Request:
     hold: tuple[str, ...]
     k: int = DEFAULT_K
     along: str | None = None
+    one_per_harp: bool = False  # matches: only each HARP's best observation
 
     @property
     def key(self) -> tuple:
         return (self.seed, self.targets, self.hold)
+
+    @property
+    def search_key(self) -> tuple:
+        """What the matches depend on: the state, ``k`` and ``one_per_harp``."""
+        return (self.key, self.k, self.one_per_harp)
 
     def query(self) -> str:
         """The URL query string of this state (for download links)."""
@@ -213,6 +220,8 @@ class Request:
         pairs += [(name, repr(value)) for name, value in self.targets]
         pairs += [("hold", name) for name in self.hold]
         pairs.append(("k", str(self.k)))
+        if self.one_per_harp:
+            pairs.append(("one_per_harp", "1"))
         return urlencode(pairs)
 
 
@@ -443,6 +452,7 @@ class Explorer:
 
         seed = _parse_int(single("seed"), "seed", 0, 0, MAX_SEED)
         k = _parse_int(single("k"), "k", DEFAULT_K, 1, MAX_K)
+        one_per_harp = _parse_int(single("one_per_harp"), "one_per_harp", 0, 0, 1) == 1
         hold = [name for item in query.get("hold", []) for name in filter(None, (p.strip() for p in item.split(",")))]
         for name in hold:
             self.spec_of(name, "cannot hold")
@@ -473,7 +483,7 @@ class Explorer:
                 )
             targets[spec.name] = float(value / scale)
         held = sorted({self.spec_of(name, "cannot hold").name for name in hold})
-        return Request(seed, tuple(sorted(targets.items())), tuple(held), k, along)
+        return Request(seed, tuple(sorted(targets.items())), tuple(held), k, along, one_per_harp)
 
     # -- computation --------------------------------------------------------------------------------------
 
@@ -529,12 +539,12 @@ class Explorer:
         """The top-k real matches of the state's patch (409 when the run has no retrieval artefacts)."""
         if self.retriever is None:
             raise RequestError(self.retrieval_problem or "no retrieval index in this run", HTTPStatus.CONFLICT)
-        key = (request.key, request.k)
+        key = request.search_key
         cached = self._searches.get(key)
         if cached is None:
             k = min(request.k, len(self.retriever.index))
             with self._slots:
-                cached = self.retriever.search(solution.patch[None], k=k)[0]
+                cached = self.retriever.search(solution.patch[None], k=k, one_per_harp=request.one_per_harp)[0]
             self._searches.put(key, cached)
         return cached
 
@@ -544,14 +554,14 @@ class Explorer:
         if search and self.retriever is None:
             raise RequestError(self.retrieval_problem or "no retrieval index in this run", HTTPStatus.CONFLICT)
         solution = self._solutions.get(request.key)
-        table = self._searches.get((request.key, request.k)) if search else None
+        table = self._searches.get(request.search_key) if search else None
         if solution is not None and (table is not None or not search):
             return Computed(solution, table)
         if self._pool is not None:
             done = self._pool.call("computed", request, search)
             self._solutions.put(request.key, done.solution)
             if search:
-                self._searches.put((request.key, request.k), done.matches)
+                self._searches.put(request.search_key, done.matches)
             return done
         with self._slots:
             begin = time.perf_counter()
@@ -622,6 +632,7 @@ class Explorer:
             "seed": request.seed,
             "targets": dict(request.targets),
             "hold": list(request.hold),
+            "one_per_harp": request.one_per_harp,
             "converged": solution.converged,
             "start": solution.start,
             "image": png_data_uri(solution.patch),
