@@ -575,6 +575,40 @@ def test_cli_serves_until_stopped_and_stops_cleanly(run_dir, stop_signal):
             proc.wait()
 
 
+def test_ctrl_c_while_the_worker_processes_load_stops_everything_without_a_traceback(run_dir):
+    """Ctrl-C in a terminal reaches the whole process group: the server and its workers, which are still
+    importing. Only the server may speak (one line); no worker is left behind."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sharpgen.cli", "explore", "--results", str(run_dir), "--port", "0", "--workers", "2"],
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while len(_children(proc.pid)) < 3:  # the resource tracker and the two workers have started
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        status = proc.wait(timeout=60)
+        rest = proc.stderr.read()
+        assert status in (0, 130) and "Traceback" not in rest, rest
+        deadline = time.monotonic() + 30
+        while _group(proc.pid):  # the resource tracker leaves a moment after the server
+            assert time.monotonic() < deadline, _group(proc.pid)
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _children(pid: int) -> list[str]:
+    return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+
+
+def _group(pgid: int) -> list[str]:
+    return subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout.split()
+
+
 # -- the page in a real browser --------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ held with one line; the pool is started afresh for the next ones. Workers ignore
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
@@ -66,10 +67,11 @@ class WorkerPool:
         try:  # the first requests find every worker loaded: wait until each has answered
             deadline, answered = time.monotonic() + START_TIMEOUT_S, set()
             while len(answered) < self.workers:
-                pending = [executor.submit(_loaded_pid) for _ in range(self.workers)]  # starts every worker
+                with _ctrl_c_ignored_by_children():
+                    pending = [executor.submit(_loaded_pid) for _ in range(self.workers)]  # starts every worker
                 answered.update(future.result(timeout=max(1.0, deadline - time.monotonic())) for future in pending)
         except BaseException as exc:
-            _stop(executor)
+            _stop(executor, now=True)
             if isinstance(exc, BrokenProcessPool | TimeoutError):
                 raise SharpgenError(f"{self.run_dir}: the explorer's worker processes could not load the run") from None
             raise
@@ -102,10 +104,29 @@ class WorkerPool:
             _stop(executor)
 
 
-def _stop(executor: ProcessPoolExecutor) -> None:
-    """Drop the pending work of ``executor``, end its processes and free its queues' semaphores (else the
-    resource tracker warns of leaked ones when the server leaves without the interpreter's teardown)."""
+@contextlib.contextmanager
+def _ctrl_c_ignored_by_children():
+    """Processes started inside ignore SIGINT from their first instruction (an ignored signal stays ignored
+    through exec), so a Ctrl-C while they import and load stops the server alone, without a traceback from each
+    worker. From the main thread only (elsewhere the workers ignore it once loaded, see :func:`_load`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop(executor: ProcessPoolExecutor, now: bool = False) -> None:
+    """Drop the pending work of ``executor``, end its processes (``now``: at once, else after their current
+    computation) and free its queues' semaphores (else the resource tracker warns of leaked ones when the
+    server leaves without the interpreter's teardown)."""
     processes = list((executor._processes or {}).values())  # noqa: SLF001 (no public handle on them)
+    if now:
+        for process in processes:
+            process.terminate()
     executor.shutdown(wait=True, cancel_futures=True)
     for process in processes:
         process.join(timeout=5)
