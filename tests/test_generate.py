@@ -178,7 +178,7 @@ def test_an_edit_is_converged_only_when_its_kept_properties_held_and_says_how_fa
 
 
 def test_the_label_score_measures_targets_met_and_the_drift_of_the_others(steering):
-    from sharpgen.latent.score import floor_of, label_score, summarize, target_grid
+    from sharpgen.latent.score import label_score, summarize, target_grid
 
     grid = target_grid(steering, ["tuf"], quantiles=(0.2, 0.8))
     assert len(grid) == 2 and grid[0]["tuf"] < grid[1]["tuf"]
@@ -187,11 +187,11 @@ def test_the_label_score_measures_targets_met_and_the_drift_of_the_others(steeri
     assert len(scores) == 6 and list(scores["request"]) == [0, 0, 0, 1, 1, 1]
     assert set(scores["role_tuf"]) == {"target"} and set(scores["role_psep"]) == {"held"}
     goal = scores["request"].map({i: g["tuf"] for i, g in enumerate(grid)})
-    error = (scores["achieved_tuf"] - goal) / np.maximum(goal.abs(), floor_of(steering, "tuf"))
+    error = (scores["achieved_tuf"] - goal) / np.maximum(goal.abs(), steering.floor("tuf"))
     np.testing.assert_allclose(scores["error_tuf"], error)
     assert (scores["met"] == (error.abs() <= 0.05)).all()
     drift = (scores["achieved_psep"] - scores["start_psep"]) / np.maximum(
-        scores["start_psep"].abs(), floor_of(steering, "psep")
+        scores["start_psep"].abs(), steering.floor("psep")
     )
     np.testing.assert_allclose(scores["drift_psep"], drift)
     assert (scores["held"] == (drift.abs() <= 0.05)).all()

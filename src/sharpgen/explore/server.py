@@ -390,7 +390,7 @@ class Explorer:
                 twin = twin_of(name)
                 factor = twin_factor(quantity(name), self.steering.image_size, self.steering.pixel_mm)
                 per_unit = factor if quantity(name) == name else 1.0 / factor
-            floor = 0.1 * float(np.nanstd(values))
+            floor = self.steering.floor(name)
             specs[name] = PropertySpec(name, low, high, float(np.nanmedian(values)), twin, per_unit, floor)
         return specs
 

@@ -67,6 +67,12 @@ class Steering:
         """Generate and measure ``(N, 100)`` latents."""
         return latent_properties(self.generator, latents, self.device, self.threshold_gauss, self.pixel_mm)
 
+    def floor(self, name: str) -> float:
+        """A tenth of the samples' standard deviation of ``name`` (0 where undefined): a miss or a drift is
+        measured relative to ``max(|value|, floor)``, so values near zero are not judged by their own size."""
+        values = self.samples[name].to_numpy(dtype=np.float64) if name in self.samples else np.array([])
+        return 0.1 * float(np.nanstd(values)) if np.isfinite(values).any() else 0.0
+
     def resolve(self, name: str, value: float = 0.0) -> tuple[str, float]:
         """The property whose direction steers ``name`` and ``value`` in its units: ``name`` itself when it has a
         direction, else its physical twin's (``usflux`` [Mx] <-> ``tuf`` [kG], ``psep_mm`` [Mm] <-> ``psep``
@@ -144,7 +150,7 @@ def steer(
         [np.full(len(starts), wanted[n]) if n in wanted else start_values[n].to_numpy() for n in names], axis=1
     )
     jacobian = np.array([[steering.slopes[d][p] for d in names] for p in names])
-    floors = np.array([0.1 * np.nanstd(steering.samples[n].to_numpy(dtype=np.float64)) for n in names])
+    floors = np.array([steering.floor(n) for n in names])
     normals = np.stack([steering.directions.normals(n, starts) for n in names], axis=1)  # (N, D, 100)
     latents, table, converged = solve_targets(
         steering.measure, starts, normals, jacobian, names, goal, tolerance=tolerance, floors=floors,
@@ -287,14 +293,12 @@ def kept_within(
     steering: Steering, kept_start: Mapping[str, np.ndarray], table: pd.DataFrame, tolerance: float
 ) -> np.ndarray:
     """Per patch, whether every kept property of ``table`` is within ``tolerance`` of its value in ``kept_start``,
-    relative to ``max(|start|, 0.1 std of the run's samples)`` as :func:`steer` judges a target."""
+    relative to ``max(|start|, floor)`` (:meth:`Steering.floor`) as :func:`steer` judges a target."""
     within = np.ones(len(table), dtype=bool)
     for name, start in kept_start.items():
-        spread = steering.samples[name].to_numpy(dtype=np.float64) if name in steering.samples else np.array([])
-        floor = 0.1 * float(np.nanstd(spread)) if np.isfinite(spread).any() else 0.0
         end = table[name].to_numpy(dtype=np.float64)
         with np.errstate(invalid="ignore"):
-            within &= np.abs(end - start) <= tolerance * np.maximum(np.abs(start), floor)
+            within &= np.abs(end - start) <= tolerance * np.maximum(np.abs(start), steering.floor(name))
     return within
 
 

@@ -3,8 +3,8 @@
 Continuous-conditional generators report a "label score" (|target - measured| over a grid of targets) and
 InterFaceGAN re-scores edited images with attribute predictors. Here every property is measured on the generated
 patch itself, so the score is exact: per request, the achieved value of every named target, whether each met it
-within the tolerance (relative to ``max(|target|, 0.1 std of the samples)``, as :func:`steer` judges), and the
-drift of every other steerable property from its starting value, whether it was held (``keep``) or left free.
+within the tolerance (relative to ``max(|target|, floor)``, :meth:`Steering.floor`, as :func:`steer` judges),
+and the drift of every other steerable property from its starting value, whether it was held or left free.
 """
 
 from __future__ import annotations
@@ -30,12 +30,6 @@ def target_grid(
     axes = [np.nanquantile(steering.samples[name].to_numpy(dtype=np.float64), quantiles) for name in names]
     mesh = np.meshgrid(*axes, indexing="ij")
     return [{name: float(m.flat[i]) for name, m in zip(names, mesh, strict=True)} for i in range(mesh[0].size)]
-
-
-def floor_of(steering: Steering, name: str) -> float:
-    """A tenth of the samples' standard deviation of ``name``: the scale of a miss near zero."""
-    values = steering.samples[name].to_numpy(dtype=np.float64) if name in steering.samples else np.array([])
-    return 0.1 * float(np.nanstd(values)) if np.isfinite(values).any() else 0.0
 
 
 def label_score(
@@ -74,7 +68,7 @@ def label_score(
         held = np.ones(per_target, dtype=bool)
         for name in [*targets, *others]:
             start, end = before[name].to_numpy(np.float64), after[name].to_numpy(np.float64)
-            floor = floor_of(steering, name)
+            floor = steering.floor(name)
             role = "target" if name in targets else ("held" if name in keep else "free")
             frame[f"role_{name}"] = role
             frame[f"start_{name}"], frame[f"achieved_{name}"] = start, end
