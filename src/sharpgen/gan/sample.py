@@ -89,15 +89,6 @@ def generate(generator, z: np.ndarray, device, precision: str = "fp32") -> np.nd
     return patches.squeeze(1).cpu().numpy()
 
 
-def inference_generator(generator):
-    """The same function as ``generator``, faster, for use without gradients (patches within ~1e-6 of the plain
-    network's): fused layers (:func:`~sharpgen.gan.models.for_inference`) and oneDNN's channels-last kernels.
-    Measured 3x the plain network's forward throughput on one CPU core in bulk sampling."""
-    import torch
-
-    return for_inference(generator).to(memory_format=torch.channels_last)
-
-
 def latent_properties(
     generator, latents: np.ndarray, device, threshold_gauss: float, pixel_mm: float | None, batch_size: int = 256
 ) -> pd.DataFrame:
@@ -128,7 +119,7 @@ def sample_generator(
     dev = pick_device(device)
     torch.set_num_threads(1 if dev.type == "cpu" else threads)  # on a CPU, batches run in parallel instead
     generator, gan_settings = load_generator(generator_path, dev)
-    generator = inference_generator(generator)
+    generator = for_inference(generator)  # the same function, 3x faster on one CPU core
     precision = resolve_precision(settings.precision, dev)
     size, n, batch = int(gan_settings["image_size"]), settings.n_samples, settings.batch_size
     stored = n if settings.stored_patches is None else min(n, settings.stored_patches)

@@ -32,8 +32,8 @@ from ..data.fitsio import (
 )
 from ..data.normalize import Normalization
 from ..errors import SharpgenError
-from ..gan.models import LATENT_DIM, load_generator
-from ..gan.sample import generate, inference_generator, latent_properties
+from ..gan.models import LATENT_DIM, for_inference, load_generator
+from ..gan.sample import generate, latent_properties
 from ..plotting import save_patch_grid
 from ..properties import quantity, twin_factor, twin_of
 from ..run import STEERING, RunLayout
@@ -102,7 +102,7 @@ def load_steering(run_dir: str | os.PathLike, device: str = "auto") -> Steering:
     dev = pick_device(device)
     generator, settings = load_generator(layout.path("generator"), dev)
     return Steering(
-        generator=inference_generator(generator),  # steering only generates: the fast copy
+        generator=for_inference(generator),  # steering only generates: the fast copy
         device=dev,
         image_size=int(settings["image_size"]),
         threshold_gauss=normalization.threshold_gauss,
