@@ -536,9 +536,7 @@ class Explorer:
         return latent, table, False, "seed"
 
     def matches(self, request: Request, solution: Solution) -> pd.DataFrame:
-        """The top-k real matches of the state's patch (409 when the run has no retrieval artefacts)."""
-        if self.retriever is None:
-            raise RequestError(self.retrieval_problem or "no retrieval index in this run", HTTPStatus.CONFLICT)
+        """The top-k real matches of the state's patch (:meth:`computed` checks that the run has an index)."""
         key = request.search_key
         cached = self._searches.get(key)
         if cached is None:

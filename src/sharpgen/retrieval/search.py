@@ -94,13 +94,16 @@ class Retriever:
             result = search(self.index, embeddings, k=k, filters=filters)
             pairs = zip(result.rows, result.similarity, strict=True)
         else:
-            pairs = [self._best_per_harp(embedding, k, filters) for embedding in embeddings]
+            regions = self.region_keys()
+            pairs = [self._best_per_harp(embedding, k, filters, regions) for embedding in embeddings]
         return [self.matches(rows, similarity) for rows, similarity in pairs]
 
-    def _best_per_harp(self, embedding: np.ndarray, k: int, filters) -> tuple[np.ndarray, np.ndarray]:
-        """Rows and similarities of the ``k`` best matches of one query ``embedding`` from distinct HARPs: the
-        search widens (4x at a time) until ``k`` HARPs are found or every row passing the filters is seen."""
-        region = self.region_keys()
+    def _best_per_harp(
+        self, embedding: np.ndarray, k: int, filters, region: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and similarities of the ``k`` best matches of one query ``embedding`` from distinct regions
+        (``region``: :meth:`region_keys`): the search widens (4x at a time) until ``k`` regions are found or
+        every row passing the filters is seen."""
         fetch = k
         while True:
             fetch = min(4 * fetch, len(self.index))
