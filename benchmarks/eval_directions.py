@@ -7,9 +7,12 @@ the fit_directions traversals (from ``directions/directions.json``); entanglemen
 it; ``sharpgen generate``'s hit rate for a grid of targets inside the reachable range of each property,
 from random starting latents and from ``sharpgen generate``'s nearest-sample starts; and the label score
 (:mod:`sharpgen.latent.score`): single targets at the 5th-95th percentiles of every steerable property (and of
-``usflux``/``psep_mm`` on fixed_scale runs) with the others free and with the others held, and joint targets
-(tuf x psep, tuf x r_paper, psep x r_paper) with the others free, from random and from nearest starts: the
-fraction met within 5 %, the fraction whose held properties stayed within 5 %, and every other property's drift.
+``usflux``/``psep_mm`` on fixed_scale runs) with the others free, with one other kept (each in turn) and
+with all others held, and joint targets (tuf x psep, tuf x r_paper, psep x r_paper) with the others free,
+from random and from nearest starts: the fraction met within 5 %, the fraction whose held properties stayed
+within 5 %, and every other property's drift.
+``--methods`` names the steering methods measured: ``local`` (each latent's gradients, ``generate``'s default)
+and ``svm`` (the paper's SVM directions, the reference).
 
     .venv/bin/python benchmarks/eval_directions.py --results results/default
 """
@@ -23,6 +26,7 @@ import sys
 import numpy as np
 
 from sharpgen.latent.generate import load_steering, random_latents, starting_latents, steer
+from sharpgen.latent.requests import STEERING_METHODS
 from sharpgen.latent.score import JOINT_PAIRS, label_score, summarize, target_grid
 from sharpgen.latent.steering import median_slopes, traversal_steps, traverse
 from sharpgen.run import RunLayout
@@ -45,16 +49,18 @@ def conditional_edit(steering, primal: str, held: str, starts: np.ndarray, max_s
     return result
 
 
-def kept_edit(steering, primal: str, held: str, starts: np.ndarray, quantile: float = 0.75) -> dict:
+def kept_edit(
+    steering, primal: str, held: str, starts: np.ndarray, quantile: float = 0.75, method: str = "local"
+) -> dict:
     """What ``sharpgen edit`` does to ``held`` when it moves ``primal`` of every start to one target (the
     ``quantile`` of the samples): plainly, and with ``--keep held``. Per start, ``|change of held| / |change
     of primal|`` (starts whose ``primal`` moved); the median of each, their ratio, and the fraction of starts
-    that met the target within ``sharpgen edit``'s tolerance."""
+    that met the target within ``sharpgen edit``'s tolerance, steering by ``method``."""
     target = float(np.nanquantile(steering.samples[primal].to_numpy(dtype=np.float64), quantile))
     before = steering.measure(starts)
-    result = {"metric": "kept_edit", "direction": primal, "held": held, "target": target}
+    result = {"metric": "kept_edit", "method": method, "direction": primal, "held": held, "target": target}
     for kind, keep in (("plain", ()), ("keep", (held,))):
-        _, after, converged, _ = steer(steering, starts, {primal: target}, keep=keep)
+        _, after, converged, _ = steer(steering, starts, {primal: target}, keep=keep, method=method)
         change = np.abs(after[held].to_numpy() - before[held].to_numpy())
         moved = np.abs(after[primal].to_numpy() - before[primal].to_numpy())
         result[f"{kind}_converged"] = float(converged.mean())
@@ -65,7 +71,9 @@ def kept_edit(steering, primal: str, held: str, starts: np.ndarray, quantile: fl
     return result
 
 
-def hit_rate(steering, name: str, grid: int, requests: int, tolerance: float, seed: int, starts: str) -> dict:
+def hit_rate(
+    steering, name: str, grid: int, requests: int, tolerance: float, seed: int, starts: str, method: str
+) -> dict:
     """Fraction of ``generate`` requests within ``tolerance`` of targets spread over the 5-95 % sample range.
 
     ``starts``: ``random`` latents (what the directions alone achieve) or ``nearest`` (``sharpgen generate``'s
@@ -79,11 +87,12 @@ def hit_rate(steering, name: str, grid: int, requests: int, tolerance: float, se
             latents = random_latents(requests, seed + i)
         else:
             latents = starting_latents(steering, {name: float(target)}, requests, seed + i)
-        _, table, _, _ = steer(steering, latents, {name: float(target)}, tolerance=tolerance / 2)
+        _, table, _, _ = steer(steering, latents, {name: float(target)}, tolerance=tolerance / 2, method=method)
         errors.append(np.abs(table[name].to_numpy() - target) / abs(target))
     errors = np.concatenate(errors)
     return {
         "metric": "generate_hit_rate",
+        "method": method,
         "property": name,
         "starts": starts,
         "requests": int(errors.size),
@@ -105,6 +114,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1000, help="seed of the starting latents")
     parser.add_argument("--score-requests", type=int, default=10, help="label score: requests per target")
     parser.add_argument("--no-score", action="store_true", help="skip the label score")
+    parser.add_argument(
+        "--methods", nargs="+", choices=STEERING_METHODS, default=["local"],
+        help="steering methods whose label score, hit rate and kept edit are measured (default: local)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     run = RunLayout(args.results)
@@ -117,10 +130,11 @@ def main() -> int:
             "median_spearman_plain": entry["traversal"]["plain"]["median_spearman"],
             "median_spearman_plain_upward": entry["traversal"]["plain"]["median_spearman_upward"],
             "median_spearman_conditional": entry["traversal"]["conditional"]["median_spearman"],
+            "median_spearman_local": entry["traversal"].get("local", {}).get("median_spearman", float("nan")),
             "traversals": document["settings"]["traversal_starts"],
         })  # fmt: skip
     entanglement = json.loads(run.require("entanglement").read_text())
-    for kind in ("plain", "conditional"):
+    for kind in [kind for kind in ("plain", "conditional", "local") if kind in entanglement]:
         off_diagonal = [
             abs(value) for row, values in entanglement[kind].items() for col, value in values.items() if row != col
         ]
@@ -132,29 +146,36 @@ def main() -> int:
               "heldout_accuracy": document["split"]["heldout_accuracy"]})  # fmt: skip
     if {"r_paper", "tuf"} <= set(steering.directions):
         emit(conditional_edit(steering, "r_paper", "tuf", starts, document["settings"]["max_step"]))
-        emit(kept_edit(steering, "r_paper", "tuf", starts))
-    for name in args.hit_properties:
-        for starts in ("random", "nearest"):
-            emit(hit_rate(steering, name, args.grid, args.requests, args.tolerance, args.seed, starts))
-    if not args.no_score:
-        for record in label_scores(steering, args.score_requests, args.seed):
-            emit(record)
+    for method in args.methods:
+        if {"r_paper", "tuf"} <= set(steering.directions):
+            emit(kept_edit(steering, "r_paper", "tuf", starts, method=method))
+        for name in args.hit_properties:
+            for kind in ("random", "nearest"):
+                emit(hit_rate(steering, name, args.grid, args.requests, args.tolerance, args.seed, kind, method))
+        if not args.no_score:
+            for record in label_scores(steering, args.score_requests, args.seed, method):
+                emit(record)
     return 0
 
 
-def label_scores(steering, per_target: int, seed: int):
-    """The label-score records: per kind of request and kind of start, :func:`summarize` of its table."""
+def label_scores(steering, per_target: int, seed: int, method: str):
+    """The label-score records of steering ``method``: per kind of request and kind of start, :func:`summarize`
+    of its table. With one other property kept (``--keep NAME``, each in turn) there are ``per_target // 4 + 1``
+    requests per target and kept property; the held-by-all stress test asks what physics may forbid (``tuf`` is
+    the pixel-weighted mean of ``tpf`` and ``tnf``: holding both bounds it)."""
     singles = list(steering.directions)
     if steering.pixel_mm is not None:
         singles += [twin for twin in ("usflux", "psep_mm") if steering.resolve(twin)[0] in steering.directions]
     pairs = [pair for pair in JOINT_PAIRS if set(pair) <= set(steering.directions)]
-    kinds = [(f"single {name}", target_grid(steering, [name]), False) for name in singles]
-    kinds += [(f"single {name}, others held", target_grid(steering, [name]), True) for name in singles]
-    kinds += [(f"joint {a} x {b}", target_grid(steering, [a, b]), False) for a, b in pairs]
-    for kind, grid, hold in kinds:
+    kinds = [(f"single {name}", target_grid(steering, [name]), "none", per_target) for name in singles]
+    kinds += [(f"single {name}, one other kept", target_grid(steering, [name]), "one", per_target // 4 + 1)
+              for name in singles]  # fmt: skip
+    kinds += [(f"single {name}, others held", target_grid(steering, [name]), "others", per_target) for name in singles]
+    kinds += [(f"joint {a} x {b}", target_grid(steering, [a, b]), "none", per_target) for a, b in pairs]
+    for kind, grid, hold, count in kinds:
         for starts in ("random", "nearest"):
-            scores = label_score(steering, grid, starts, per_target, hold_others=hold, seed=seed)
-            yield {"metric": "label_score", "kind": kind, "starts": starts, **summarize(scores)}
+            scores = label_score(steering, grid, starts, count, hold=hold, seed=seed, method=method)
+            yield {"metric": "label_score", "method": method, "kind": kind, "starts": starts, **summarize(scores)}
 
 
 if __name__ == "__main__":

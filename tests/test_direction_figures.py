@@ -13,6 +13,7 @@ from sharpgen.figures.latent import (
     plot_entanglement,
     plot_latent_space,
     plot_traversal_grid,
+    svm_paths,
 )
 from sharpgen.latent.directions import Direction, DirectionSet
 
@@ -60,8 +61,9 @@ def assert_png(path) -> None:
 
 def test_traversal_frames_sit_at_quantiles_of_the_property_and_stalled_steps_count_once(tmp_path):
     start = 0.5 * unit(0)
+    paths = svm_paths(DIRECTIONS, start, 2.0)
     numbers = plot_traversal_grid(
-        generate, measure, DIRECTIONS, start, ["q", "r"], 2.0, tmp_path / "t.png", quantiles=[0.05, 0.5, 0.95]
+        generate, measure, paths, start, ["q", "r"], tmp_path / "t.png", quantiles=[0.05, 0.5, 0.95]
     )
     assert_png(tmp_path / "t.png")
     # q = |z0| on the high side: from 0.5 down it stops at z0 = 0 (half the path is one latent), up to 2.5
@@ -123,6 +125,10 @@ def test_calibration_and_entanglement_figures_show_the_stored_numbers(tmp_path):
     assert_png(tmp_path / "e.png")
     assert numbers["plain"]["median_abs_off_diagonal"] == pytest.approx(0.375)
     assert numbers["conditional"]["median_abs_off_diagonal"] == pytest.approx(0.15)
+    assert set(numbers) == {"plain", "conditional"}  # a run without local traversals shows two panels
+    entanglement["local"] = {"q": {"q": 1.0, "r": 0.02}, "r": {"q": 0.0, "r": 1.0}}
+    numbers = plot_entanglement(entanglement, tmp_path / "e3.png")
+    assert numbers["local"]["median_abs_off_diagonal"] == pytest.approx(0.01)
 
 
 def test_conditional_edit_of_a_direction_equal_to_the_held_ones_shows_the_plain_row_and_says_why(tmp_path):

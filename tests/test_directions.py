@@ -240,7 +240,7 @@ def fit_on_table(tmp_path, columns: dict, properties: tuple[str, ...]) -> dict:
     pd.DataFrame({"sample": np.arange(200), **columns}).to_parquet(tmp_path / "properties.parquet")
     settings = DirectionSettings(
         properties=properties, split_by="lead_pol", label_fraction=0.1, heldout_fraction=0.3, svm_c=1.0,
-        traversal_starts=2, max_step=1.0, n_steps=3,
+        traversal_starts=2, max_step=1.0, n_steps=3, local_step=0.2, local_steps=1,
     )  # fmt: skip
     sample_settings = SampleSettings(
         n_samples=200, batch_size=100, stored_patches=None, threshold_gauss=150.0, normalize_mode="resize",
@@ -279,4 +279,65 @@ def test_properties_that_move_together_get_plain_directions_and_no_conditional_o
     entanglement = json.loads((tmp_path / "out" / "entanglement.json").read_text())
     assert np.isnan(entanglement["conditional"]["tuf"]["area"]) and entanglement["plain"]["tuf"]["tuf"] == 1.0
     traversals = pd.read_parquet(tmp_path / "out" / "traversals.parquet")
-    assert set(traversals["kind"]) == {"plain"}
+    assert set(traversals["kind"]) == {"plain", "local"}  # the local directions need no SVM, so they still exist
+
+
+def test_min_norm_steps_meet_the_wanted_change_and_move_nothing_else():
+    from sharpgen.latent.steering import min_norm_steps
+
+    jacobian = RNG.standard_normal((4, 2, 100))
+    change = RNG.standard_normal((4, 2))
+    steps = min_norm_steps(jacobian, change)
+    np.testing.assert_allclose(np.einsum("npd,nd->np", jacobian, steps), change, atol=1e-5)
+    # the shortest such step lies in the span of the gradients: nothing orthogonal to them is moved
+    for gradients, step in zip(jacobian, steps, strict=True):
+        coefficients, *_ = np.linalg.lstsq(gradients.T, step, rcond=None)
+        np.testing.assert_allclose(gradients.T @ coefficients, step, atol=1e-8)
+
+
+def test_local_steering_meets_a_target_behind_a_jump_and_holds_a_second_property():
+    """q jumps by 0.3 where a 'mask gains a pixel' (z0 + z5 crosses 0.8), r is smooth. The first-order steps see
+    only the smooth part (the soft gradients), so a target inside the jump's shadow needs the side moves."""
+    from sharpgen.latent.steering import solve_local
+
+    def measure(latents):
+        z = np.asarray(latents, dtype=np.float64)
+        jump = np.where(z[:, 0] + z[:, 5] > 0.8, 0.3, 0.0)
+        return pd.DataFrame({"q": z[:, 0] + jump, "r": z[:, 1] + 0.5 * z[:, 0]})
+
+    def jacobian(latents, names):
+        rows = {"q": np.eye(100)[0], "r": np.eye(100)[1] + 0.5 * np.eye(100)[0]}
+        return np.stack([np.stack([rows[name] for name in names])] * len(latents))
+
+    starts = RNG.standard_normal((10, 100)) * 0.2
+    held_r = measure(starts)["r"].to_numpy()
+    targets = np.stack([np.full(10, 1.0), held_r], axis=1)
+    latents, table, converged = solve_local(
+        measure, jacobian, starts, ["q", "r"], targets, tolerance=0.02, floors=[0.1, 0.1]
+    )
+    assert converged.all()
+    np.testing.assert_allclose(table["q"], 1.0, atol=0.02)
+    assert np.all(np.abs(table["r"] - held_r) <= 0.02 * np.maximum(np.abs(held_r), 0.1))
+    np.testing.assert_allclose(measure(latents)[["q", "r"]], table[["q", "r"]])  # the table describes the latents
+
+
+def test_a_local_traversal_moves_its_property_by_the_wanted_steps_and_holds_the_others():
+    from sharpgen.latent.steering import follow_local
+
+    def measure(latents):
+        z = np.asarray(latents, dtype=np.float64)
+        return pd.DataFrame({"q": z[:, 0] + z[:, 1], "r": z[:, 1] - z[:, 2]})
+
+    def jacobian(latents, names):
+        rows = {"q": np.eye(100)[0] + np.eye(100)[1], "r": np.eye(100)[1] - np.eye(100)[2]}
+        return np.stack([np.stack([rows[name] for name in names])] * len(latents))
+
+    starts = RNG.standard_normal((3, 100))
+    table = follow_local(measure, jacobian, starts, ["q", "r"], "q", spread=[2.0, 1.0], step=0.5, count=2)
+    assert list(table["step"].unique()) == [-1.0, -0.5, 0.0, 0.5, 1.0] and len(table) == 15
+    base = table[table["step"] == 0].set_index("start")
+    for _, row in table.iterrows():
+        assert row["q"] - base.loc[row["start"], "q"] == pytest.approx(
+            2.0 * row["step"], abs=1e-4
+        )  # step x spread of q
+        assert row["r"] == pytest.approx(base.loc[row["start"], "r"], abs=1e-4)

@@ -68,12 +68,17 @@ def steering():
     )
 
 
-def test_targets_in_paper_and_physical_units_are_met(steering, tmp_path):
-    latents, table, converged, wanted = steer(steering, random_latents(6, 2), {"tuf": 0.02}, tolerance=0.02)
+@pytest.mark.parametrize("method", ["local", "svm"])
+def test_targets_in_paper_and_physical_units_are_met(steering, method):
+    latents, table, converged, wanted = steer(
+        steering, random_latents(6, 2), {"tuf": 0.02}, tolerance=0.02, method=method
+    )
     assert converged.all()
     np.testing.assert_allclose(table["tuf"], 0.02, rtol=0.02)
     flux = 0.02 * 1000.0 * (SIZE * PIXEL_MM * 1e8) ** 2  # Mx of a 0.02 kG mean field over the patch
-    latents, table, converged, wanted = steer(steering, random_latents(6, 2), {"usflux": flux}, tolerance=0.02)
+    latents, table, converged, wanted = steer(
+        steering, random_latents(6, 2), {"usflux": flux}, tolerance=0.02, method=method
+    )
     assert converged.all() and wanted == {"tuf": pytest.approx(0.02)}
     np.testing.assert_allclose(table["usflux"], flux, rtol=0.02)
 
@@ -183,7 +188,7 @@ def test_the_label_score_measures_targets_met_and_the_drift_of_the_others(steeri
     grid = target_grid(steering, ["tuf"], quantiles=(0.2, 0.8))
     assert len(grid) == 2 and grid[0]["tuf"] < grid[1]["tuf"]
     assert len(target_grid(steering, ["tuf", "psep"], quantiles=(0.2, 0.5, 0.8))) == 9
-    scores = label_score(steering, grid, starts="random", per_target=3, hold_others=True, seed=1)
+    scores = label_score(steering, grid, starts="random", per_target=3, hold="others", seed=1)
     assert len(scores) == 6 and list(scores["request"]) == [0, 0, 0, 1, 1, 1]
     assert set(scores["role_tuf"]) == {"target"} and set(scores["role_psep"]) == {"held"}
     goal = scores["request"].map({i: g["tuf"] for i, g in enumerate(grid)})
@@ -200,3 +205,92 @@ def test_the_label_score_measures_targets_met_and_the_drift_of_the_others(steeri
     assert summary["within_5pct_psep"] == float((drift.abs() <= 0.05).mean()) and "within_5pct_tuf" not in summary
     free = label_score(steering, grid, starts="nearest", per_target=2, seed=1)
     assert set(free["role_psep"]) == {"free"} and free["held"].all()
+
+
+def test_local_steering_follows_the_generator_where_the_svm_direction_is_off(steering):
+    """The SVM normal of tuf given here (z[5]) does not touch the field strength (z[3]): stepping along it never
+    moves tuf, while the local gradient finds z[3] by itself."""
+    import dataclasses
+
+    wrong = dataclasses.replace(
+        steering,
+        directions=DirectionSet(None, {"tuf": unsplit("tuf", np.eye(100)[5]), "psep": unsplit("psep", np.eye(100)[7])}),
+    )
+    starts = random_latents(4, 3)
+    _, _, svm, _ = steer(wrong, starts, {"tuf": 0.02}, method="svm")
+    _, table, local, _ = steer(wrong, starts, {"tuf": 0.02}, method="local")
+    assert not svm.any() and local.all()
+    np.testing.assert_allclose(table["tuf"], 0.02, rtol=0.05)
+    with pytest.raises(SharpgenError, match="steering method 'newton'"):
+        steer(steering, starts, {"tuf": 0.02}, method="newton")
+
+
+class TwoKnobGenerator(torch.nn.Module):
+    """A bipole whose field strength follows z[3] and whose pole separation follows z[7] (5 to 15 px)."""
+
+    def forward(self, z):
+        yy, xx = torch.meshgrid(torch.arange(float(SIZE)), torch.arange(float(SIZE)), indexing="ij")
+        half = (5.0 + 2.5 * torch.tanh(z[:, 7]))[:, None, None]
+        amplitude = (torch.sigmoid(z[:, 3]) * 0.9)[:, None, None]
+        positive = torch.exp(-((xx - 16.0 + half) ** 2 + (yy - 16.0) ** 2) / 8.0)
+        negative = torch.exp(-((xx - 16.0 - half) ** 2 + (yy - 16.0) ** 2) / 8.0)
+        return (amplitude * (positive - negative))[:, None]
+
+
+def test_local_steering_moves_the_separation_and_holds_the_kept_flux():
+    generator = TwoKnobGenerator()
+    latents = random_latents(500, seed=4)
+    samples = latent_properties(generator, latents, "cpu", 150.0, PIXEL_MM)
+    two_knobs = Steering(
+        generator=generator, device="cpu", image_size=SIZE, threshold_gauss=150.0, pixel_mm=PIXEL_MM,
+        directions=DirectionSet(None, {"tuf": unsplit("tuf", np.eye(100)[3]), "psep": unsplit("psep", np.eye(100)[7])}),
+        slopes={"tuf": {"tuf": 0.01, "psep": 0.0}, "psep": {"tuf": 0.0, "psep": 0.05}},
+        samples=samples, sample_latents=latents,
+    )  # fmt: skip
+    starts = random_latents(6, 5)
+    starts[:, 3] = np.abs(starts[:, 3]) + 0.5  # both polarities strong: a pole separation to move (else none can
+    before = two_knobs.measure(starts)  # appear without raising the kept flux)
+    target = float(np.nanquantile(samples["psep"], 0.7))
+    _, table, converged, _ = steer(two_knobs, starts, {"psep": target}, keep=["tuf"], method="local")
+    assert converged.all()
+    np.testing.assert_allclose(table["psep"], target, rtol=0.05)
+    np.testing.assert_allclose(table["tuf"], before["tuf"], rtol=0.05)
+
+
+def test_soft_properties_track_the_exact_ones_and_their_gradients_point_uphill(steering):
+    """The soft stand-ins are close to the exact measurement on smooth bipoles, and a small step along each
+    gradient raises the exact property: what steering relies on."""
+    from sharpgen.latent.local import DIFFERENTIABLE, property_jacobian, soft_paper_properties
+    from sharpgen.physics import paper_properties
+
+    generator = TwoKnobGenerator()
+    latents = random_latents(8, 6)
+    latents[:, 3] = np.abs(latents[:, 3]) + 0.5  # strong enough that both polarities pass the threshold
+    with torch.no_grad():
+        patches = generator(torch.from_numpy(latents))[:, 0]
+    soft = soft_paper_properties(patches, 0.15)
+    exact = paper_properties(patches.numpy(), 0.15)
+    assert set(soft) == set(DIFFERENTIABLE)
+    for name in ("tuf", "tpf", "tnf", "psep", "eflux"):
+        np.testing.assert_allclose(soft[name].numpy(), exact[name], rtol=0.05, atol=1e-3, err_msg=name)
+    names = ["tuf", "psep", "area"]
+    gradients = property_jacobian(generator, latents, names, "cpu", 0.15)
+    assert gradients.shape == (8, 3, 100)
+    for p, name in enumerate(names):
+        unit = gradients[:, p] / np.linalg.norm(gradients[:, p], axis=1, keepdims=True)
+        with torch.no_grad():
+            moved = generator(torch.from_numpy((latents + 0.3 * unit).astype(np.float32)))[:, 0].numpy()
+        after = paper_properties(moved, 0.15)[name]
+        assert np.all(after >= exact[name]) and np.mean(after > exact[name]) >= 0.5, name  # area: a pixel count
+    with pytest.raises(ValueError, match="no soft stand-in for usflux"):
+        property_jacobian(generator, latents, ["usflux"], "cpu", 0.15)
+
+
+def test_the_label_score_can_keep_each_other_property_in_turn(steering):
+    from sharpgen.latent.score import label_score, target_grid
+
+    grid = target_grid(steering, ["tuf"], quantiles=(0.5,))
+    scores = label_score(steering, grid, starts="random", per_target=2, hold="one", seed=1)
+    assert len(scores) == 2 and set(scores["role_psep"]) == {"held"}  # psep is tuf's only other property
+    with pytest.raises(ValueError, match="hold='all'"):
+        label_score(steering, grid, hold="all")

@@ -110,11 +110,15 @@ def test_fit_directions_writes_unit_directions_calibration_and_entanglement(test
             assert np.linalg.norm(fit["normal"]) == pytest.approx(1.0)
         assert 0.0 <= entry["heldout_accuracy"] <= 1.0
     entanglement = json.loads((test_run / "directions" / "entanglement.json").read_text())
-    for kind in ("plain", "conditional"):  # slopes relative to the own one: 1, or NaN where the own slope is 0/NaN
+    for kind in ("plain", "conditional", "local"):  # relative to the own slope: 1, or NaN where that is 0/NaN
         diagonal = [entanglement[kind][name][name] for name in entanglement["properties"]]
         assert all(math.isnan(value) or value == pytest.approx(1.0) for value in diagonal)
     curves = pd.read_parquet(test_run / "directions" / "calibration.parquet")
-    assert set(curves["direction"]) == set(document["directions"]) and set(curves["kind"]) == {"plain", "conditional"}
+    assert set(curves["direction"]) == set(document["directions"]) and set(curves["kind"]) == {
+        "plain",
+        "conditional",
+        "local",
+    }
     assert (curves.loc[curves["step"] == 0, "tuf_median"] == 0).all()  # changes are relative to step 0
 
 

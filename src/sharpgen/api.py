@@ -115,16 +115,17 @@ class Run:
         keep: Sequence[str] = (),
         tolerance: float = 0.05,
         out_dir: str | os.PathLike | None = None,
+        method: str = "local",
         **targets,
     ) -> Generated:
         """``n`` patches that meet ``targets`` (keywords: ``usflux=3e22 * u.Mx``, ``psep_mm=40 * u.Mm``,
         ``tuf=0.05``; a number is taken in the property table's unit) while the ``keep`` properties hold their
-        starting values: ``sharpgen generate`` with the same checks and messages, written into ``out_dir``
-        (default ``<run>/generated``)."""
+        starting values: ``sharpgen generate`` with the same checks, messages and steering ``method``, written
+        into ``out_dir`` (default ``<run>/generated``)."""
         from .latent.generate import starting_latents, steer_and_write
         from .latent.requests import check_out_dir, steer_request
 
-        request = steer_request(_assignments(targets), list(keep), tolerance)
+        request = steer_request(_assignments(targets), list(keep), tolerance, method=method)
         out = check_out_dir(out_dir or self.layout.user_folder("generate"))
         starts = starting_latents(self.steering, request.targets, n, seed)
         result = steer_and_write(self.steering, starts, request, out, "generated")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from . import __version__
 from .config import build_settings, load_config, settings_from_config, validate_config
 from .errors import SharpgenError
-from .latent.requests import MAX_EDIT_STEP
+from .latent.requests import MAX_EDIT_STEP, STEERING_METHODS
 from .retrieval.search import PANEL_MATCHES
 from .run import RunLayout, stage_file
 
@@ -254,7 +254,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .latent.generate import load_steering, starting_latents, steer_and_write
     from .latent.requests import check_out_dir, steer_request
 
-    request = steer_request(args.target, args.keep, args.tolerance)
+    request = steer_request(args.target, args.keep, args.tolerance, method=args.method)
     out_dir = check_out_dir(args.out_dir or RunLayout(args.run_dir).user_folder("generate"))
     _torch_threads(args.threads)
     steering = load_steering(args.run_dir, device=args.device)
@@ -286,7 +286,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
 
     if bool(args.step) == bool(args.target):
         raise SharpgenError("give either --step NAME=STEPS or --target NAME=VALUE (not both)")
-    request = steer_request(args.target, args.keep, args.tolerance, steps=args.step)
+    request = steer_request(args.target, args.keep, args.tolerance, steps=args.step, method=args.method)
     out_dir = check_out_dir(args.out_dir or RunLayout(args.run_dir).user_folder("edit"))
     starts = load_latents(args.latents, args.rows)
     _torch_threads(args.threads)
@@ -303,7 +303,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     from .retrieval.index import Filters
     from .retrieval.search import Retriever, fits_queries, write_query_results
 
-    request = steer_request(args.target, args.keep, args.tolerance)
+    request = steer_request(args.target, args.keep, args.tolerance, method=args.method)
     filters = Filters(
         time_range=args.time_range,
         harpnums=args.harp,
@@ -596,8 +596,10 @@ def build_parser() -> argparse.ArgumentParser:
         "generate",
         help="generate active regions that have given physical properties",
         description="Start from N sampled latents near the targets (drawn among the 5N nearest, at least 50) and "
-        "step each along the property directions until the targets are met (quasi-Newton on the measured "
-        "properties), holding --keep properties at their starting values. "
+        "move each until the targets are met, holding --keep properties at their starting values: by default "
+        "along its own local gradients (the shortest latent step that moves the named properties and holds the "
+        "kept ones, measured exactly on the generated patch at every iteration); --method svm steps along the "
+        "paper's SVM directions instead. "
         "Targets are in paper units (tuf [kG], psep [fraction of the patch diagonal], r_paper, ...) or, for "
         "a fixed_scale run, usflux [Mx] and psep_mm [Mm]. Writes OUT_DIR/generated_NNN.fits (field in G; "
         "targets, achieved values and the latent in the header), generated.png, generated.csv (target vs. "
@@ -612,7 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="move latents (from generate or invert) along property directions",
         description="Move latents along property directions, by steps (--step NAME=STEPS, latent units; |z| is "
         f"about 10, so |STEPS| <= {MAX_EDIT_STEP:g}) or to target values (--target NAME=VALUE), holding --keep "
-        "properties fixed (conditional directions). Writes OUT_DIR/edited_NNN.fits, edited.png, edited.csv and "
+        "properties fixed (with --step: conditional SVM directions; with --target: as generate does, --method "
+        "local or svm). Writes OUT_DIR/edited_NNN.fits, edited.png, edited.csv and "
         "latents.npy; a rerun into the same OUT_DIR replaces them.",
         epilog="Example: sharpgen edit --latents results/default/generated/latents.npy --step r_paper=2 --keep tuf. "
         + EPILOG,
@@ -625,6 +628,11 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--tolerance", type=float, default=0.05, help="relative tolerance of a met target, 0 to 1 (default: 0.05)"
         )
+        command.add_argument(
+            "--method", choices=STEERING_METHODS, default="local",
+            help="how targets are reached: local = each latent's own gradients (default), svm = the paper's SVM "
+            "directions; a target or --keep without a soft gradient (physical-unit-only properties) uses svm",
+        )  # fmt: skip
         command.add_argument("--out-dir", help="output directory (default: RUN_DIR/generated or RUN_DIR/edited)")
         command.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
         command.add_argument("--threads", type=_positive_int, default=1, help="CPU threads (default: 1)")
@@ -667,6 +675,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--seed", type=int, default=0, help="seed of the generated queries' starts (default: 0)")
     query.add_argument("--keep", nargs="+", metavar="NAME", help="with --target: hold these properties fixed")
     query.add_argument("--tolerance", type=float, default=0.05, help="relative tolerance of a met target")
+    query.add_argument(
+        "--method", choices=STEERING_METHODS, default="local", help="with --target: as in sharpgen generate"
+    )
     query.add_argument(
         "--k",
         type=_positive_int,

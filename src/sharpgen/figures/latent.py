@@ -70,7 +70,38 @@ def plot_latent_space(
 TRAVERSAL_QUANTILES = np.linspace(0.05, 0.95, 9)
 """Frames of a traversal row: these quantiles of the property along the start's path."""
 PATH_POINTS = 81
-"""Latents measured along each direction, from ``-max_step`` to ``+max_step``, to place the frames."""
+"""Latents measured along each SVM direction, from ``-max_step`` to ``+max_step``, to place the frames."""
+
+Path = Callable[[str], tuple[np.ndarray, np.ndarray]]
+"""property -> ``(positions (K,), latents (K, 100))``: its traversal from the figure's start, in order."""
+
+
+def svm_paths(directions: DirectionSet, start: np.ndarray, max_step: float, conditions: Sequence[str] = ()) -> Path:
+    """Traversals along each property's SVM direction on ``start``'s side (with ``conditions``, the conditional
+    one), ``PATH_POINTS`` steps in ``[-max_step, max_step]`` latent units, kept on that side."""
+    start = np.asarray(start, dtype=np.float64).reshape(1, -1)
+    steps = np.linspace(-max_step, max_step, PATH_POINTS)
+
+    def path(name: str) -> tuple[np.ndarray, np.ndarray]:
+        return steps, directions.stepped(name, np.repeat(start, len(steps), axis=0), steps, conditions)
+
+    return path
+
+
+def local_paths(steering, start: np.ndarray, step: float, count: int) -> Path:
+    """Local traversals (:func:`sharpgen.latent.steering.local_path`) of each property of ``steering``'s directions
+    from ``start``: ``count`` steps of ``step`` sample standard deviations either way, holding the others."""
+    from ..latent.steering import local_path
+
+    names = list(steering.directions)
+    spread = [float(np.nanstd(steering.samples[name].to_numpy(np.float64))) for name in names]
+    start = np.asarray(start, dtype=np.float64).reshape(1, -1)
+
+    def path(name: str) -> tuple[np.ndarray, np.ndarray]:
+        positions, latents = local_path(steering.jacobian, start, names, name, spread, step, count)
+        return positions, latents[:, 0]
+
+    return path
 
 
 def quantile_frames(values: np.ndarray, quantiles: Sequence[float] = TRAVERSAL_QUANTILES) -> np.ndarray:
@@ -92,24 +123,22 @@ def quantile_frames(values: np.ndarray, quantiles: Sequence[float] = TRAVERSAL_Q
 def plot_traversal_grid(
     generate: Generate,
     measure: Measure,
-    directions: DirectionSet,
+    paths: Path,
     start: np.ndarray,
     properties: Sequence[str],
-    max_step: float,
     path: str | os.PathLike,
-    conditions: Sequence[str] = (),
+    position: str = "t",
+    description: str = "",
     quantiles: Sequence[float] = TRAVERSAL_QUANTILES,
 ) -> dict:
-    """Paper fig. 5, placed by value: one row per property. Along its direction from ``start`` (the direction of
-    ``start``'s side, kept on that side; ``PATH_POINTS`` steps in ``[-max_step, max_step]`` latent units) the
+    """Paper fig. 5, placed by value: one row per property. Along its traversal from ``start`` (``paths``) the
     frames are the latents at the ``quantiles`` of the property's values on that path (:func:`quantile_frames`),
-    so each row runs from low to high and none is wasted where the path stalls at the polarity boundary. Each
-    frame is titled with the property's value, the step (latent units) and the largest relative change of any
-    other row's property from ``start``'s value (the drift: a direction that moves only its own property
-    shows small ones)."""
+    so each row runs from low to high and none is wasted where a path stalls (at the polarity boundary). Each
+    frame is titled with the property's value, its ``position`` on the path and the largest relative change of
+    any other row's property from ``start``'s value (the drift: a direction that moves only its own property
+    shows small ones). ``description`` (what the paths are, and the unit of ``position``) ends the title."""
     pyplot = get_pyplot()
     start = np.asarray(start, dtype=np.float64).reshape(1, -1)
-    steps = np.linspace(-max_step, max_step, PATH_POINTS)
     base = measure(start).iloc[0]
     columns = len(quantiles)
     figure, axes = pyplot.subplots(
@@ -117,7 +146,7 @@ def plot_traversal_grid(
     )
     numbers = {"quantiles": [float(q) for q in quantiles], "values": {}, "steps": {}, "drift": {}}
     for row, name in enumerate(properties):
-        latents = directions.stepped(name, np.repeat(start, len(steps), axis=0), steps, conditions)
+        steps, latents = paths(name)
         table = measure(latents)
         frames = quantile_frames(table[name].to_numpy(dtype=np.float64), quantiles)
         patches = generate(latents[frames]) if frames.size else []
@@ -132,7 +161,7 @@ def plot_traversal_grid(
                 axis.axis("off")
                 continue
             draw_patch(axis, patches[column])
-            title = f"{name}={table[name].iloc[frames[column]]:.3g}, t={steps[frames[column]]:+.1f}"
+            title = f"{name}={table[name].iloc[frames[column]]:.3g}, {position}={steps[frames[column]]:+.1f}"
             worst = max(drift, key=lambda o: np.nan_to_num(abs(drift[o][column]), nan=-1.0), default=None)
             if worst is not None and np.isfinite(drift[worst][column]):
                 title += f"\n{worst} {drift[worst][column]:+.0%}"
@@ -145,8 +174,7 @@ def plot_traversal_grid(
         numbers["drift"][name] = {other: [float(v) for v in values] for other, values in drift.items()}
     figure.suptitle(
         f"latent traversals: frames at the {quantiles[0]:.0%}-{quantiles[-1]:.0%} quantiles of each property along "
-        f"its direction (t: step in latent units, of {-max_step:+.1f} to {max_step:+.1f}; second line: the largest "
-        "change of another property)",
+        f"its path ({description}; second line: the largest change of another property)",
         fontsize=8,
     )
     save_figure(figure, path)
@@ -193,14 +221,28 @@ def plot_calibration(calibration: pd.DataFrame, properties: Sequence[str], path:
     return numbers
 
 
+ENTANGLEMENT_KINDS = {
+    "plain": "plain SVM directions",
+    "conditional": "conditional SVM directions",
+    "local": "local directions (generate, edit)",
+}
+"""The matrices of ``entanglement.json`` shown side by side (those present), and their panel titles."""
+
+
 def plot_entanglement(entanglement: dict, path: str | os.PathLike) -> dict:
-    """The plain and conditional entanglement matrices side by side: row = direction, column = property,
-    slope in units of the property's sample spread relative to the row's own property (diagonal = 1)."""
+    """The entanglement matrices side by side (:data:`ENTANGLEMENT_KINDS`): the paper's plain SVM directions,
+    their conditional versions and the local directions ``generate`` and ``edit`` use. Row = direction, column =
+    property, slope in units of the property's sample spread relative to the row's own property (diagonal = 1)."""
     properties = entanglement["properties"]
+    kinds = [kind for kind in ENTANGLEMENT_KINDS if kind in entanglement]
     pyplot = get_pyplot()
-    figure, axes = pyplot.subplots(1, 2, figsize=(5.0 + 0.9 * len(properties), 0.5 * len(properties) + 2.2))
+    figure, axes = pyplot.subplots(
+        1, len(kinds), figsize=(3.0 + 0.55 * len(properties) * len(kinds), 0.5 * len(properties) + 2.2),
+        squeeze=False,
+    )  # fmt: skip
+    axes = list(axes[0])
     numbers = {}
-    for axis, kind in zip(axes, ("plain", "conditional"), strict=True):
+    for axis, kind in zip(axes, kinds, strict=True):
         matrix = np.array([[entanglement[kind][row][col] for col in properties] for row in properties], dtype=float)
         image = axis.imshow(matrix, cmap="RdBu_r", vmin=-1.5, vmax=1.5)
         for i in range(len(properties)):
@@ -210,10 +252,10 @@ def plot_entanglement(entanglement: dict, path: str | os.PathLike) -> dict:
         axis.set_yticks(range(len(properties)), properties, fontsize=8)
         off = np.abs(matrix[~np.eye(len(properties), dtype=bool)])
         median = float(np.nanmedian(off)) if off.size else float("nan")
-        axis.set_title(f"{kind} directions (median |off-diagonal| {median:.2f})", fontsize=9)
+        axis.set_title(f"{ENTANGLEMENT_KINDS[kind]}\nmedian |off-diagonal| {median:.2f}", fontsize=9)
         axis.set_xlabel("property that changes", fontsize=8)
-        axis.set_ylabel("direction moved along", fontsize=8)
         numbers[kind] = {"median_abs_off_diagonal": median}
+    axes[0].set_ylabel("direction moved along", fontsize=8)
     figure.colorbar(image, ax=list(axes), fraction=0.03, label="slope / own slope (in sample std)")
     save_figure(figure, path)
     return numbers
@@ -276,6 +318,11 @@ def plot_conditional_edit(
     return numbers
 
 
+LOCAL_FIGURE_STEPS = 10
+"""Steps either way of each local traversal in the traversals figure (of ``directions.local_step`` each): +-2
+standard deviations at the default 0.2. At +-4 the first-order holds drift apart and the far ends of some paths
+leave the latents the generator was trained on (R tenfold, blocky textures)."""
+
 TRAVERSAL_COLUMNS = 9
 """Patches per row of the conditional-edit figure (steps from -max_step to +max_step of the run's directions)."""
 
@@ -324,12 +371,31 @@ def figure_latent_space(run, out, options) -> dict:
 
 
 def figure_traversals(run, out, options) -> dict:
-    """``sharpgen figure traversals``: :func:`plot_traversal_grid` from the median-flux sample."""
+    """``sharpgen figure traversals``: :func:`plot_traversal_grid` from the median-flux sample, along the local
+    directions ``generate`` and ``edit`` use (the SVM directions where the run has no local traversals)."""
+    import json
+
     steering = _run_steering(run)
     properties = list(steering.directions)
     start = _median_start(steering)
+    document = json.loads(run.path("directions").read_text())
+    settings = document["settings"]
+    if "local" in json.loads(run.path("entanglement").read_text()):
+        step, count = settings["local_step"], LOCAL_FIGURE_STEPS
+        paths = local_paths(steering, start, step, count)
+        description = (
+            f"local directions, holding the other rows' properties to first order; s: wanted change in sample std, "
+            f"{-step * count:+.1f} to {step * count:+.1f}"
+        )
+        position = "s"
+    else:
+        paths = svm_paths(steering.directions, start, settings["max_step"])
+        description = (
+            f"SVM directions; t: step in latent units, {-settings['max_step']:+.1f} to {settings['max_step']:+.1f}"
+        )
+        position = "t"
     return plot_traversal_grid(
-        _generate(steering), steering.measure, steering.directions, start, properties, _max_step(run), out
+        _generate(steering), steering.measure, paths, start, properties, out, position, description
     )
 
 

@@ -40,8 +40,9 @@ from ..run import STEERING, RunLayout
 from ..training import pick_device
 from ..units import CEA_PIXEL_DEG, GAUSS_PER_NORMALIZED_UNIT, cea_pixel_deg
 from .directions import DirectionSet, directions_from_json
-from .requests import SteerRequest
-from .steering import solve_targets
+from .local import DIFFERENTIABLE, fill_undefined, property_jacobian
+from .requests import STEERING_METHODS, SteerRequest
+from .steering import solve_local, solve_targets
 
 REACHABLE_QUANTILES = (0.005, 0.995)
 """A target outside these quantiles of the sampled property values is refused as out of reach."""
@@ -66,6 +67,15 @@ class Steering:
     def measure(self, latents: np.ndarray) -> pd.DataFrame:
         """Generate and measure ``(N, 100)`` latents."""
         return latent_properties(self.generator, latents, self.device, self.threshold_gauss, self.pixel_mm)
+
+    def jacobian(self, latents: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """``(N, P, 100)``: the local gradient of each of ``names`` (:data:`~sharpgen.latent.local.DIFFERENTIABLE`
+        ones, paper units per latent unit) at each latent (:func:`~sharpgen.latent.local.property_jacobian`); the
+        SVM direction stands in where a property is undefined (:func:`~sharpgen.latent.local.fill_undefined`)."""
+        threshold = self.threshold_gauss / GAUSS_PER_NORMALIZED_UNIT
+        gradients = property_jacobian(self.generator, latents, names, self.device, threshold)
+        own_slopes = {name: self.slopes[name][name] for name in names}
+        return fill_undefined(gradients, latents, names, self.directions, own_slopes)
 
     def floor(self, name: str) -> float:
         """A tenth of the samples' standard deviation of ``name`` (0 where undefined): a miss or a drift is
@@ -131,11 +141,16 @@ def steer(
     targets: Mapping[str, float] | None = None,
     keep: Sequence[str] = (),
     tolerance: float = 0.05,
+    method: str = "local",
 ) -> tuple[np.ndarray, pd.DataFrame, np.ndarray, dict[str, float]]:
-    """Move ``starts`` so that ``targets`` are met and ``keep`` properties hold their starting values.
+    """Move ``starts`` so that ``targets`` are met and ``keep`` properties hold their starting values, by
+    ``method`` (:data:`STEERING_METHODS`; ``local`` falls back to ``svm`` when a named property has no soft
+    stand-in).
 
     Returns ``(latents, measured table, converged, targets in the directions' units)``.
     """
+    if method not in STEERING_METHODS:
+        raise SharpgenError(f"steering method {method!r}: expected one of {', '.join(STEERING_METHODS)}")
     wanted = {}
     for name, value in (targets or {}).items():
         steered, steered_value = steering.resolve(name, value)
@@ -151,6 +166,12 @@ def steer(
     )
     jacobian = np.array([[steering.slopes[d][p] for d in names] for p in names])
     floors = np.array([steering.floor(n) for n in names])
+    if method == "local" and all(name in DIFFERENTIABLE for name in names):
+        latents, table, converged = solve_local(
+            steering.measure, steering.jacobian, starts, names, goal, tolerance=tolerance, floors=floors,
+            constrain=steering.directions.keep_sides,
+        )  # fmt: skip
+        return latents, table, converged, wanted
     normals = np.stack([steering.directions.normals(n, starts) for n in names], axis=1)  # (N, D, 100)
     latents, table, converged = solve_targets(
         steering.measure, starts, normals, jacobian, names, goal, tolerance=tolerance, floors=floors,
@@ -279,7 +300,9 @@ def steer_and_write(
         latents = step_along(steering, starts, request.steps, request.keep)
         table, converged = steering.measure(latents), np.ones(len(latents), dtype=bool)
     else:
-        latents, table, converged, _ = steer(steering, starts, request.targets, request.keep, request.tolerance)
+        latents, table, converged, _ = steer(
+            steering, starts, request.targets, request.keep, request.tolerance, request.method
+        )
     if kept_start:
         converged = converged & kept_within(steering, kept_start, table, request.tolerance)
     targets = {name: value for name, value in request.targets.items() if name in table.columns}

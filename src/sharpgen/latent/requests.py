@@ -23,6 +23,11 @@ MAX_EDIT_STEP = 10.0
 ``|z|`` is about 10: a longer step moves a latent farther than its own length, far outside where the generator
 was trained (``generate`` itself never steps beyond 8 along a direction)."""
 
+STEERING_METHODS = ("local", "svm")
+"""``local``: Gauss-Newton on each latent's own gradients (:func:`sharpgen.latent.steering.solve_local`; a request
+naming a property without a soft stand-in falls back to ``svm``); ``svm``: quasi-Newton along the paper's SVM
+directions (:func:`sharpgen.latent.steering.solve_targets`), the reference."""
+
 SYSTEM_TREES = ("/proc", "/sys", "/dev")
 """Kernel file systems: never an output directory."""
 
@@ -30,12 +35,14 @@ SYSTEM_TREES = ("/proc", "/sys", "/dev")
 @dataclass(frozen=True)
 class SteerRequest:
     """A checked request: ``targets`` (as named: paper or physical units), ``keep``, ``steps`` (latent units;
-    ``edit --step``), and the relative ``tolerance`` of a met target."""
+    ``edit --step``), the relative ``tolerance`` of a met target and the steering ``method`` (``local``: each
+    latent's own gradients; ``svm``: the paper's SVM directions)."""
 
     targets: dict[str, float] = field(default_factory=dict)
     keep: tuple[str, ...] = ()
     steps: dict[str, float] = field(default_factory=dict)
     tolerance: float = 0.05
+    method: str = "local"
 
 
 def parse_assignments(items: Iterable[str], option: str = "--target") -> dict[str, float]:
@@ -103,15 +110,18 @@ def steer_request(
     keep: Sequence[str] | None = None,
     tolerance: float = 0.05,
     steps: Sequence[str] | None = None,
+    method: str = "local",
 ) -> SteerRequest:
-    """Parse and check the ``NAME=VALUE`` ``targets`` (or ``steps``), ``keep`` names and ``tolerance`` of a
-    command line (or the explorer) into a :class:`SteerRequest`."""
+    """Parse and check the ``NAME=VALUE`` ``targets`` (or ``steps``), ``keep`` names, ``tolerance`` and steering
+    ``method`` of a command line (or the explorer) into a :class:`SteerRequest`."""
+    if method not in STEERING_METHODS:
+        raise SharpgenError(f"--method {method!r}: expected one of {', '.join(STEERING_METHODS)}")
     parsed_targets = parse_assignments(targets or [])
     parsed_steps = parse_assignments(steps or [], option="--step")
     kept = tuple(keep or ())
     check_names_and_roles(parsed_targets, kept, parsed_steps)
     check_steps(parsed_steps)
-    return SteerRequest(parsed_targets, kept, parsed_steps, check_tolerance(tolerance))
+    return SteerRequest(parsed_targets, kept, parsed_steps, check_tolerance(tolerance), method)
 
 
 def check_band(option: str, band: Sequence[float] | None, low: float, high: float) -> None:

@@ -20,6 +20,8 @@ GRID_QUANTILES = (0.05, 0.275, 0.5, 0.725, 0.95)
 """Targets are placed at these quantiles of the run's samples (the 5th to 95th percentile)."""
 JOINT_PAIRS = (("tuf", "psep"), ("tuf", "r_paper"), ("psep", "r_paper"))
 """The pairs of joint targets, where the run has directions for both."""
+HOLDS = ("none", "one", "others")
+"""What :func:`label_score` holds: nothing, each other steerable property in turn, or all of them at once."""
 
 
 def target_grid(
@@ -37,12 +39,15 @@ def label_score(
     grid: Sequence[Mapping[str, float]],
     starts: str = "random",
     per_target: int = 10,
-    hold_others: bool = False,
+    hold: str = "none",
     tolerance: float = 0.05,
     seed: int = 0,
+    method: str = "local",
 ) -> pd.DataFrame:
     """Steer ``per_target`` latents to every target of ``grid`` (from ``random`` latents, or the ``nearest``
-    sampled ones as ``sharpgen generate`` does), holding every other steerable property when ``hold_others``.
+    sampled ones as ``sharpgen generate`` does) by ``method`` (``local`` or ``svm``, as :func:`steer`), holding
+    (:data:`HOLDS`) nothing, every other steerable property, or (``one``) each other steerable property in turn
+    (``--keep NAME``: ``per_target`` requests per target and held property).
 
     One row per request: ``request`` (grid index), ``met`` (every named target within ``tolerance``), ``held``
     (every held property within ``tolerance`` of its start; True when none is held), and per steerable property
@@ -52,17 +57,22 @@ def label_score(
     """
     if starts not in ("random", "nearest"):
         raise ValueError(f"starts={starts!r}: expected 'random' or 'nearest'")
+    if hold not in HOLDS:
+        raise ValueError(f"hold={hold!r}: expected one of {', '.join(HOLDS)}")
     frames = []
+    requests = []
     for i, targets in enumerate(grid):
         steered = {steering.resolve(name)[0] for name in targets}
         others = [name for name in steering.directions if name not in steered]
-        keep = others if hold_others else []
+        keeps = {"none": [[]], "others": [others], "one": [[name] for name in others]}[hold]
+        requests += [(i, targets, others, keep) for keep in keeps]
+    for number, (i, targets, others, keep) in enumerate(requests):
         if starts == "random":
-            latents = random_latents(per_target, seed + i)
+            latents = random_latents(per_target, seed + number)
         else:
-            latents = starting_latents(steering, dict(targets), per_target, seed + i)
+            latents = starting_latents(steering, dict(targets), per_target, seed + number)
         before = steering.measure(latents)
-        _, after, _, _ = steer(steering, latents, dict(targets), keep, tolerance)
+        _, after, _, _ = steer(steering, latents, dict(targets), keep, tolerance, method)
         frame = pd.DataFrame({"request": np.full(per_target, i)})
         met = np.ones(per_target, dtype=bool)
         held = np.ones(per_target, dtype=bool)

@@ -22,6 +22,9 @@ from scipy import stats
 
 Measure = Callable[[np.ndarray], pd.DataFrame]
 """Generate and measure ``(N, 100)`` latents: a table of properties, row i for latent i."""
+Jacobian = Callable[[np.ndarray, Sequence[str]], np.ndarray]
+"""``((N, 100) latents, P names) -> (N, P, 100)``: each property's gradient at each latent, per latent unit
+(:meth:`sharpgen.latent.generate.Steering.jacobian`)."""
 Constrain = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(moved latents, their origins) -> allowed latents`` (e.g. :meth:`DirectionSet.keep_sides`)."""
 
@@ -301,3 +304,159 @@ def _replace_rows(table: pd.DataFrame, positions: np.ndarray, rows: pd.DataFrame
     order = np.arange(len(table))
     order[positions] = len(table) + np.arange(len(positions))
     return pd.concat([table, rows], ignore_index=True).iloc[order].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# local directions: steps from each latent's own gradients
+
+
+def min_norm_steps(jacobian: np.ndarray, change: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
+    """``(N, 100)``: per latent the shortest step ``dz`` with ``J dz = change`` to first order (``J`` the
+    ``(N, P, 100)`` ``jacobian``, ``change`` ``(N, P)``; both in the same units per property), i.e.
+    ``J^T (J J^T + ridge I)^-1 change``. Properties not in ``J`` are free; one with a zero ``change`` is held."""
+    gram = jacobian @ jacobian.transpose(0, 2, 1) + ridge * np.eye(jacobian.shape[1])
+    return np.einsum("npd,np->nd", jacobian, np.linalg.solve(gram, change[..., None])[..., 0])
+
+
+LINE_FRACTIONS = np.array([0.125, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0])
+"""Fractions of the Gauss-Newton step that :func:`solve_local` measures at every iteration."""
+SIDE_MOVES = 12
+"""Random moves orthogonal to the gradients that :func:`solve_local` tries at every iteration."""
+
+
+def solve_local(
+    measure: Measure,
+    jacobian: Jacobian,
+    starts: np.ndarray,
+    names: Sequence[str],
+    targets: np.ndarray,
+    tolerance: float = 0.05,
+    floors: np.ndarray | None = None,
+    max_iterations: int = 20,
+    max_move: float = 2.0,
+    constrain: Constrain | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+    """Move each start until properties ``names`` reach ``targets`` ``(N, P)`` (a held property's target is its
+    start's own value), along the local gradients (Gauss-Newton in the full latent space).
+
+    Each iteration takes the shortest step that would close every miss to first order (:func:`min_norm_steps`
+    on the gradients at the current latents, in units of ``max(|target|, floor)``; at most ``max_move`` latent
+    units), and measures it exactly at the :data:`LINE_FRACTIONS` of its length and at :data:`SIDE_MOVES`
+    random moves orthogonal to the gradients added to the full and the half step. The exact properties are
+    thresholded sums that jump where a mask gains a pixel, so a target can lie in a gap of the first-order
+    path: the side moves change which pixels cross a threshold without moving the properties' smooth parts,
+    and their size grows while no candidate improves. A candidate is taken when its summed squared relative
+    miss is smaller than the current one. ``constrain`` (if given) maps each moved latent to an allowed one.
+
+    Returns ``(latents (N, 100), their measured table, converged (N,) bool)``: per request the iterate with the
+    smallest largest relative miss (converged: at most ``tolerance``), as :func:`solve_targets` does.
+    """
+    starts = np.asarray(starts, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    n, dims = starts.shape
+    names = list(names)
+    scale = np.maximum(np.abs(targets), 1e-12 if floors is None else np.asarray(floors, dtype=np.float64))
+    rng = np.random.default_rng(seed)
+
+    def misses(values: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Largest relative miss (inf where undefined) and the summed squared one (an undefined miss counts 10)."""
+        with np.errstate(invalid="ignore"):
+            relative = np.abs(values - targets[rows]) / scale[rows]
+        largest = np.where(np.all(np.isfinite(relative), axis=-1), np.max(relative, axis=-1), np.inf)
+        return largest, np.sum(np.where(np.isfinite(relative), relative, 10.0) ** 2, axis=-1)
+
+    latents = starts.copy()
+    table = measure(starts).reset_index(drop=True)
+    values = table[names].to_numpy(dtype=np.float64).copy()
+    best_miss, squared = misses(values, np.arange(n))
+    best_latents, best_table = latents.copy(), table
+    spread = np.full(n, 0.5)  # length of the side moves, latent units
+    for _ in range(max_iterations):
+        rows = np.flatnonzero(best_miss > tolerance)
+        if rows.size == 0:
+            break
+        gradients = jacobian(latents[rows], names) / scale[rows][:, :, None]
+        residual = np.nan_to_num((targets[rows] - values[rows]) / scale[rows])
+        step = min_norm_steps(gradients, residual)
+        length = np.linalg.norm(step, axis=1)
+        step *= np.minimum(1.0, max_move / np.maximum(length, 1e-12))[:, None]
+        side = rng.standard_normal((SIDE_MOVES, rows.size, dims))
+        basis = np.linalg.qr(gradients.transpose(0, 2, 1))[0]  # (n, 100, P): the span of the gradients
+        side -= np.einsum("ndp,knp->knd", basis, np.einsum("ndp,knd->knp", basis, side))
+        side *= (spread[rows] / math.sqrt(dims))[None, :, None]
+        moves = np.concatenate([LINE_FRACTIONS[:, None, None] * step[None], step[None] + side, step[None] / 2 + side])
+        candidates = (latents[rows][None] + moves).reshape(-1, dims)
+        if constrain is not None:
+            candidates = constrain(candidates, np.tile(starts[rows], (len(moves), 1)))
+        measured = measure(candidates).reset_index(drop=True)
+        trial = measured[names].to_numpy(dtype=np.float64).reshape(len(moves), rows.size, len(names))
+        trial_miss, trial_squared = misses(trial, rows)
+        pick = np.argmin(trial_squared, axis=0)
+        columns = np.arange(rows.size)
+        better = trial_squared[pick, columns] < squared[rows]
+        flat = pick * rows.size + columns
+        moved = rows[better]
+        latents[moved], values[moved] = candidates[flat[better]], trial[pick[better], columns[better]]
+        squared[moved] = trial_squared[pick[better], columns[better]]
+        spread[moved] = np.minimum(spread[moved] * 1.2, 2.0)
+        spread[rows[~better]] *= 1.5
+        closer = better & (trial_miss[pick, columns] < best_miss[rows])
+        best_miss[rows[closer]] = trial_miss[pick[closer], columns[closer]]
+        best_latents[rows[closer]] = candidates[flat[closer]]
+        best_table = _replace_rows(best_table, rows[closer], measured.iloc[flat[closer]])
+    return best_latents, best_table, best_miss <= tolerance
+
+
+def local_path(
+    jacobian: Jacobian,
+    starts: np.ndarray,
+    names: Sequence[str],
+    own: str,
+    spread: Sequence[float],
+    step: float,
+    count: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The local traversal of property ``own`` from each start: ``count`` steps up and ``count`` down, each the
+    shortest latent move that changes ``own`` by ``step`` of its ``spread`` and holds the other ``names`` to first
+    order (:func:`min_norm_steps` with the gradients at the current latent; ``spread``: one std per name).
+
+    Returns ``(positions (2 count + 1,), latents (2 count + 1, N, 100))``, in increasing order of position: the
+    signed number of steps times ``step`` (the wanted change of ``own`` in its standard deviations).
+    """
+    names = list(names)
+    scale = np.asarray(spread, dtype=np.float64)
+    starts = np.asarray(starts, dtype=np.float64)
+    wanted = np.zeros((len(starts), len(names)))
+    wanted[:, names.index(own)] = 1.0
+    points = {0: starts}
+    for sign in (1, -1):
+        latents = starts
+        for k in range(1, count + 1):
+            gradients = np.nan_to_num(jacobian(latents, names) / scale[None, :, None])
+            latents = latents + sign * step * min_norm_steps(gradients, wanted)
+            points[sign * k] = latents
+    order = sorted(points)
+    return np.array(order, dtype=np.float64) * step, np.stack([points[k] for k in order])
+
+
+def follow_local(
+    measure: Measure,
+    jacobian: Jacobian,
+    starts: np.ndarray,
+    names: Sequence[str],
+    own: str,
+    spread: Sequence[float],
+    step: float,
+    count: int,
+) -> pd.DataFrame:
+    """Measure :func:`local_path` of ``own`` from every start: the rows of :func:`traverse` (``start``, ``step``
+    and ``reached``, both the position in standard deviations of ``own``; a local path never stops early, and
+    every measured property)."""
+    positions, latents = local_path(jacobian, starts, names, own, spread, step, count)
+    table = measure(latents.reshape(-1, latents.shape[-1]))
+    at = np.repeat(positions, len(starts))
+    table.insert(0, "reached", at)
+    table.insert(0, "step", at)
+    table.insert(0, "start", np.tile(np.arange(len(starts)), len(positions)))
+    return table.sort_values(["start", "step"], kind="stable").reset_index(drop=True)
