@@ -94,7 +94,7 @@ def local_paths(steering, start: np.ndarray, step: float, count: int) -> Path:
     from ..latent.steering import local_path
 
     names = list(steering.directions)
-    spread = [float(np.nanstd(steering.samples[name].to_numpy(np.float64))) for name in names]
+    spread = [steering.spread(name) for name in names]
     start = np.asarray(start, dtype=np.float64).reshape(1, -1)
 
     def path(name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -56,7 +56,7 @@ from .directions import (
     sides_of,
     split_shortfall,
 )
-from .local import DIFFERENTIABLE, fill_undefined, property_jacobian
+from .local import DIFFERENTIABLE, local_jacobian
 from .steering import (
     calibration_curves,
     entanglement_row,
@@ -167,11 +167,8 @@ def fit_directions(
     matrices = {kind: {} for kind in kinds}
     threshold = sample_settings.threshold_gauss / GAUSS_PER_NORMALIZED_UNIT
     sample_std = [spread[name] for name in fitted]
-
-    def jacobian(points: np.ndarray, names) -> np.ndarray:
-        gradients = property_jacobian(generator, points, names, dev, threshold)
-        own = {name: summary[name]["plain"]["slopes_per_step"][name] for name in names}
-        return fill_undefined(gradients, points, names, directions, own)
+    own_slope = lambda name: summary[name]["plain"]["slopes_per_step"][name]  # noqa: E731 (plain kind runs first)
+    jacobian = local_jacobian(generator, dev, threshold, directions, own_slope)
 
     bar = progress_bar(
         total=len(kinds) * len(fitted), desc="fit_directions", unit="traversal set", disable=not progress

@@ -40,7 +40,7 @@ from ..run import STEERING, RunLayout
 from ..training import pick_device
 from ..units import CEA_PIXEL_DEG, GAUSS_PER_NORMALIZED_UNIT, cea_pixel_deg
 from .directions import DirectionSet, directions_from_json
-from .local import DIFFERENTIABLE, fill_undefined, property_jacobian
+from .local import DIFFERENTIABLE, local_jacobian
 from .requests import STEERING_METHODS, SteerRequest
 from .steering import solve_local, solve_targets
 
@@ -70,18 +70,21 @@ class Steering:
 
     def jacobian(self, latents: np.ndarray, names: Sequence[str]) -> np.ndarray:
         """``(N, P, 100)``: the local gradient of each of ``names`` (:data:`~sharpgen.latent.local.DIFFERENTIABLE`
-        ones, paper units per latent unit) at each latent (:func:`~sharpgen.latent.local.property_jacobian`); the
-        SVM direction stands in where a property is undefined (:func:`~sharpgen.latent.local.fill_undefined`)."""
+        ones, paper units per latent unit) at each latent, the SVM direction standing in where a property is
+        undefined (:func:`~sharpgen.latent.local.local_jacobian`)."""
         threshold = self.threshold_gauss / GAUSS_PER_NORMALIZED_UNIT
-        gradients = property_jacobian(self.generator, latents, names, self.device, threshold)
-        own_slopes = {name: self.slopes[name][name] for name in names}
-        return fill_undefined(gradients, latents, names, self.directions, own_slopes)
+        slopes = lambda name: self.slopes[name][name]  # noqa: E731
+        return local_jacobian(self.generator, self.device, threshold, self.directions, slopes)(latents, names)
+
+    def spread(self, name: str) -> float:
+        """The samples' standard deviation of ``name`` (0 where undefined)."""
+        values = self.samples[name].to_numpy(dtype=np.float64) if name in self.samples else np.array([])
+        return float(np.nanstd(values)) if np.isfinite(values).any() else 0.0
 
     def floor(self, name: str) -> float:
-        """A tenth of the samples' standard deviation of ``name`` (0 where undefined): a miss or a drift is
-        measured relative to ``max(|value|, floor)``, so values near zero are not judged by their own size."""
-        values = self.samples[name].to_numpy(dtype=np.float64) if name in self.samples else np.array([])
-        return 0.1 * float(np.nanstd(values)) if np.isfinite(values).any() else 0.0
+        """A tenth of :meth:`spread`: a miss or a drift is measured relative to ``max(|value|, floor)``, so values
+        near zero are not judged by their own size."""
+        return 0.1 * self.spread(name)
 
     def resolve(self, name: str, value: float = 0.0) -> tuple[str, float]:
         """The property whose direction steers ``name`` and ``value`` in its units: ``name`` itself when it has a
@@ -164,7 +167,6 @@ def steer(
     goal = np.stack(
         [np.full(len(starts), wanted[n]) if n in wanted else start_values[n].to_numpy() for n in names], axis=1
     )
-    jacobian = np.array([[steering.slopes[d][p] for d in names] for p in names])
     floors = np.array([steering.floor(n) for n in names])
     if method == "local" and all(name in DIFFERENTIABLE for name in names):
         latents, table, converged = solve_local(
@@ -172,6 +174,7 @@ def steer(
             constrain=steering.directions.keep_sides,
         )  # fmt: skip
         return latents, table, converged, wanted
+    jacobian = np.array([[steering.slopes[d][p] for d in names] for p in names])
     normals = np.stack([steering.directions.normals(n, starts) for n in names], axis=1)  # (N, D, 100)
     latents, table, converged = solve_targets(
         steering.measure, starts, normals, jacobian, names, goal, tolerance=tolerance, floors=floors,

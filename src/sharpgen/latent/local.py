@@ -102,13 +102,20 @@ def property_jacobian(
     return out
 
 
-def fill_undefined(gradients: np.ndarray, latents: np.ndarray, names: Sequence[str], directions, slopes) -> np.ndarray:
-    """``gradients`` ``(N, P, D)`` with every undefined (NaN) row replaced by property ``names[p]``'s SVM direction
-    on the latent's side (``directions``: a :class:`~sharpgen.latent.directions.DirectionSet`) times its slope
-    along that direction (``slopes[name]``, property units per latent unit): a patch without one polarity has no
-    gradient of ``psep`` or ``r_paper``, and the SVM direction leads towards patches that have both."""
-    for p, name in enumerate(names):
-        undefined = ~np.all(np.isfinite(gradients[:, p]), axis=1)
-        if undefined.any():
-            gradients[undefined, p] = directions.normals(name, np.asarray(latents)[undefined]) * slopes[name]
-    return gradients
+def local_jacobian(generator, device, threshold: float, directions, slopes):
+    """The :data:`~sharpgen.latent.steering.Jacobian` of ``generator``: ``(latents, names) -> (N, P, D)``, the
+    gradients of :func:`property_jacobian` (``threshold`` in kG), with every undefined row replaced by property
+    ``names[p]``'s SVM direction on the latent's side (``directions``: a
+    :class:`~sharpgen.latent.directions.DirectionSet`) times its slope along that direction (``slopes(name)``,
+    property units per latent unit): a patch without one polarity has no gradient of ``psep`` or ``r_paper``, and
+    the SVM direction leads towards patches that have both."""
+
+    def jacobian(latents: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        gradients = property_jacobian(generator, latents, names, device, threshold)
+        for p, name in enumerate(names):
+            undefined = ~np.all(np.isfinite(gradients[:, p]), axis=1)
+            if undefined.any():
+                gradients[undefined, p] = directions.normals(name, np.asarray(latents)[undefined]) * slopes(name)
+        return gradients
+
+    return jacobian
