@@ -67,7 +67,7 @@ class WorkerPool:
         try:  # the first requests find every worker loaded: wait until each has answered
             deadline, answered = time.monotonic() + START_TIMEOUT_S, set()
             while len(answered) < self.workers:
-                with _ctrl_c_ignored_by_children():
+                with _ctrl_c_held_from_children():
                     pending = [executor.submit(_loaded_pid) for _ in range(self.workers)]  # starts every worker
                 answered.update(future.result(timeout=max(1.0, deadline - time.monotonic())) for future in pending)
         except BaseException as exc:
@@ -105,18 +105,21 @@ class WorkerPool:
 
 
 @contextlib.contextmanager
-def _ctrl_c_ignored_by_children():
-    """Processes started inside ignore SIGINT from their first instruction (an ignored signal stays ignored
-    through exec), so a Ctrl-C while they import and load stops the server alone, without a traceback from each
-    worker. From the main thread only (elsewhere the workers ignore it once loaded, see :func:`_load`)."""
-    if threading.current_thread() is not threading.main_thread():
+def _ctrl_c_held_from_children():
+    """Processes started inside begin with SIGINT blocked (the signal mask survives fork and exec) and ignore it
+    once loaded (:func:`_load`), so a Ctrl-C while they import and load stops the server alone, without a
+    traceback from each worker. The server's own main thread holds a Ctrl-C that lands meanwhile and takes it
+    as the block ends: never lost (ignoring SIGINT here instead dropped a Ctrl-C that came while the second
+    worker was being started, and the server went on to serve). From the main thread only, where the platform
+    can block signals."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _stop(executor: ProcessPoolExecutor, now: bool = False) -> None:
