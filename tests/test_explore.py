@@ -607,11 +607,15 @@ def test_a_ctrl_c_while_a_worker_is_being_started_is_held_and_taken_afterwards_n
     from sharpgen.explore.pool import _ctrl_c_held_from_children
 
     held = False
-    with pytest.raises(KeyboardInterrupt):
-        with _ctrl_c_held_from_children():
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # to this thread: held
-            time.sleep(0.2)
-            held = True
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (the suite may run
+    try:  # as a background job, which starts with SIGINT ignored)
+        with pytest.raises(KeyboardInterrupt):
+            with _ctrl_c_held_from_children():
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # to this thread: held
+                time.sleep(0.2)
+                held = True
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert held  # the block ran to its end before the Ctrl-C was taken
 
 

@@ -934,8 +934,8 @@ def set_threads(threads: int) -> None:
 
 
 def _stop_on_signals() -> None:
-    """Ctrl-C (SIGINT) and SIGTERM (``kill``, a batch system ending the job) both stop the server cleanly,
-    also when the shell that started it in the background left SIGINT ignored."""
+    """Ctrl-C (SIGINT) and SIGTERM (``kill``, a batch system ending the job) both stop the explorer cleanly, while
+    it loads and while it serves, also when the shell that started it in the background left SIGINT ignored."""
     if threading.current_thread() is not threading.main_thread():
         return
 
@@ -947,7 +947,8 @@ def _stop_on_signals() -> None:
 
 
 def serve(explorer: Explorer, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, verbose: bool = False) -> int:
-    """Serve the page until Ctrl-C or SIGTERM; returns 0 after a clean shutdown."""
+    """Serve the page until Ctrl-C (a ``KeyboardInterrupt``; :func:`command` makes SIGTERM one too); returns 0
+    after a clean shutdown."""
     if not is_loopback(host):
         print(
             f"sharpgen: warning: serving on {host}: anyone who can reach this machine can use the explorer "
@@ -955,7 +956,6 @@ def serve(explorer: Explorer, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
             file=sys.stderr,
         )
     server = ExploreServer(explorer, host, port, verbose=verbose)
-    _stop_on_signals()
     print(
         f"sharpgen explore: {explorer.run_dir} on {server.url} ({explorer.workers} requests computed at once"
         f"{' in worker processes' if explorer.processes else ''}; "
@@ -978,6 +978,7 @@ def command(args) -> int:
     """``sharpgen explore``: load the run in ``args.results`` and serve the page until Ctrl-C."""
     if not 0 <= args.port <= 65535:
         raise SharpgenError(f"--port {args.port}: expected 0 (any free port) to 65535")
+    _stop_on_signals()
     set_threads(args.threads)
     workers = args.workers or default_workers()
     processes = workers > 1 and not args.in_process
