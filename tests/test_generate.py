@@ -158,14 +158,14 @@ def test_a_rerun_with_fewer_patches_replaces_the_earlier_outputs(steering, tmp_p
 
 
 def test_an_edit_is_converged_only_when_its_kept_properties_held_and_says_how_far_they_drifted(steering, tmp_path):
-    """`edit --step psep=2 --keep tuf`: the table records each kept property's start and drift, and a patch whose
-    kept property moved beyond the tolerance is not `converged`. Here the fitted tuf direction is wrong (e7,
+    """`edit --step psep=2 --keep tuf --method svm`: the table records each kept property's start and drift, and a
+    patch whose kept property moved beyond the tolerance is not `converged`. Here the fitted tuf direction is wrong (e7,
     while the generator's flux follows z[3]) and psep's is z[3], so holding tuf fails; with the right
     directions it holds."""
     import dataclasses
 
     starts = random_latents(4, 3)
-    request = SteerRequest(keep=("tuf",), steps={"psep": 2.0}, tolerance=0.05)
+    request = SteerRequest(keep=("tuf",), steps={"psep": 2.0}, tolerance=0.05, method="svm")
     swapped = DirectionSet(None, {"tuf": unsplit("tuf", np.eye(100)[7]), "psep": unsplit("psep", AXIS)})
     drifting = steer_and_write(dataclasses.replace(steering, directions=swapped), starts, request, tmp_path, "edited")
     summary = pd.read_csv(tmp_path / "edited.csv")
@@ -255,6 +255,37 @@ def test_local_steering_moves_the_separation_and_holds_the_kept_flux():
     assert converged.all()
     np.testing.assert_allclose(table["psep"], target, rtol=0.05)
     np.testing.assert_allclose(table["tuf"], before["tuf"], rtol=0.05)
+
+
+def test_a_local_step_edit_reaches_the_calibrated_change_and_holds_the_kept_flux(tmp_path):
+    """`edit --step psep=2 --keep tuf` (local): psep is aimed at its start plus 2 calibrated slopes, per patch, and
+    met while tuf holds; the table and headers carry each patch's aim, and a step the generator cannot make is
+    not `converged`."""
+    generator = TwoKnobGenerator()
+    latents = random_latents(500, seed=4)
+    samples = latent_properties(generator, latents, "cpu", 150.0, PIXEL_MM)
+    two_knobs = Steering(
+        generator=generator, device="cpu", image_size=SIZE, threshold_gauss=150.0, pixel_mm=PIXEL_MM,
+        directions=DirectionSet(None, {"tuf": unsplit("tuf", np.eye(100)[3]), "psep": unsplit("psep", np.eye(100)[7])}),
+        slopes={"tuf": {"tuf": 0.01, "psep": 0.0}, "psep": {"tuf": 0.0, "psep": 0.02}},
+        samples=samples, sample_latents=latents,
+    )  # fmt: skip
+    starts = random_latents(5, 8)
+    starts[:, 3] = np.abs(starts[:, 3]) + 0.5
+    starts[:, 7] = np.clip(starts[:, 7], -1.0, 0.5)  # room for the poles to move apart
+    before = two_knobs.measure(starts)
+    request = SteerRequest(keep=("tuf",), steps={"psep": 2.0}, tolerance=0.05)
+    result = steer_and_write(two_knobs, starts, request, tmp_path, "edited")
+    aim = before["psep"].to_numpy() + 2.0 * 0.02
+    assert result.converged.all()
+    np.testing.assert_allclose(result.table["psep"], aim, rtol=0.05)
+    np.testing.assert_allclose(result.table["tuf"], before["tuf"], rtol=0.05)
+    summary = pd.read_csv(tmp_path / "edited.csv")
+    np.testing.assert_allclose(summary["target_psep"], aim)
+    np.testing.assert_allclose(summary["drift_tuf"], (summary["tuf"] - before["tuf"]) / before["tuf"], rtol=1e-6)
+    assert fits.getheader(tmp_path / "edited_002.fits", 1)["TARGET PSEP"] == pytest.approx(aim[2])
+    far = SteerRequest(keep=("tuf",), steps={"psep": -10.0}, tolerance=0.05)  # 0.2 closer: below what z[7] gives
+    assert not steer_and_write(two_knobs, starts, far, tmp_path / "far", "edited").converged.any()
 
 
 def test_soft_properties_track_the_exact_ones_and_their_gradients_point_uphill(steering):

@@ -273,7 +273,8 @@ def _torch_threads(threads: int) -> None:
 def _report_steering(out_dir, prefix, result, request) -> None:
     hits, count = int(result.converged.sum()), len(result.converged)
     print(f"{count} patches -> {out_dir}/{prefix}_*.fits, {prefix}.png, {prefix}.csv", file=sys.stderr)
-    goals = [text for text, given in (("every target", result.targets), ("the kept values", request.keep)) if given]
+    aimed = "every stepped value" if request.steps else "every target"
+    goals = [text for text, given in ((aimed, result.targets), ("the kept values", request.keep)) if given]
     if goals:
         print(f"{hits} of {count} within {request.tolerance:.0%} of {' and '.join(goals)}", file=sys.stderr)
         if hits < count:
@@ -614,9 +615,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="move latents (from generate or invert) along property directions",
         description="Move latents along property directions, by steps (--step NAME=STEPS, latent units; |z| is "
         f"about 10, so |STEPS| <= {MAX_EDIT_STEP:g}) or to target values (--target NAME=VALUE), holding --keep "
-        "properties fixed (with --step: conditional SVM directions; with --target: as generate does, --method "
-        "local or svm). Writes OUT_DIR/edited_NNN.fits, edited.png, edited.csv and "
-        "latents.npy; a rerun into the same OUT_DIR replaces them.",
+        "properties fixed. With --method local (default) a step changes NAME by what STEPS latent units along "
+        "its direction change it on average (fit_directions' calibrated slope), aimed at per patch along the "
+        "latent's own gradients while the kept properties hold; --method svm moves STEPS latent units along the "
+        "SVM direction (orthogonal to the kept ones' directions), the paper's edit. --target works as generate "
+        "does. Writes OUT_DIR/edited_NNN.fits, edited.png, edited.csv (per patch: aimed, achieved, kept start and "
+        "drift) and latents.npy; a rerun into the same OUT_DIR replaces them.",
         epilog="Example: sharpgen edit --latents results/default/generated/latents.npy --step r_paper=2 --keep tuf. "
         + EPILOG,
     )

@@ -2,10 +2,12 @@
 
 A request names target values for properties that have a direction (``directions/directions.json``), or for
 their physical twins in a ``fixed_scale`` run (``usflux`` [Mx] for ``tuf``, ``psep_mm`` [Mm] for ``psep``),
-and optionally properties to *keep* at their starting values. Each start latent is stepped along the
-directions of the targeted and kept properties by :func:`sharpgen.latent.steering.solve_targets` (quasi-Newton;
-a request that misses tries again from a scan of ``SCAN_STEPS`` along each direction); the result is checked
-by generating and measuring it, and a miss returns its closest approach, flagged.
+and optionally properties to *keep* at their starting values. Each start latent is moved along its own local
+gradients (:func:`sharpgen.latent.steering.solve_local`, the default) or along the SVM directions of the targeted
+and kept properties (:func:`sharpgen.latent.steering.solve_targets`: quasi-Newton; a request that misses tries
+again from a scan of ``SCAN_STEPS`` along each direction); the result is checked by generating and measuring
+it, and a miss returns its closest approach, flagged. ``edit --step`` aims at the change a step along a
+direction makes on average (:func:`steer_steps`).
 """
 
 from __future__ import annotations
@@ -152,8 +154,6 @@ def steer(
 
     Returns ``(latents, measured table, converged, targets in the directions' units)``.
     """
-    if method not in STEERING_METHODS:
-        raise SharpgenError(f"steering method {method!r}: expected one of {', '.join(STEERING_METHODS)}")
     wanted = {}
     for name, value in (targets or {}).items():
         steered, steered_value = steering.resolve(name, value)
@@ -167,20 +167,64 @@ def steer(
     goal = np.stack(
         [np.full(len(starts), wanted[n]) if n in wanted else start_values[n].to_numpy() for n in names], axis=1
     )
+    latents, table, converged = _solve(steering, starts, names, goal, tolerance, method)
+    return latents, table, converged, wanted
+
+
+def _solve(
+    steering: Steering, starts: np.ndarray, names: Sequence[str], goal: np.ndarray, tolerance: float, method: str
+) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+    """Move ``starts`` until ``names`` reach ``goal`` ``(N, P)`` by ``method`` (``local`` when every name has a
+    soft stand-in, else the SVM solver); ``(latents, measured table, converged)``."""
+    if method not in STEERING_METHODS:
+        raise SharpgenError(f"steering method {method!r}: expected one of {', '.join(STEERING_METHODS)}")
     floors = np.array([steering.floor(n) for n in names])
     if method == "local" and all(name in DIFFERENTIABLE for name in names):
-        latents, table, converged = solve_local(
+        return solve_local(
             steering.measure, steering.jacobian, starts, names, goal, tolerance=tolerance, floors=floors,
             constrain=steering.directions.keep_sides,
         )  # fmt: skip
-        return latents, table, converged, wanted
     jacobian = np.array([[steering.slopes[d][p] for d in names] for p in names])
     normals = np.stack([steering.directions.normals(n, starts) for n in names], axis=1)  # (N, D, 100)
-    latents, table, converged = solve_targets(
+    return solve_targets(
         steering.measure, starts, normals, jacobian, names, goal, tolerance=tolerance, floors=floors,
         constrain=steering.directions.keep_sides, scan=SCAN_STEPS,
     )  # fmt: skip
-    return latents, table, converged, wanted
+
+
+def steer_steps(
+    steering: Steering,
+    starts: np.ndarray,
+    steps: Mapping[str, float],
+    keep: Sequence[str] = (),
+    tolerance: float = 0.05,
+    method: str = "local",
+) -> tuple[np.ndarray, pd.DataFrame, np.ndarray, dict[str, np.ndarray]]:
+    """``edit --step``: change each stepped property by ``steps[name]`` latent units' worth and hold ``keep``.
+
+    ``svm`` moves ``steps[name]`` latent units along the SVM directions (:func:`step_along`, the paper's edit);
+    nothing is aimed at, so only the kept properties decide ``converged``. ``local`` aims each stepped property
+    at its start value plus ``steps[name]`` times its calibrated change per latent unit along its direction (the
+    mean slope of ``fit_directions``' plain traversals: what the SVM step moves it by on average) and holds the
+    kept ones at their start values, by :func:`_solve`; ``converged`` when every aim is within ``tolerance``.
+
+    Returns ``(latents, measured table, converged, per-latent aims (N,) by stepped property, in the directions'
+    units; empty for svm)``.
+    """
+    if method == "svm":
+        latents = step_along(steering, starts, steps, keep)
+        return latents, steering.measure(latents), np.ones(len(latents), dtype=bool), {}
+    moved = {steering.resolve(name)[0]: step for name, step in steps.items()}
+    keep = [steering.resolve(name)[0] for name in keep]
+    start_values = steering.measure(starts)
+    aims = {
+        name: start_values[name].to_numpy(dtype=np.float64) + step * steering.slopes[name][name]
+        for name, step in moved.items()
+    }
+    names = [*moved, *keep]
+    goal = np.stack([aims[n] if n in aims else start_values[n].to_numpy(dtype=np.float64) for n in names], axis=1)
+    latents, table, converged = _solve(steering, starts, names, goal, tolerance, method)
+    return latents, table, converged, aims
 
 
 GENERATED_TIME_TAI = datetime(2010, 6, 6)
@@ -212,15 +256,18 @@ def write_results(
     latents: np.ndarray,
     table: pd.DataFrame,
     converged: np.ndarray,
-    requested: Mapping[str, float],
+    requested: Mapping[str, float | np.ndarray],
     kept: Sequence[str],
     prefix: str = "generated",
     kept_start: Mapping[str, np.ndarray] | None = None,
+    steps: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Write ``<prefix>_NNN.fits`` (field in G, the WCS of :func:`generated_wcs_cards`; targets, achieved values,
     kept properties' starting values and the latent in the header),
     ``<prefix>.png``, ``<prefix>.csv`` (requested vs achieved per patch; per kept property its value at the start
-    as ``start_<name>`` and its relative change as ``drift_<name>``) and ``latents.npy``; return the table.
+    as ``start_<name>`` and its relative change as ``drift_<name>``), ``<prefix>.json`` (the request: scalar
+    targets, ``steps``, kept names) and ``latents.npy``; return the table. A requested value is one for all
+    patches or one per patch (the aims of a step edit).
     ``<prefix>_NNN.fits`` files of an earlier, larger request in ``out_dir`` are removed: the folder then holds
     exactly this request's outputs."""
     out_dir = Path(out_dir)
@@ -228,10 +275,13 @@ def write_results(
     patches = generate(steering.generator, np.asarray(latents, dtype=np.float32), steering.device)
     summary = pd.DataFrame({"file": [f"{prefix}_{i:03d}.fits" for i in range(len(latents))]})
     summary["converged"] = converged
+    requested = {name: np.broadcast_to(np.asarray(value, dtype=np.float64), len(latents)) for name, value in
+                 requested.items()}  # fmt: skip
     for name, value in requested.items():
         summary[f"target_{name}"] = value
         summary[f"achieved_{name}"] = table[name].to_numpy()
-        summary[f"error_{name}"] = (table[name].to_numpy() - value) / value if value else np.nan
+        with np.errstate(divide="ignore", invalid="ignore"):
+            summary[f"error_{name}"] = np.where(value != 0, (table[name].to_numpy() - value) / value, np.nan)
     for name, start in (kept_start or {}).items():
         summary[f"start_{name}"] = start
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -246,7 +296,7 @@ def write_results(
             "KEPT": ",".join(kept),
         }
         for name, value in requested.items():
-            cards[f"HIERARCH TARGET {name.upper()}"] = float(value)
+            cards[f"HIERARCH TARGET {name.upper()}"] = float(value[i])
         for name, start in (kept_start or {}).items():
             value = float(start[i])
             cards[f"HIERARCH START {name.upper()}"] = value if math.isfinite(value) else "NaN"
@@ -266,7 +316,16 @@ def write_results(
         np.save(handle, np.asarray(latents, dtype=np.float32))
     write_text_atomic(
         out_dir / f"{prefix}.json",
-        json.dumps({"targets": dict(requested), "kept": list(kept), "count": len(latents)}, indent=2) + "\n",
+        json.dumps(
+            {
+                "targets": {name: float(value[0]) for name, value in requested.items() if not steps},
+                "steps": dict(steps or {}),
+                "kept": list(kept),
+                "count": len(latents),
+            },
+            indent=2,
+        )
+        + "\n",
     )
     written = set(summary["file"])
     for stale in out_dir.glob(f"{prefix}_[0-9][0-9][0-9]*.fits"):
@@ -278,40 +337,42 @@ def write_results(
 @dataclass(frozen=True)
 class Steered:
     """What :func:`steer_and_write` made: ``(N, 100)`` latents, their measured table, which met every target,
-    the targets as requested (paper or physical units) and the written summary (``<prefix>.csv``: file,
-    target vs achieved per patch)."""
+    the targets as requested (paper or physical units; a step edit's per-patch aims, :func:`steer_steps`) and the
+    written summary (``<prefix>.csv``: file, target vs achieved per patch)."""
 
     latents: np.ndarray
     table: pd.DataFrame
     converged: np.ndarray
-    targets: dict[str, float]
+    targets: dict[str, float | np.ndarray]
     summary: pd.DataFrame
 
 
 def steer_and_write(
     steering: Steering, starts: np.ndarray, request: SteerRequest, out_dir: str | os.PathLike, prefix: str
 ) -> Steered:
-    """The flow ``generate``, ``edit`` and ``query --target`` share: move ``starts`` by the request's steps or
-    to its targets (holding its kept properties), then :func:`write_results` into ``out_dir``. A patch is
-    ``converged`` when every target is met and every kept property is within the tolerance of its starting
-    value (:func:`kept_within`; a step edit has no target, so only the kept properties decide)."""
+    """The flow ``generate``, ``edit`` and ``query --target`` share: move ``starts`` by the request's steps
+    (:func:`steer_steps`) or to its targets (:func:`steer`), holding its kept properties, then
+    :func:`write_results` into ``out_dir``. A patch is ``converged`` when every target (or a step's aim) is met
+    and every kept property is within the tolerance of its starting value (:func:`kept_within`)."""
     kept_start = None
     if request.keep:
         measured = steering.measure(starts)
         kept_start = {name: measured[name].to_numpy(dtype=np.float64) for name in request.keep}
     if request.steps:
-        latents = step_along(steering, starts, request.steps, request.keep)
-        table, converged = steering.measure(latents), np.ones(len(latents), dtype=bool)
+        latents, table, converged, targets = steer_steps(
+            steering, starts, request.steps, request.keep, request.tolerance, request.method
+        )
     else:
         latents, table, converged, _ = steer(
             steering, starts, request.targets, request.keep, request.tolerance, request.method
         )
+        targets = {name: value for name, value in request.targets.items() if name in table.columns}
     if kept_start:
         converged = converged & kept_within(steering, kept_start, table, request.tolerance)
-    targets = {name: value for name, value in request.targets.items() if name in table.columns}
     summary = write_results(
-        out_dir, steering, latents, table, converged, targets, request.keep, prefix=prefix, kept_start=kept_start
-    )
+        out_dir, steering, latents, table, converged, targets, request.keep, prefix=prefix, kept_start=kept_start,
+        steps=request.steps,
+    )  # fmt: skip
     return Steered(latents, table, converged, targets, summary)
 
 
