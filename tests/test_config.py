@@ -53,6 +53,20 @@ def test_shipped_configs_are_valid(repo_root):
         assert config["results_dir"].startswith("results/")
 
 
+@pytest.mark.parametrize("name", ["schema.yaml", "config.yaml", "paper.yaml", "test.yaml"])
+def test_no_shipped_yaml_gives_a_key_twice(repo_root, name):
+    """YAML keeps the last of two equal keys silently: an edit pasted twice would hide the first."""
+
+    class Strict(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+            repeated = sorted({str(key) for key in keys if keys.count(key) > 1})
+            assert not repeated, f"{name}: {repeated} given twice near line {node.start_mark.line + 1}"
+            return super().construct_mapping(node, deep=deep)
+
+    yaml.load((repo_root / "config" / name).read_text(), Loader=Strict)
+
+
 def test_package_schema_is_config_schema(repo_root):
     on_disk = yaml.safe_load((repo_root / "config" / "schema.yaml").read_text())
     assert load_schema() == on_disk
@@ -76,6 +90,7 @@ STAGE_SETTINGS = [
     ("sharpgen.gan.sample", "SampleSettings"),
     ("sharpgen.gan.invert", "InversionSettings"),
     ("sharpgen.latent.fit", "DirectionSettings"),
+    ("sharpgen.latent.score", "LabelScoreSettings"),
     ("sharpgen.retrieval.train", "SslSettings"),
     ("sharpgen.retrieval.index", "IndexSettings"),
     ("sharpgen.retrieval.evaluate", "RetrievalEvalSettings"),

@@ -38,10 +38,11 @@ from sharpgen.properties import HISTOGRAM_PROPERTIES
 from sharpgen.run import RunLayout
 
 DIRECTION_FIGURES = (
-    "latent-space", "traversals", "calibration", "entanglement", "conditional-edit", "retrieval-comparison"
+    "latent-space", "traversals", "calibration", "entanglement", "label-score", "conditional-edit",
+    "retrieval-comparison",
 )  # fmt: skip
 """Figures that need a trained generator and its directions, or an SSL encoder: drawn by the test pipeline run
-(tests below) and unit-tested in test_direction_figures.py / test_retrieval_eval.py."""
+(tests below) and unit-tested in test_direction_figures.py, test_generate.py and test_retrieval_eval.py."""
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SIZE = 32

@@ -183,7 +183,7 @@ def test_an_edit_is_converged_only_when_its_kept_properties_held_and_says_how_fa
 
 
 def test_the_label_score_measures_targets_met_and_the_drift_of_the_others(steering):
-    from sharpgen.latent.score import label_score, summarize, target_grid
+    from sharpgen.latent.score import label_score, summarize, support, target_grid
 
     grid = target_grid(steering, ["tuf"], quantiles=(0.2, 0.8))
     assert len(grid) == 2 and grid[0]["tuf"] < grid[1]["tuf"]
@@ -203,6 +203,7 @@ def test_the_label_score_measures_targets_met_and_the_drift_of_the_others(steeri
     summary = summarize(scores)
     assert summary["requests"] == 6 and summary["met"] == scores["met"].mean()
     assert summary["within_5pct_psep"] == float((drift.abs() <= 0.05).mean()) and "within_5pct_tuf" not in summary
+    assert list(scores["support"]) == [support(steering, g) for g in grid for _ in range(3)]
     free = label_score(steering, grid, starts="nearest", per_target=2, seed=1)
     assert set(free["role_psep"]) == {"free"} and free["held"].all()
 
@@ -325,3 +326,47 @@ def test_the_label_score_can_keep_each_other_property_in_turn(steering):
     assert len(scores) == 2 and set(scores["role_psep"]) == {"held"}  # psep is tuf's only other property
     with pytest.raises(ValueError, match="hold='all'"):
         label_score(steering, grid, hold="all")
+
+
+def test_a_targets_support_is_the_fraction_of_samples_that_meet_it_and_unsupported_requests_are_reported_apart(
+    steering,
+):
+    from sharpgen.latent.score import summarize, support
+
+    tuf = steering.samples["tuf"].to_numpy()
+    goal = float(np.median(tuf))
+    inside = np.abs(tuf - goal) <= 0.05 * max(goal, steering.floor("tuf"))
+    assert support(steering, {"tuf": goal}) == pytest.approx(inside.mean()) and inside.any()
+    assert support(steering, {"tuf": 10 * tuf.max()}) == 0.0
+    table = pd.DataFrame({"met": [True, False, False], "held": True, "support": [0.1, 0.2, 0.0]})
+    summary = summarize(table)
+    assert summary["met"] == pytest.approx(1 / 3) and summary["supported_requests"] == 2
+    assert summary["met_supported"] == 0.5
+
+
+def test_score_directions_asks_every_kind_by_every_method_from_the_same_starts_and_draws_the_numbers(
+    steering, tmp_path
+):
+    """The score_directions stage: single, joint and kept requests for each method, the same random starts for
+    both methods, and a figure whose numbers are the summary's means."""
+    from sharpgen.figures.latent import plot_label_score
+    from sharpgen.latent.score import LabelScoreSettings, score_directions, score_requests
+
+    assert score_requests(steering) == [
+        ("single", ("tuf",)), ("single", ("psep",)), ("joint", ("tuf", "psep")), ("keep", ("tuf",)),
+        ("keep", ("psep",)),
+    ]  # fmt: skip
+    table, summary = score_directions(steering, LabelScoreSettings(per_target=1, methods=("local", "svm")), seed=3,
+                                      progress=False)  # fmt: skip
+    assert set(summary) == {"local", "svm"} and set(summary["local"]) == {"single", "joint", "keep"}
+    local, svm = (table[table["method"] == m].reset_index(drop=True) for m in ("local", "svm"))
+    assert len(local) == len(svm) == 5 + 5 + 9 + 3 + 3  # 5 quantiles x 2, 3 x 3 grid, 3 quantiles x 1 kept each
+    np.testing.assert_array_equal(local["start_tuf"], svm["start_tuf"])
+    single_tuf = local[(local["kind"] == "single") & (local["named"] == "tuf")]
+    assert summary["local"]["single"]["tuf"]["met"] == single_tuf["met"].mean()
+    assert set(local.loc[local["kind"] == "keep", "role_psep"]) <= {"held", "target"}
+    document = {"tolerance": 0.05, "methods": summary}
+    numbers = plot_label_score(document, tmp_path / "score.png")
+    assert (tmp_path / "score.png").read_bytes().startswith(b"\x89PNG")
+    means = [summary["svm"]["single"][name]["met"] for name in ("tuf", "psep")]
+    assert numbers["svm"]["single_met"] == pytest.approx(np.mean(means))

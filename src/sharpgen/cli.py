@@ -250,6 +250,33 @@ def _cmd_fit_directions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_score_directions(args: argparse.Namespace) -> int:
+    from .latent.score import LabelScoreSettings, write_label_score
+
+    config = _stage_config(args, "label_score")
+    _torch_threads(args.threads)
+    document = write_label_score(
+        args.run_dir,
+        settings_from_config(LabelScoreSettings, config),
+        seed=args.seed,
+        device=config["sample"]["device"],
+        progress=not args.no_progress,
+    )
+
+    def mean(entries: dict, key: str) -> float:
+        values = [entry[key] for entry in entries.values()]
+        return sum(values) / len(values) if values else math.nan
+
+    for method, kinds in document["methods"].items():
+        single, joint, keep = (kinds.get(kind, {}) for kind in ("single", "joint", "keep"))
+        print(
+            f"{method}: single targets met {mean(single, 'met'):.2f}, joint {mean(joint, 'met'):.2f}, "
+            f"kept property held {mean(keep, 'held'):.2f} (random starts)",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from .latent.generate import load_steering, starting_latents, steer_and_write
     from .latent.requests import check_out_dir, steer_request
@@ -592,6 +619,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_normalize_option(fit)
     fit.set_defaults(func=_cmd_fit_directions)
+
+    score = commands.add_parser(
+        "score-directions",
+        help="pipeline stage: the label score of generate/edit (targets met, kept properties held), local vs svm",
+        description="Ask the run's generator for targets the way generate and edit do, from random starting "
+        "latents, by each steering method of the label_score section, and measure the result exactly on the "
+        "generated patches: single targets at the 5th-95th percentile of each direction's property, joint "
+        "targets (tuf x psep, tuf x r_paper, psep x r_paper) on a 3 x 3 quantile grid, and single targets with "
+        "each other property kept in turn. Writes RUN_DIR/directions/label_score.parquet (one row per request: "
+        "met, held, the support of the target among the samples, start, achieved and drift of every property) "
+        "and label_score.json (the fractions per method, kind and property).",
+        epilog=EPILOG,
+    )
+    score.add_argument("--run-dir", required=True, help="a pipeline run's results_dir (generator, directions, samples)")
+    _add_stage_options(score, "label_score", seed_help="seed of the starting latents", threads_help="CPU threads")
+    score.set_defaults(func=_cmd_score_directions)
 
     gen = commands.add_parser(
         "generate",

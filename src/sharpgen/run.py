@@ -48,6 +48,8 @@ ARTEFACTS: dict[str, Artefact] = {
     "traversals": Artefact("directions", "traversals.parquet", "fit_directions"),
     "calibration": Artefact("directions", "calibration.parquet", "fit_directions"),
     "entanglement": Artefact("directions", "entanglement.json", "fit_directions"),
+    "label_score": Artefact("directions", "label_score.parquet", "score_directions"),
+    "label_score_summary": Artefact("directions", "label_score.json", "score_directions"),
     "encoder": Artefact("retrieval/ssl", "encoder.pt", "train_ssl"),
     "ssl_checkpoint": Artefact("retrieval/ssl", "checkpoints/last.pt", "train_ssl"),
     "ssl_log": Artefact("retrieval/ssl", "train_log.csv", "train_ssl"),

@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 from sharpgen.config import validate_config
 from sharpgen.errors import SharpgenError
 from sharpgen.figures.registry import FIGURES
-from sharpgen.run import RETRIEVER, RunLayout
+from sharpgen.run import RETRIEVER, STEERING, RunLayout
 
 SCHEMA = workflow.source_path("../../config/schema.yaml")
 

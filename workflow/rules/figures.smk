@@ -273,6 +273,27 @@ rule figure_entanglement:
         "sharpgen figure entanglement --results {params.results} --out {output.png} > {log} 2>&1"
 
 
+rule figure_label_score:
+    input:
+        **figure_inputs("label-score"),
+    output:
+        **figure_output("label_score", "3. Directions", "label score"),
+    params:
+        results=lambda wildcards, output: results_dir_of(output.png, "figure"),
+    log:
+        log_of("figure_label_score"),
+    benchmark:
+        benchmark_of("figure_label_score")
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "sharpgen figure label-score --results {params.results} --out {output.png} > {log} 2>&1"
+
+
 rule figure_conditional_edit:
     input:
         **figure_inputs("conditional-edit"),
@@ -329,6 +350,7 @@ FIGURE_FILES = [
     rules.figure_traversals.output.png,
     rules.figure_calibration.output.png,
     rules.figure_entanglement.output.png,
+    rules.figure_label_score.output.png,
     rules.figure_conditional_edit.output.png,
     rules.figure_retrieval_comparison.output.png,
 ]

@@ -1,5 +1,6 @@
 """Figures of the latent directions (paper figs. 4-6): latent space with the SVM boundary, traversal grids,
-property-vs-step calibration curves, the entanglement matrices, and plain vs. conditional editing.
+property-vs-step calibration curves, the entanglement matrices, plain vs. conditional editing, and the label
+score of the steering.
 
 Each ``plot_*`` function takes arrays/tables, writes one PNG atomically and returns the key numbers it shows.
 """
@@ -261,6 +262,50 @@ def plot_entanglement(entanglement: dict, path: str | os.PathLike) -> dict:
     return numbers
 
 
+LABEL_SCORE_PANELS = (
+    ("single", "met", "single targets met"),
+    ("joint", "met", "joint targets met"),
+    ("keep", "held", "kept property held (each other kept in turn)"),
+)
+"""The panels of :func:`plot_label_score`: ``(kind, fraction shown, title)``."""
+
+
+def plot_label_score(document: dict, path: str | os.PathLike) -> dict:
+    """The label score of ``directions/label_score.json`` (``score_directions``): per panel of
+    :data:`LABEL_SCORE_PANELS`, the fraction of requests from random starts that met their targets (or held their
+    kept property within the tolerance) per named property, one bar per steering method; joint targets also
+    among the targets the generator makes (dots: ``met_supported``). Titles give each method's mean."""
+    methods = list(document["methods"])
+    pyplot = get_pyplot()
+    figure, axes = pyplot.subplots(1, len(LABEL_SCORE_PANELS), figsize=(13.0, 4.4), squeeze=False)
+    width = 0.8 / max(len(methods), 1)
+    numbers = {method: {} for method in methods}
+    for axis, (kind, key, title) in zip(axes[0], LABEL_SCORE_PANELS, strict=True):
+        named = list(dict.fromkeys(n for method in methods for n in document["methods"][method].get(kind, {})))
+        means = []
+        for k, method in enumerate(methods):
+            entries = document["methods"][method].get(kind, {})
+            values = np.array([entries[n][key] if n in entries else np.nan for n in named], dtype=float)
+            x = np.arange(len(named)) + (k - (len(methods) - 1) / 2) * width
+            axis.bar(x, values, width, label=method)
+            if kind == "joint":
+                supported = [entries[n].get("met_supported", np.nan) if n in entries else np.nan for n in named]
+                axis.plot(x, supported, "k.", markersize=8, label="supported targets" if k == 0 else None)
+            mean = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+            numbers[method][f"{kind}_{key}"] = mean
+            means.append(f"{method} {mean:.2f}")
+        axis.set_xticks(range(len(named)), [n.replace(" x ", " x\n") for n in named], fontsize=8)
+        axis.set_ylim(0.0, 1.05)
+        axis.set_title(f"{title}\nmean: {', '.join(means)}", fontsize=9)
+        axis.grid(axis="y", linewidth=0.4, alpha=0.5)
+    axes[0][0].set_ylabel(f"fraction of requests within {document['tolerance']:.0%}", fontsize=8)
+    handles, labels = axes[0][1].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="upper right", ncol=len(labels), fontsize=8, frameon=False)
+    figure.subplots_adjust(top=0.8, bottom=0.16, left=0.05, right=0.99, wspace=0.18)
+    save_figure(figure, path)
+    return numbers
+
+
 def plot_conditional_edit(
     generate: Generate,
     measure: Measure,
@@ -410,6 +455,13 @@ def figure_entanglement(run, out, options) -> dict:
     import json
 
     return plot_entanglement(json.loads(run.path("entanglement").read_text()), out)
+
+
+def figure_label_score(run, out, options) -> dict:
+    """``sharpgen figure label-score``: :func:`plot_label_score` of ``directions/label_score.json``."""
+    import json
+
+    return plot_label_score(json.loads(run.path("label_score_summary").read_text()), out)
 
 
 def figure_conditional_edit(run, out, options) -> dict:

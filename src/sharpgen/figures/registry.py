@@ -263,6 +263,11 @@ FIGURES: dict[str, FigureSpec] = {
         latent_figures.figure_entanglement,
         ("entanglement",),
     ),
+    "label-score": FigureSpec(
+        "the label score: targets met and kept properties held, local vs svm steering (directions/label_score.json)",
+        latent_figures.figure_label_score,
+        ("label_score_summary",),
+    ),
     "conditional-edit": FigureSpec(
         "fig. 6: r_paper edited along its plain direction vs. holding tuf, with both properties per step",
         latent_figures.figure_conditional_edit,

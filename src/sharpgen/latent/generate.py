@@ -129,13 +129,20 @@ def load_steering(run_dir: str | os.PathLike, device: str = "auto") -> Steering:
     )
 
 
-def _check_reachable(steering: Steering, name: str, value: float, shown: tuple[str, float]) -> None:
+def _check_reachable(
+    steering: Steering, name: str, value: float | np.ndarray, shown: tuple[str, float | np.ndarray]
+) -> None:
+    """Refuse a target ``value`` of ``name`` (directions' units; ``shown`` as the user gave it) outside the
+    :data:`REACHABLE_QUANTILES` of the samples; per start where ``value`` is one per start."""
     values = steering.samples[name].to_numpy(dtype=np.float64)
     low, high = np.nanquantile(values, REACHABLE_QUANTILES)
-    if not low <= value <= high:
-        scale = shown[1] / value if value else 1.0
+    value, given = np.atleast_1d(value), np.atleast_1d(shown[1])
+    outside = np.flatnonzero((value < low) | (value > high))
+    if outside.size:
+        i = outside[0]
+        scale = given[i] / value[i] if value[i] else 1.0
         raise SharpgenError(
-            f"target {shown[0]}={shown[1]:.4g} is out of reach: this model produces {shown[0]} from "
+            f"target {shown[0]}={given[i]:.4g} is out of reach: this model produces {shown[0]} from "
             f"{low * scale:.4g} to {high * scale:.4g} (0.5th to 99.5th percentile of {len(values)} samples)"
         )
 
@@ -143,14 +150,14 @@ def _check_reachable(steering: Steering, name: str, value: float, shown: tuple[s
 def steer(
     steering: Steering,
     starts: np.ndarray,
-    targets: Mapping[str, float] | None = None,
+    targets: Mapping[str, float | np.ndarray] | None = None,
     keep: Sequence[str] = (),
     tolerance: float = 0.05,
     method: str = "local",
-) -> tuple[np.ndarray, pd.DataFrame, np.ndarray, dict[str, float]]:
-    """Move ``starts`` so that ``targets`` are met and ``keep`` properties hold their starting values, by
-    ``method`` (:data:`STEERING_METHODS`; ``local`` falls back to ``svm`` when a named property has no soft
-    stand-in).
+) -> tuple[np.ndarray, pd.DataFrame, np.ndarray, dict[str, float | np.ndarray]]:
+    """Move ``starts`` so that ``targets`` (one value for all starts, or one per start) are met and ``keep``
+    properties hold their starting values, by ``method`` (:data:`STEERING_METHODS`; ``local`` falls back to
+    ``svm`` when a named property has no soft stand-in).
 
     Returns ``(latents, measured table, converged, targets in the directions' units)``.
     """
@@ -165,8 +172,9 @@ def steer(
         raise SharpgenError("nothing to do: give at least one target (NAME=VALUE) or a property to keep")
     start_values = steering.measure(starts)
     goal = np.stack(
-        [np.full(len(starts), wanted[n]) if n in wanted else start_values[n].to_numpy() for n in names], axis=1
-    )
+        [np.broadcast_to(wanted[n], len(starts)) if n in wanted else start_values[n].to_numpy() for n in names],
+        axis=1,
+    ).astype(np.float64)
     latents, table, converged = _solve(steering, starts, names, goal, tolerance, method)
     return latents, table, converged, wanted
 

@@ -9,17 +9,33 @@ and the drift of every other steerable property from its starting value, whether
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
+from ..atomic import write_parquet_atomic, write_text_atomic
+from ..jsonsafe import json_safe
+from ..progress import progress_bar
+from ..run import RunLayout
 from .generate import Steering, random_latents, starting_latents, steer
+
+TOLERANCE = 0.05
+"""A target is met, and a held property held, within this relative tolerance (``generate``'s default)."""
 
 GRID_QUANTILES = (0.05, 0.275, 0.5, 0.725, 0.95)
 """Targets are placed at these quantiles of the run's samples (the 5th to 95th percentile)."""
 JOINT_PAIRS = (("tuf", "psep"), ("tuf", "r_paper"), ("psep", "r_paper"))
 """The pairs of joint targets, where the run has directions for both."""
+SUPPORTED = 1e-4
+"""A target is *supported* when at least this fraction of the run's samples meets it (:func:`support`): 10 of the
+default 100k. A joint grid of per-property quantiles has corners the generator never makes (the weakest flux with
+the highest R); those are scored, and reported apart."""
 HOLDS = ("none", "one", "others")
 """What :func:`label_score` holds: nothing, each other steerable property in turn, or all of them at once."""
 
@@ -34,76 +50,100 @@ def target_grid(
     return [{name: float(m.flat[i]) for name, m in zip(names, mesh, strict=True)} for i in range(mesh[0].size)]
 
 
+def support(steering: Steering, targets: Mapping[str, float], tolerance: float = TOLERANCE) -> float:
+    """The fraction of the run's samples whose every named property lies within ``tolerance`` of its target
+    (relative to ``max(|target|, floor)``, as a met target): how often the generator itself makes such a region."""
+    inside = np.ones(len(steering.samples), dtype=bool)
+    for name, goal in targets.items():
+        values = steering.samples[name].to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            inside &= np.abs(values - goal) <= tolerance * max(abs(goal), steering.floor(name))
+    return float(inside.mean()) if len(inside) else 0.0
+
+
 def label_score(
     steering: Steering,
     grid: Sequence[Mapping[str, float]],
     starts: str = "random",
     per_target: int = 10,
     hold: str = "none",
-    tolerance: float = 0.05,
+    tolerance: float = TOLERANCE,
     seed: int = 0,
     method: str = "local",
 ) -> pd.DataFrame:
     """Steer ``per_target`` latents to every target of ``grid`` (from ``random`` latents, or the ``nearest``
     sampled ones as ``sharpgen generate`` does) by ``method`` (``local`` or ``svm``, as :func:`steer`), holding
     (:data:`HOLDS`) nothing, every other steerable property, or (``one``) each other steerable property in turn
-    (``--keep NAME``: ``per_target`` requests per target and held property).
+    (``--keep NAME``: ``per_target`` requests per target and held property). Requests that name and hold the
+    same properties are steered together, one target per start.
 
     One row per request: ``request`` (grid index), ``met`` (every named target within ``tolerance``), ``held``
-    (every held property within ``tolerance`` of its start; True when none is held), and per steerable property
-    p (as named in the grid, else its paper name) ``role_<p>`` (target, held or free), ``start_<p>``,
-    ``achieved_<p>``, ``error_<p>`` (relative miss of a target, ``(achieved - target) / max(|target|, floor)``)
-    and ``drift_<p>`` (relative change from the start, ``/ max(|start|, floor)``).
+    (every held property within ``tolerance`` of its start; True when none is held), ``support`` (of the
+    target, :func:`support`), and per steerable property p (as named in the grid, else its paper name)
+    ``role_<p>`` (target, held or free), ``start_<p>``, ``achieved_<p>``, ``error_<p>`` (relative miss of a
+    target, ``(achieved - target) / max(|target|, floor)``) and ``drift_<p>`` (relative change from the start,
+    ``/ max(|start|, floor)``).
     """
     if starts not in ("random", "nearest"):
         raise ValueError(f"starts={starts!r}: expected 'random' or 'nearest'")
     if hold not in HOLDS:
         raise ValueError(f"hold={hold!r}: expected one of {', '.join(HOLDS)}")
-    frames = []
-    requests = []
+    groups: dict[tuple, list] = {}
+    number = 0
     for i, targets in enumerate(grid):
         steered = {steering.resolve(name)[0] for name in targets}
         others = [name for name in steering.directions if name not in steered]
-        keeps = {"none": [[]], "others": [others], "one": [[name] for name in others]}[hold]
-        requests += [(i, targets, others, keep) for keep in keeps]
-    for number, (i, targets, others, keep) in enumerate(requests):
-        if starts == "random":
-            latents = random_latents(per_target, seed + number)
-        else:
-            latents = starting_latents(steering, dict(targets), per_target, seed + number)
+        for keep in {"none": [[]], "others": [others], "one": [[name] for name in others]}[hold]:
+            groups.setdefault((tuple(targets), tuple(keep)), []).append((number, i, targets, others))
+            number += 1
+    frames = {}
+    for (names, keep), members in groups.items():
+        latents = np.concatenate([
+            random_latents(per_target, seed + number) if starts == "random"
+            else starting_latents(steering, dict(targets), per_target, seed + number)
+            for number, _, targets, _ in members
+        ])  # fmt: skip
+        goals = {name: np.repeat([targets[name] for _, _, targets, _ in members], per_target) for name in names}
         before = steering.measure(latents)
-        _, after, _, _ = steer(steering, latents, dict(targets), keep, tolerance, method)
-        frame = pd.DataFrame({"request": np.full(per_target, i)})
-        met = np.ones(per_target, dtype=bool)
-        held = np.ones(per_target, dtype=bool)
-        for name in [*targets, *others]:
-            start, end = before[name].to_numpy(np.float64), after[name].to_numpy(np.float64)
-            floor = steering.floor(name)
-            role = "target" if name in targets else ("held" if name in keep else "free")
-            frame[f"role_{name}"] = role
-            frame[f"start_{name}"], frame[f"achieved_{name}"] = start, end
-            with np.errstate(invalid="ignore", divide="ignore"):
-                frame[f"drift_{name}"] = (end - start) / np.maximum(np.abs(start), floor)
-                if role == "target":
-                    goal = float(targets[name])
-                    frame[f"error_{name}"] = (end - goal) / max(abs(goal), floor)
-                    met &= np.abs(frame[f"error_{name}"].to_numpy()) <= tolerance
-                elif role == "held":
-                    held &= np.abs(frame[f"drift_{name}"].to_numpy()) <= tolerance
-        frame.insert(1, "met", met)
-        frame.insert(2, "held", held)
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+        _, after, _, _ = steer(steering, latents, goals, list(keep), tolerance, method)
+        for k, (number, i, targets, others) in enumerate(members):
+            rows = slice(k * per_target, (k + 1) * per_target)
+            frame = pd.DataFrame({"request": np.full(per_target, i)})
+            met = np.ones(per_target, dtype=bool)
+            held = np.ones(per_target, dtype=bool)
+            for name in [*targets, *others]:
+                start, end = before[name].to_numpy(np.float64)[rows], after[name].to_numpy(np.float64)[rows]
+                floor = steering.floor(name)
+                role = "target" if name in targets else ("held" if name in keep else "free")
+                frame[f"role_{name}"] = role
+                frame[f"start_{name}"], frame[f"achieved_{name}"] = start, end
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    frame[f"drift_{name}"] = (end - start) / np.maximum(np.abs(start), floor)
+                    if role == "target":
+                        goal = float(targets[name])
+                        frame[f"error_{name}"] = (end - goal) / max(abs(goal), floor)
+                        met &= np.abs(frame[f"error_{name}"].to_numpy()) <= tolerance
+                    elif role == "held":
+                        held &= np.abs(frame[f"drift_{name}"].to_numpy()) <= tolerance
+            frame.insert(1, "met", met)
+            frame.insert(2, "held", held)
+            frame.insert(3, "support", support(steering, targets, tolerance))
+            frames[number] = frame
+    return pd.concat([frames[number] for number in sorted(frames)], ignore_index=True)
 
 
 def summarize(scores: pd.DataFrame) -> dict:
-    """The numbers of a :func:`label_score` table: requests, fraction met, fraction held, and per free or held
-    property the median |drift| and the fraction that stayed within 5 %."""
+    """The numbers of a :func:`label_score` table: requests, fraction met, fraction held, the fraction met among
+    requests for targets the generator makes (:data:`SUPPORTED`), and per free or held property the median
+    |drift| and the fraction that stayed within 5 %."""
+    supported = scores["support"] >= SUPPORTED
     summary = {
         "requests": len(scores),
         "met": float(scores["met"].mean()),
         "held": float(scores["held"].mean()),
         "met_and_held": float((scores["met"] & scores["held"]).mean()),
+        "supported_requests": int(supported.sum()),
+        "met_supported": float(scores.loc[supported, "met"].mean()) if supported.any() else float("nan"),
     }
     for column in scores.columns:
         if not column.startswith("drift_"):
@@ -115,3 +155,83 @@ def summarize(scores: pd.DataFrame) -> dict:
             summary[f"median_abs_drift_{name}"] = float(np.nanmedian(drift))
             summary[f"within_5pct_{name}"] = float(np.mean(drift <= 0.05))
     return summary
+
+
+@dataclass(frozen=True)
+class LabelScoreSettings:
+    """Settings of ``score_directions`` (schema section ``label_score``)."""
+
+    SECTION: ClassVar[str] = "label_score"
+
+    per_target: int
+    methods: tuple[str, ...]
+
+
+SCORE_KINDS = {
+    "single": (GRID_QUANTILES, "none"),
+    "joint": ((0.05, 0.5, 0.95), "none"),
+    "keep": ((0.05, 0.5, 0.95), "one"),
+}
+"""What ``score_directions`` asks for, as ``(quantiles of each named property, what is held)``: single targets,
+joint targets (:data:`JOINT_PAIRS`) and single targets with each other property kept in turn."""
+
+
+def score_requests(steering: Steering) -> list[tuple[str, tuple[str, ...]]]:
+    """``(kind, named properties)`` of every request set of :data:`SCORE_KINDS`, for the run's directions."""
+    names = list(steering.directions)
+    pairs = [pair for pair in JOINT_PAIRS if all(name in steering.directions for name in pair)]
+    return [
+        *(("single", (name,)) for name in names),
+        *(("joint", pair) for pair in pairs),
+        *(("keep", (name,)) for name in names if len(names) > 1),
+    ]
+
+
+def score_directions(
+    steering: Steering, settings: LabelScoreSettings, seed: int, progress: bool = True
+) -> tuple[pd.DataFrame, dict]:
+    """The label score of :data:`SCORE_KINDS` by each of ``settings.methods``, from random starts (the same
+    starts for every method). Returns the :func:`label_score` rows (with ``kind``, ``method`` and ``named``
+    columns) and the summary: per method, kind and named properties, the :func:`summarize` numbers."""
+    requests = score_requests(steering)
+    bar = progress_bar(
+        total=len(requests) * len(settings.methods), desc="score_directions", unit="request set", disable=not progress
+    )
+    frames, summary = [], {}
+    for method in settings.methods:
+        for number, (kind, names) in enumerate(requests):
+            quantiles, hold = SCORE_KINDS[kind]
+            grid = target_grid(steering, names, quantiles)
+            scores = label_score(steering, grid, "random", settings.per_target, hold, seed=seed + 1000 * number,
+                                 method=method)  # fmt: skip
+            scores.insert(0, "named", " x ".join(names))
+            scores.insert(0, "kind", kind)
+            scores.insert(0, "method", method)
+            frames.append(scores)
+            summary.setdefault(method, {}).setdefault(kind, {})[" x ".join(names)] = summarize(scores)
+            bar.update(1)
+    bar.close()
+    return pd.concat(frames, ignore_index=True), summary
+
+
+def write_label_score(run_dir: str | os.PathLike, settings: LabelScoreSettings, seed: int, device: str = "auto",
+                      progress: bool = True) -> dict:  # fmt: skip
+    """Run the stage on the run in ``run_dir``: ``directions/label_score.parquet`` (one row per request) and
+    ``directions/label_score.json`` (the summary, the settings and the tolerance), written atomically; return the
+    JSON document."""
+    from .generate import load_steering
+
+    layout = RunLayout(run_dir)
+    steering = load_steering(run_dir, device=device)
+    table, summary = score_directions(steering, settings, seed, progress)
+    document = {
+        "settings": dataclasses.asdict(settings),
+        "starts": "random",
+        "tolerance": TOLERANCE,
+        "supported_fraction": SUPPORTED,
+        "kinds": {kind: {"quantiles": list(q), "hold": hold} for kind, (q, hold) in SCORE_KINDS.items()},
+        "methods": summary,
+    }
+    write_parquet_atomic(table, layout.path("label_score"))
+    write_text_atomic(layout.path("label_score_summary"), json.dumps(json_safe(document), indent=2) + "\n")
+    return document
