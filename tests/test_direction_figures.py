@@ -86,6 +86,18 @@ def test_quantile_frames_are_distinct_ordered_by_value_and_skip_undefined_points
     assert quantile_frames(np.full(4, np.nan)).size == 0
 
 
+def test_frames_follow_the_rising_part_of_a_path_so_a_row_reads_in_path_order():
+    """A thresholded property jumps back along a path (a distant blob crosses the threshold): the frames skip the
+    jump and stay in path order, so the row reads left to right as one continuous move."""
+    from sharpgen.figures.latent import quantile_frames, rising_points
+
+    values = np.array([0.0, 1.0, 5.0, 2.0, 3.0, 4.0, 6.0, 5.5])
+    assert list(rising_points(values)) == [0, 1, 3, 4, 5, 6]
+    frames = quantile_frames(values, [0.0, 0.5, 1.0])
+    assert list(frames) == [0, 3, 6]  # the median of 0, 1, 2, 3, 4, 6 is 2.5: 2.0 comes first
+    assert list(rising_points(np.array([3.0, 2.0, 1.0]))) == [0]
+
+
 def test_conditional_edit_reports_the_change_of_both_properties(tmp_path):
     numbers = plot_conditional_edit(
         generate, measure, DIRECTIONS, 0.5 * unit(0), "r", "q", np.linspace(-1, 1, 5), tmp_path / "c.png"

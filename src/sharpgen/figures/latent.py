@@ -8,6 +8,7 @@ Each ``plot_*`` function takes arrays/tables, writes one PNG atomically and retu
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -105,20 +106,37 @@ def local_paths(steering, start: np.ndarray, step: float, count: int) -> Path:
     return path
 
 
-def quantile_frames(values: np.ndarray, quantiles: Sequence[float] = TRAVERSAL_QUANTILES) -> np.ndarray:
-    """Indices into a path's ``values`` of the frames nearest each quantile of its finite values, one frame per
-    distinct point, in increasing order of value (a path stopped at the polarity boundary repeats its last
-    value: the repeats count once)."""
+def rising_points(values: np.ndarray) -> np.ndarray:
+    """Indices, in path order, of the longest run of a path's finite ``values`` that only rises (a longest
+    strictly increasing subsequence; the first of equal candidates): the part of the path along which the
+    property moves one way. A path stopped at the polarity boundary repeats a value, and a thresholded property
+    jumps back where a distant blob crosses the threshold: neither enters."""
     values = np.asarray(values, dtype=np.float64)
     finite = np.flatnonzero(np.isfinite(values))
-    if finite.size == 0:
+    length = np.ones(finite.size, dtype=np.int64)
+    before = np.full(finite.size, -1)
+    for j in range(finite.size):
+        for i in range(j):
+            if values[finite[i]] < values[finite[j]] and length[i] + 1 > length[j]:
+                length[j], before[j] = length[i] + 1, i
+    chain = []
+    k = int(np.argmax(length)) if finite.size else -1
+    while k >= 0:
+        chain.append(finite[k])
+        k = before[k]
+    return np.asarray(chain[::-1], dtype=np.int64)
+
+
+def quantile_frames(values: np.ndarray, quantiles: Sequence[float] = TRAVERSAL_QUANTILES) -> np.ndarray:
+    """Indices into a path's ``values`` of the frames nearest each quantile of the values along its rising part
+    (:func:`rising_points`), one frame per point: increasing in value and in position along the path."""
+    values = np.asarray(values, dtype=np.float64)
+    rising = rising_points(values)
+    if rising.size == 0:
         return np.zeros(0, dtype=np.int64)
-    _, first = np.unique(values[finite], return_index=True)
-    distinct = finite[np.sort(first)]  # each value once: the first point that has it
-    levels = np.quantile(values[distinct], quantiles)
-    picked = [int(distinct[np.argmin(np.abs(values[distinct] - level))]) for level in levels]
-    unique = list(dict.fromkeys(picked))
-    return np.asarray(sorted(unique, key=lambda i: (values[i], i)), dtype=np.int64)
+    levels = np.quantile(values[rising], quantiles)
+    picked = [int(rising[np.argmin(np.abs(values[rising] - level))]) for level in levels]
+    return np.asarray(sorted(set(picked)), dtype=np.int64)
 
 
 def plot_traversal_grid(
@@ -133,8 +151,9 @@ def plot_traversal_grid(
     quantiles: Sequence[float] = TRAVERSAL_QUANTILES,
 ) -> dict:
     """Paper fig. 5, placed by value: one row per property. Along its traversal from ``start`` (``paths``) the
-    frames are the latents at the ``quantiles`` of the property's values on that path (:func:`quantile_frames`),
-    so each row runs from low to high and none is wasted where a path stalls (at the polarity boundary). Each
+    frames are the latents at the ``quantiles`` of the property's values on the rising part of that path
+    (:func:`quantile_frames`), so each row runs from low to high in path order and none is wasted where a path
+    stalls (at the polarity boundary). Each
     frame is titled with the property's value, its ``position`` on the path and the largest relative change of
     any other row's property from ``start``'s value (the drift: a direction that moves only its own property
     shows small ones). ``description`` (what the paths are, and the unit of ``position``) ends the title."""
@@ -173,11 +192,11 @@ def plot_traversal_grid(
         numbers["values"][name] = [float(v) for v in table[name].to_numpy(np.float64)[frames]]
         numbers["steps"][name] = [float(steps[i]) for i in frames]
         numbers["drift"][name] = {other: [float(v) for v in values] for other, values in drift.items()}
-    figure.suptitle(
+    title = (
         f"latent traversals: frames at the {quantiles[0]:.0%}-{quantiles[-1]:.0%} quantiles of each property along "
-        f"its path ({description}; second line: the largest change of another property)",
-        fontsize=8,
+        f"the rising part of its path ({description}; second line: the largest change of another property)"
     )
+    figure.suptitle(textwrap.fill(title, width=int(18 * 1.5 * columns)), fontsize=8)
     save_figure(figure, path)
     return numbers
 
