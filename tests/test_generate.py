@@ -238,16 +238,21 @@ class TwoKnobGenerator(torch.nn.Module):
         return (amplitude * (positive - negative))[:, None]
 
 
-def test_local_steering_moves_the_separation_and_holds_the_kept_flux():
+@pytest.fixture(scope="module")
+def two_knobs() -> Steering:
+    """Steering of :class:`TwoKnobGenerator`, its directions the two knobs, psep's slope 0.02 per latent unit."""
     generator = TwoKnobGenerator()
     latents = random_latents(500, seed=4)
-    samples = latent_properties(generator, latents, "cpu", 150.0, PIXEL_MM)
-    two_knobs = Steering(
+    return Steering(
         generator=generator, device="cpu", image_size=SIZE, threshold_gauss=150.0, pixel_mm=PIXEL_MM,
         directions=DirectionSet(None, {"tuf": unsplit("tuf", np.eye(100)[3]), "psep": unsplit("psep", np.eye(100)[7])}),
-        slopes={"tuf": {"tuf": 0.01, "psep": 0.0}, "psep": {"tuf": 0.0, "psep": 0.05}},
-        samples=samples, sample_latents=latents,
+        slopes={"tuf": {"tuf": 0.01, "psep": 0.0}, "psep": {"tuf": 0.0, "psep": 0.02}},
+        samples=latent_properties(generator, latents, "cpu", 150.0, PIXEL_MM), sample_latents=latents,
     )  # fmt: skip
+
+
+def test_local_steering_moves_the_separation_and_holds_the_kept_flux(two_knobs):
+    samples = two_knobs.samples
     starts = random_latents(6, 5)
     starts[:, 3] = np.abs(starts[:, 3]) + 0.5  # both polarities strong: a pole separation to move (else none can
     before = two_knobs.measure(starts)  # appear without raising the kept flux)
@@ -258,19 +263,10 @@ def test_local_steering_moves_the_separation_and_holds_the_kept_flux():
     np.testing.assert_allclose(table["tuf"], before["tuf"], rtol=0.05)
 
 
-def test_a_local_step_edit_reaches_the_calibrated_change_and_holds_the_kept_flux(tmp_path):
+def test_a_local_step_edit_reaches_the_calibrated_change_and_holds_the_kept_flux(two_knobs, tmp_path):
     """`edit --step psep=2 --keep tuf` (local): psep is aimed at its start plus 2 calibrated slopes, per patch, and
     met while tuf holds; the table and headers carry each patch's aim, and a step the generator cannot make is
     not `converged`."""
-    generator = TwoKnobGenerator()
-    latents = random_latents(500, seed=4)
-    samples = latent_properties(generator, latents, "cpu", 150.0, PIXEL_MM)
-    two_knobs = Steering(
-        generator=generator, device="cpu", image_size=SIZE, threshold_gauss=150.0, pixel_mm=PIXEL_MM,
-        directions=DirectionSet(None, {"tuf": unsplit("tuf", np.eye(100)[3]), "psep": unsplit("psep", np.eye(100)[7])}),
-        slopes={"tuf": {"tuf": 0.01, "psep": 0.0}, "psep": {"tuf": 0.0, "psep": 0.02}},
-        samples=samples, sample_latents=latents,
-    )  # fmt: skip
     starts = random_latents(5, 8)
     starts[:, 3] = np.abs(starts[:, 3]) + 0.5
     starts[:, 7] = np.clip(starts[:, 7], -1.0, 0.5)  # room for the poles to move apart
