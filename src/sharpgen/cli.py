@@ -287,7 +287,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     steering = load_steering(args.run_dir, device=args.device)
     starts = starting_latents(steering, request.targets, args.n, args.seed)
     result = steer_and_write(steering, starts, request, out_dir, "generated")
-    _report_steering(out_dir, "generated", result, request)
+    _report_steering(out_dir, "generated", result, request, steering)
     return 0
 
 
@@ -297,7 +297,9 @@ def _torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _report_steering(out_dir, prefix, result, request) -> None:
+def _report_steering(out_dir, prefix, result, request, steering) -> None:
+    from .latent.score import SUPPORTED, support
+
     hits, count = int(result.converged.sum()), len(result.converged)
     print(f"{count} patches -> {out_dir}/{prefix}_*.fits, {prefix}.png, {prefix}.csv", file=sys.stderr)
     aimed = "every stepped value" if request.steps else "every target"
@@ -306,6 +308,14 @@ def _report_steering(out_dir, prefix, result, request) -> None:
         print(f"{hits} of {count} within {request.tolerance:.0%} of {' and '.join(goals)}", file=sys.stderr)
         if hits < count:
             print(f"sharpgen: warning: {count - hits} request(s) missed; see {prefix}.csv", file=sys.stderr)
+    if hits < count and len(request.targets) > 1:
+        share = support(steering, request.targets, request.tolerance)
+        if share < SUPPORTED:
+            print(
+                f"sharpgen: warning: the model rarely makes such a region: {share:.3%} of its {len(steering.samples)} "
+                "samples meet these targets together (each alone is within its range)",
+                file=sys.stderr,
+            )
 
 
 def _cmd_edit(args: argparse.Namespace) -> int:
@@ -320,7 +330,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     _torch_threads(args.threads)
     steering = load_steering(args.run_dir, device=args.device)
     result = steer_and_write(steering, starts, request, out_dir, "edited")
-    _report_steering(out_dir, "edited", result, request)
+    _report_steering(out_dir, "edited", result, request, steering)
     return 0
 
 
@@ -364,7 +374,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
         else:
             starts = starting_latents(steering, request.targets, args.n, args.seed)
             result = steer_and_write(steering, starts, request, out_dir, "generated")
-            _report_steering(out_dir, "generated", result, request)
+            _report_steering(out_dir, "generated", result, request, steering)
             latents, queries = result.latents, result.table
             labels = [f"generated_{i:03d}" for i in range(len(latents))]
         patches = generate(steering.generator, latents, steering.device)
