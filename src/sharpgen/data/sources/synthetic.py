@@ -16,8 +16,8 @@ rendered as Br in G on a native SHARP CEA grid (0.03 heliographic degrees = 0.36
 A fraction of the regions is observed several times, as a SHARP series is (:class:`SeriesSettings`): the
 same HARP number, T_REC ``cadence_hours`` apart, the region evolved a little between observations
 (:func:`evolve_region`: emergence or decay, drift, rotation, solar rotation in longitude) and rendered with
-fresh noise over a plage texture and network pattern that renew with ``texture_lifetime_hours`` (the fine
-pattern of a SHARP hours later is not the same pixel for pixel).
+fresh noise over a plage texture and network pattern that renew (the fine pattern of a SHARP hours later is
+not the same pixel for pixel): the network's cells in about a day, the plage fragments in hours.
 
 Arrays are ``(NAXIS2, NAXIS1)``: row 0 is the southern edge, x grows westward (Carrington longitude), so
 the leading polarity sits at larger x. Units: field in G, lengths in Mm, flux in Mx, angles in degrees.
@@ -31,7 +31,7 @@ import math
 import multiprocessing
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -211,12 +211,14 @@ class SeriesSettings:
     """Regions observed several times (schema ``synthetic.series``): a ``fraction`` of the regions gets
     ``observations`` records ``cadence_hours`` apart; 0 = one record per region.
 
-    ``texture_lifetime_hours`` is the e-folding time, in hours, of the plage fragments and the quiet network
-    (:func:`renew_texture`): the texture fields of observations ``t`` hours apart are correlated
-    ``exp(-t / lifetime)``. The small-scale pattern is carried by supergranular flows, whose cells live about a
-    day (1-2 d, Rieutord & Rincon 2010, Living Rev. Sol. Phys. 7, 2), while the large-scale polarity layout
-    evolves only as :func:`evolve_region` says: with the default 24 h, a SHARP 6 h later has texture fields
-    correlated 0.78 with the first's, 12 h later 0.61.
+    A later observation's texture is partly renewed (:func:`renew_texture`): its texture fields are correlated
+    ``exp(-t / lifetime)`` with those of the observation ``t`` hours before, with two e-folding times in hours.
+    ``network_lifetime_hours`` for the cellular lane pattern and the network's polarity: supergranular cells,
+    whose flows arrange the network, live about a day (1-2 d, Rieutord & Rincon 2010, Living Rev. Sol. Phys.
+    7, 2). ``fragment_lifetime_hours`` for the plage fragments (the ~4 Mm clusters and the grain): magnetic
+    elements random-walk, in plage with a diffusivity D of ~100 km^2/s (~250 in the quiet network), and
+    ``L^2 / (4 D)`` for L = 4 Mm is 11 h (4 h); the sub-Mm grain renews faster still, but is below a normalized
+    pixel. The large-scale polarity layout evolves only as :func:`evolve_region` says.
     """
 
     SECTION: ClassVar[str] = "synthetic.series"
@@ -224,7 +226,13 @@ class SeriesSettings:
     fraction: float
     observations: int
     cadence_hours: float
-    texture_lifetime_hours: float
+    network_lifetime_hours: float
+    fragment_lifetime_hours: float
+
+    def lifetimes_hours(self) -> tuple[float, float, float, float]:
+        """E-folding times (h) of the :func:`texture_fields` in their order: lanes, grain, clusters, polarity."""
+        network, fragments = self.network_lifetime_hours, self.fragment_lifetime_hours
+        return network, fragments, fragments, network
 
 
 @dataclass(frozen=True)
@@ -848,22 +856,24 @@ def texture_fields(rng: np.random.Generator, shape: tuple[int, int], cell_mm: fl
     return fields
 
 
-def renew_texture(fields: np.ndarray, rng: np.random.Generator, hours: float, lifetime_hours: float,
+def renew_texture(fields: np.ndarray, rng: np.random.Generator, hours: float, lifetimes_hours: Sequence[float],
                   cell_mm: float) -> np.ndarray:  # fmt: skip
-    """``fields`` (:func:`texture_fields`) ``hours`` later: ``rho * fields + sqrt(1 - rho^2) * fresh`` with
-    ``rho = exp(-hours / lifetime_hours)`` and ``fresh`` drawn from ``rng``.
+    """``fields`` (:func:`texture_fields`) ``hours`` later: field k becomes ``rho_k * old + sqrt(1 - rho_k^2) *
+    fresh`` with ``rho_k = exp(-hours / lifetimes_hours[k])`` and ``fresh`` drawn from ``rng``.
 
     One step of an Ornstein-Uhlenbeck process: steps of ``h1`` then ``h2`` hours give the correlation
-    ``exp(-(h1 + h2) / lifetime_hours)`` with the start, and every step keeps the fields' statistics, so a
-    renewed texture looks like any other. Returns a new array; ``rho == 1`` returns ``fields`` unchanged.
-    ``fresh`` is drawn whatever ``rho``, so what ``rng`` gives afterwards does not depend on the lifetime.
+    ``exp(-(h1 + h2) / lifetime)`` with the start, and every step keeps the fields' statistics, so a renewed
+    texture looks like any other. Returns a new array; a field whose ``rho`` is 1 is kept as it is. ``fresh``
+    is drawn whatever the lifetimes, so what ``rng`` gives afterwards does not depend on them.
     """
     fresh = texture_fields(rng, fields.shape[1:], cell_mm)
-    rho = math.exp(-hours / lifetime_hours)
-    if rho == 1.0:
-        return fields
-    fresh *= np.float32(math.sqrt(1.0 - rho * rho))
-    fresh += np.float32(rho) * fields
+    for k, lifetime in enumerate(lifetimes_hours):
+        rho = math.exp(-hours / lifetime)
+        if rho == 1.0:
+            fresh[k] = fields[k]
+        else:
+            fresh[k] *= np.float32(math.sqrt(1.0 - rho * rho))
+            fresh[k] += np.float32(rho) * fields[k]
     return fresh
 
 
@@ -1036,7 +1046,7 @@ def make_record(region: int, observation: int, region_seq: np.random.SeedSequenc
     Observation 0 is drawn, textured (:func:`texture_fields`) and rendered with noise from
     ``default_rng(region_seq)``, in that order. Observation j > 0 applies the steps 1..j, step i drawing from
     :func:`_observation_rng` of i its evolution (:func:`evolve_region`) and then its texture renewal
-    (:func:`renew_texture`, ``series.texture_lifetime_hours``); the noise comes from what remains of step j's
+    (:func:`renew_texture`, ``series.lifetimes_hours()``); the noise comes from what remains of step j's
     generator. So every observation of a series shares its evolution and texture history with the earlier
     ones. ``pos_flux_mx``/``neg_flux_mx`` are measured on the
     rendered active-region field without network and noise (``a * sum B`` over B > 0, resp. ``|B|`` over
@@ -1050,8 +1060,7 @@ def make_record(region: int, observation: int, region_seq: np.random.SeedSequenc
     for step in range(1, observation + 1):
         noise_rng = _observation_rng(region_seq, step)
         spec = evolve_region(spec, noise_rng, series.cadence_hours)
-        fields = renew_texture(fields, noise_rng, series.cadence_hours, series.texture_lifetime_hours,
-                               spec.network_cell_mm)  # fmt: skip
+        fields = renew_texture(fields, noise_rng, series.cadence_hours, series.lifetimes_hours(), spec.network_cell_mm)
     region_field, background = render_parts(spec, fields, noise_rng)
     np.clip(region_field, -FIELD_LIMIT_GAUSS, FIELD_LIMIT_GAUSS, out=region_field)
     pos, neg = signed_flux_mx(region_field)
