@@ -90,6 +90,15 @@ def test_orientation_agreement_compares_the_signs_of_lead_pol_and_tilt():
     assert agreement["tilt_sign"] == pytest.approx(3 / 4) and agreement["n_tilt_sign"] == 4
 
 
+def test_tilt_sign_agreement_is_also_reported_for_queries_tilted_beyond_10_degrees():
+    real = pd.DataFrame({"lead_pol": [1.0, 1.0, 1.0, 1.0], "tilt_paper": [-30.0, -3.0, -2.0, np.nan]})
+    queries = pd.DataFrame({"lead_pol": [1.0, 1.0, 1.0, 1.0], "tilt_paper": [-25.0, 15.0, 4.0, -12.0]})
+    agreement = orientation_agreement(queries, real, np.array([[0], [1], [2], [3]]))
+    assert agreement["tilt_sign"] == pytest.approx(1 / 3)  # the 4-degree query's mismatch counts here...
+    assert agreement["tilt_sign_beyond_10deg"] == pytest.approx(1 / 2)  # ...not here; NaN matches skipped
+    assert agreement["n_tilt_sign_beyond_10deg"] == 2
+
+
 def test_same_region_queries_are_held_out_patches_whose_harp_has_other_observations():
     table = pd.DataFrame({
         "harpnum": [1, 1, 2, 2, 2, 3, 4, 0, 0],

@@ -27,7 +27,9 @@ from sharpgen.retrieval.augment import (
     two_views,
 )
 from sharpgen.retrieval.embed import embed_dataset, embed_patches, load_encoder
-from sharpgen.retrieval.models import build_simsiam, effective_rank, output_std, simsiam_loss, vicreg_loss
+from sharpgen.retrieval.models import (
+    build_simsiam, effective_rank, mirror_loss, output_std, simsiam_loss, vicreg_loss,
+)  # fmt: skip
 from sharpgen.retrieval.train import LOG_COLUMNS, SslSettings, train_ssl
 
 SETTINGS = build_settings(SslSettings, image_size=32, epochs=3, batch_size=4, checkpoint_every=3)
@@ -134,6 +136,17 @@ def test_vicreg_loss_rewards_agreeing_views_and_penalises_collapsed_or_correlate
     assert z1.grad.abs().sum() > 0 and z2.grad.abs().sum() > 0  # no stop-gradient
 
 
+def test_mirror_loss_is_one_for_equal_embeddings_and_zero_once_they_point_apart():
+    z = torch.randn(32, 8, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    assert mirror_loss(z, z).item() == pytest.approx(1.0)
+    assert mirror_loss(z, -z).item() == 0.0
+    orthogonal = torch.zeros(2, 2)
+    orthogonal[0, 0] = orthogonal[1, 1] = 1.0
+    assert mirror_loss(orthogonal, orthogonal.flip(1)).item() == 0.0
+    mirror_loss(z, 0.5 * z + torch.randn(32, 8)).backward()
+    assert z.grad.abs().sum() > 0
+
+
 # Augmentations
 
 
@@ -233,6 +246,14 @@ def test_training_writes_encoder_log_and_checkpoint(data_dir, tmp_path):
     assert (
         encoder["settings"] == dataclasses.asdict(SETTINGS) and (tmp_path / "ssl" / "checkpoints" / "last.pt").is_file()
     )
+
+
+def test_the_mirror_term_adds_to_the_loss_only_when_weighted(data_dir, tmp_path):
+    short = dataclasses.replace(SETTINGS, epochs=1)
+    plain = train_ssl(data_dir, tmp_path / "plain", dataclasses.replace(short, mirror_weight=0.0), seed=1, progress=False)
+    mirrored = train_ssl(data_dir, tmp_path / "mirror", dataclasses.replace(short, mirror_weight=10.0), seed=1,
+                         progress=False)  # fmt: skip
+    assert mirrored["loss"].iloc[0] > plain["loss"].iloc[0]  # same network, same views: the term is > 0
 
 
 def test_training_is_deterministic_for_a_seed(data_dir, tmp_path):

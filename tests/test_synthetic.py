@@ -23,7 +23,9 @@ from sharpgen.data.sources.synthetic import (
     draw_region,
     generate_synthetic,
     render_region,
+    renew_texture,
     signed_flux_mx,
+    texture_fields,
 )
 from sharpgen.errors import SharpgenError
 
@@ -190,6 +192,7 @@ def test_delta_regions_put_opposite_polarity_inside_a_penumbra():
 def test_same_seed_gives_byte_identical_files_for_any_worker_count(generated):
     one, again, two = (_digests(generated[name][0]) for name in ("one", "again", "two"))
     assert len(one) == SMALL.n_patches + 1 and MANIFEST_NAME in one
+    assert (generated["one"][1]["observation"] > 0).any()  # renewed textures are reproducible too
     assert one == again == two
 
 
@@ -249,6 +252,16 @@ def test_files_are_sharp_like_and_read_back_in_gauss(generated):
         assert np.abs(field).sum() * PIXEL_AREA_CM2 > 0.8 * noise_free_flux
 
 
+def _correlation(a, b):
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def _binned(field, k):
+    """Mean of ``field`` over k x k blocks (the ragged edge dropped)."""
+    h, w = field.shape[0] // k * k, field.shape[1] // k * k
+    return field[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3))
+
+
 def test_series_observe_one_region_several_times_evolved_a_little(tmp_path):
     series = {"fraction": 1.0, "observations": 3}
     settings = build_settings(SyntheticSettings, n_patches=5, max_naxis=240, series=series)
@@ -264,8 +277,41 @@ def test_series_observe_one_region_several_times_evolved_a_little(tmp_path):
     ratio = first["total_flux_mx"] / first["total_flux_mx"].iloc[0]
     assert ratio.between(0.5, 2.0).all() and ratio.iloc[1:].ne(1.0).all()  # emerged or decayed a little
     fields = [read_sharp(tmp_path / name).field for name in first["file"]]
-    assert np.corrcoef(fields[0].ravel(), fields[1].ravel())[0, 1] > 0.5  # recognisably the same region...
+    coarse = [_binned(field, 8) for field in fields]  # the 2.9 Mm pixel of the default normalization
+    assert _correlation(coarse[0], coarse[1]) > 0.5  # recognisably the same region...
     assert not np.array_equal(fields[0], fields[1])  # ...observed again
+
+
+def test_a_renewed_texture_keeps_exp_minus_t_over_lifetime_of_the_old_one():
+    fields = texture_fields(np.random.default_rng(0), (400, 400), 25.0)
+    lifetimes = (1e30, 24.0, 6.0, 1e30)
+    later = renew_texture(fields, np.random.default_rng(1), 6.0, lifetimes, 25.0)
+    twice = renew_texture(later, np.random.default_rng(2), 6.0, lifetimes, 25.0)
+    grain = 1  # correlated over ~1 px: 400 x 400 px estimate its correlations to +-0.01
+    assert _correlation(fields[grain], later[grain]) == pytest.approx(math.exp(-6.0 / 24.0), abs=0.02)
+    assert _correlation(fields[grain], twice[grain]) == pytest.approx(math.exp(-12.0 / 24.0), abs=0.02)
+    assert _correlation(fields[2], later[2]) < 0.5 < _correlation(fields[1], later[1])  # each its own lifetime
+    assert np.array_equal(later[[0, 3]], fields[[0, 3]])  # an endless lifetime keeps a field
+    assert later.dtype == np.float32 and later.shape == fields.shape
+    assert np.allclose(later.reshape(4, -1).std(axis=1), 1.0, atol=0.15)  # a renewed texture is a texture
+    assert np.abs(later.reshape(4, -1).mean(axis=1)).max() < 0.3
+
+
+def test_later_observations_share_part_of_the_first_ones_texture(tmp_path):
+    """Only the lifetime differs: the same evolution and noise, over a texture kept, renewed in part or anew."""
+    fields = {}
+    for lifetime in (1e30, 24.0, 1e-3):
+        series = {"fraction": 1.0, "observations": 2, "network_lifetime_hours": lifetime,
+                  "fragment_lifetime_hours": lifetime}  # fmt: skip
+        settings = build_settings(SyntheticSettings, n_patches=2, max_naxis=320, series=series)
+        out = tmp_path / str(lifetime)
+        manifest = generate_synthetic(out, settings, seed=3, progress=False)
+        fields[lifetime] = [read_sharp(out / name).field for name in manifest["file"]]
+    first = fields[24.0][0]
+    assert all(np.array_equal(f[0], first) for f in fields.values())  # observation 0 does not depend on it
+    weak = np.abs(first) < 100.0  # plage fragments and network, away from the spots
+    kept, partly, anew = (_correlation(first[weak], fields[t][1][weak]) for t in (1e30, 24.0, 1e-3))
+    assert kept > partly + 0.05 and partly > anew + 0.05
 
 
 def test_without_series_every_region_is_one_record(tmp_path):

@@ -229,6 +229,12 @@ def vicreg_loss(
     return loss
 
 
+def mirror_loss(z: torch.Tensor, z_mirrored: torch.Tensor) -> torch.Tensor:
+    """Mean ``relu(cos)`` of the ``(B, D)`` embeddings of patches and of their north-south mirror images: 0 once
+    every mirror image points at least 90 degrees away, so the embedding tells the two tilt signs apart."""
+    return F.relu(F.cosine_similarity(z, z_mirrored, dim=1)).mean()
+
+
 def effective_rank(outputs) -> float:
     """RankMe (Garrido et al. 2023): ``exp`` of the entropy of the normalized singular values of the ``(N, D)``
     outputs (torch or numpy): D when every direction carries the same weight, 1 when all vary along one.

@@ -4,7 +4,9 @@ every patch.
 ``objective``: ``vicreg`` (default; :func:`~sharpgen.retrieval.models.vicreg_loss`, whose variance and
 covariance terms keep the embedding from collapsing onto a few directions) or ``simsiam`` (the paper's;
 symmetrised negative cosine with stop-gradient). Both train the same network (backbone + projector; the
-predictor serves SimSiam only).
+predictor serves SimSiam only). With ``mirror_weight`` > 0 the first view's north-south mirror image also goes
+through the network and :func:`~sharpgen.retrieval.models.mirror_loss` (times the weight) pushes its embedding
+away from the view's: the augmentations keep the tilt sign, this term makes the embedding tell the two apart.
 
 Training runs ``epochs`` passes over the train split in batches of ``batch_size`` (the last partial batch
 of an epoch is dropped: BatchNorm needs full batches). The order of epoch e is a permutation seeded by
@@ -41,7 +43,9 @@ from ..progress import progress_bar
 from ..run import stage_file
 from ..training import load_training_patches, pick_device, restore_checkpoint, run_identity, save_checkpoint
 from .augment import AugmentSettings, two_views
-from .models import OBJECTIVES, SimSiam, build_simsiam, effective_rank, output_std, simsiam_loss, vicreg_loss
+from .models import (
+    OBJECTIVES, SimSiam, build_simsiam, effective_rank, mirror_loss, output_std, simsiam_loss, vicreg_loss,
+)  # fmt: skip
 
 LOG_COLUMNS = ("step", "epoch", "loss", "output_std", "effective_rank", "seconds_per_step")
 
@@ -64,6 +68,7 @@ class SslSettings:
     momentum: float
     weight_decay: float
     checkpoint_every: int
+    mirror_weight: float
     augment: AugmentSettings
 
 
@@ -147,6 +152,9 @@ def train_ssl(
         z1, p1 = model(view1)
         z2, p2 = model(view2)
         loss = simsiam_loss(z1, p1, z2, p2) if settings.objective == "simsiam" else vicreg_loss(z1, z2)
+        if settings.mirror_weight > 0:
+            z_mirrored, _ = model(torch.flip(view1, dims=(-2,)))
+            loss = loss + settings.mirror_weight * mirror_loss(z1, z_mirrored)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

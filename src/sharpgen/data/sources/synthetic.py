@@ -16,7 +16,8 @@ rendered as Br in G on a native SHARP CEA grid (0.03 heliographic degrees = 0.36
 A fraction of the regions is observed several times, as a SHARP series is (:class:`SeriesSettings`): the
 same HARP number, T_REC ``cadence_hours`` apart, the region evolved a little between observations
 (:func:`evolve_region`: emergence or decay, drift, rotation, solar rotation in longitude) and rendered with
-fresh noise over the same plage texture and network pattern.
+fresh noise over a plage texture and network pattern that renew (the fine pattern of a SHARP hours later is
+not the same pixel for pixel): the network's cells in about a day, the plage fragments in hours.
 
 Arrays are ``(NAXIS2, NAXIS1)``: row 0 is the southern edge, x grows westward (Carrington longitude), so
 the leading polarity sits at larger x. Units: field in G, lengths in Mm, flux in Mx, angles in degrees.
@@ -30,7 +31,7 @@ import math
 import multiprocessing
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -208,13 +209,30 @@ class ClassFractions:
 @dataclass(frozen=True)
 class SeriesSettings:
     """Regions observed several times (schema ``synthetic.series``): a ``fraction`` of the regions gets
-    ``observations`` records ``cadence_hours`` apart; 0 = one record per region."""
+    ``observations`` records ``cadence_hours`` apart; 0 = one record per region.
+
+    A later observation's texture is partly renewed (:func:`renew_texture`): its texture fields are correlated
+    ``exp(-t / lifetime)`` with those of the observation ``t`` hours before, with two e-folding times in hours.
+    ``network_lifetime_hours`` for the cellular lane pattern and the network's polarity: supergranular cells,
+    whose flows arrange the network, live about a day (1-2 d, Rieutord & Rincon 2010, Living Rev. Sol. Phys.
+    7, 2). ``fragment_lifetime_hours`` for the plage fragments (the ~4 Mm clusters and the grain): magnetic
+    elements random-walk, in plage with a diffusivity D of ~100 km^2/s (~250 in the quiet network), and
+    ``L^2 / (4 D)`` for L = 4 Mm is 11 h (4 h); the sub-Mm grain renews faster still, but is below a normalized
+    pixel. The large-scale polarity layout evolves only as :func:`evolve_region` says.
+    """
 
     SECTION: ClassVar[str] = "synthetic.series"
 
     fraction: float
     observations: int
     cadence_hours: float
+    network_lifetime_hours: float
+    fragment_lifetime_hours: float
+
+    def lifetimes_hours(self) -> tuple[float, float, float, float]:
+        """E-folding times (h) of the :func:`texture_fields` in their order: lanes, grain, clusters, polarity."""
+        network, fragments = self.network_lifetime_hours, self.fragment_lifetime_hours
+        return network, fragments, fragments, network
 
 
 @dataclass(frozen=True)
@@ -817,24 +835,60 @@ def _binomial_smooth(image: np.ndarray) -> np.ndarray:
     return out
 
 
-def network_textures(rng: np.random.Generator, shape: tuple[int, int], cell_mm: float
-                     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """``(plage, network)`` non-negative float32 textures on the lanes of a ``cell_mm`` cellular pattern.
+def texture_fields(rng: np.random.Generator, shape: tuple[int, int], cell_mm: float) -> np.ndarray:
+    """``(4, NAXIS2, NAXIS1)`` float32 zero-mean, unit-variance random fields that carry a region's texture.
 
-    Lanes are the zero contours of a smooth random field (cells of ~``cell_mm`` Mm). The plage texture
-    (mean 1) puts log-normal fragments (1-2 px grain, ~4 Mm clusters) on wide lanes, lowered by
-    :data:`PLAGE_FLOOR` to open voids and soft-limited at :data:`TEXTURE_LIMIT`; the network texture keeps
+    In draw order: the lane field (correlated over ``cell_mm / 5`` Mm, its zero contours ~``cell_mm`` Mm apart:
+    the cellular pattern), the grain (~1 px), the plage clusters (:data:`CLUSTER_SPACING_MM`) and the quiet
+    network's polarity (sign changing over :data:`POLARITY_SPACING_PER_CELL` cells). All are Gaussian but the
+    grain (smoothed uniform draws, near-Gaussian), so a mix ``rho a + sqrt(1 - rho^2) b`` of two independent
+    sets is again such a set, correlated ``rho`` with ``a`` (:func:`renew_texture`).
+    """
+    fields = np.empty((4, *shape), dtype=np.float32)
+    fields[0] = smooth_random(rng, shape, cell_mm / LANE_SPACING_PER_CELL / CEA_PIXEL_MM)
+    grain = _binomial_smooth(rng.random(shape, dtype=np.float32))
+    sample = grain[::4, ::4]
+    grain -= np.float32(sample.mean())
+    grain *= np.float32(1.0 / max(float(sample.std()), 1e-6))
+    fields[1] = grain
+    fields[2] = smooth_random(rng, shape, CLUSTER_SPACING_MM / CEA_PIXEL_MM)
+    fields[3] = smooth_random(rng, shape, POLARITY_SPACING_PER_CELL * cell_mm / CEA_PIXEL_MM)
+    return fields
+
+
+def renew_texture(fields: np.ndarray, rng: np.random.Generator, hours: float, lifetimes_hours: Sequence[float],
+                  cell_mm: float) -> np.ndarray:  # fmt: skip
+    """``fields`` (:func:`texture_fields`) ``hours`` later: field k becomes ``rho_k * old + sqrt(1 - rho_k^2) *
+    fresh`` with ``rho_k = exp(-hours / lifetimes_hours[k])`` and ``fresh`` drawn from ``rng``.
+
+    One step of an Ornstein-Uhlenbeck process: steps of ``h1`` then ``h2`` hours give the correlation
+    ``exp(-(h1 + h2) / lifetime)`` with the start, and every step keeps the fields' statistics, so a renewed
+    texture looks like any other. Returns a new array; a field whose ``rho`` is 1 is kept as it is. ``fresh``
+    is drawn whatever the lifetimes, so what ``rng`` gives afterwards does not depend on them.
+    """
+    fresh = texture_fields(rng, fields.shape[1:], cell_mm)
+    for k, lifetime in enumerate(lifetimes_hours):
+        rho = math.exp(-hours / lifetime)
+        if rho == 1.0:
+            fresh[k] = fields[k]
+        else:
+            fresh[k] *= np.float32(math.sqrt(1.0 - rho * rho))
+            fresh[k] += np.float32(rho) * fields[k]
+    return fresh
+
+
+def network_textures(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(plage, network)`` non-negative float32 textures on the lanes of the cellular pattern of ``fields``.
+
+    ``fields`` from :func:`texture_fields` (left unchanged). Lanes are the zero contours of the lane field.
+    The plage texture (mean 1) puts log-normal fragments (1-2 px grain, ~4 Mm clusters) on wide lanes, lowered
+    by :data:`PLAGE_FLOOR` to open voids and soft-limited at :data:`TEXTURE_LIMIT`; the network texture keeps
     the grain peaks above :data:`NETWORK_GRAIN_THRESHOLD` on narrow lanes (a sparse pattern of elements).
     """
-    g = smooth_random(rng, shape, cell_mm / LANE_SPACING_PER_CELL / CEA_PIXEL_MM)
-    g *= g
-    z = _binomial_smooth(rng.random(shape, dtype=np.float32))
-    sample = z[::4, ::4]
-    z -= np.float32(sample.mean())
-    z *= np.float32(1.0 / max(float(sample.std()), 1e-6))
-    plage = smooth_random(rng, shape, CLUSTER_SPACING_MM / CEA_PIXEL_MM)
-    plage *= np.float32(CLUSTER_DEX)
-    tmp = np.multiply(z, np.float32(GRAIN_DEX))
+    lanes, grain, clusters = fields[0], fields[1], fields[2]
+    g = lanes * lanes
+    plage = clusters * np.float32(CLUSTER_DEX)
+    tmp = np.multiply(grain, np.float32(GRAIN_DEX))
     plage += tmp
     np.multiply(g, np.float32(1.0 / PLAGE_LANE_WIDTH**2), out=tmp)
     plage -= tmp
@@ -842,7 +896,7 @@ def network_textures(rng: np.random.Generator, shape: tuple[int, int], cell_mm: 
     plage *= np.float32(1.0 / max(float(plage.mean()), 1e-12))
     plage -= np.float32(PLAGE_FLOOR)
     np.maximum(plage, 0.0, out=plage)
-    z -= np.float32(NETWORK_GRAIN_THRESHOLD)
+    z = np.subtract(grain, np.float32(NETWORK_GRAIN_THRESHOLD))
     np.maximum(z, 0.0, out=z)
     g *= np.float32(-1.0 / NETWORK_LANE_WIDTH**2)
     network = np.exp(g, out=g)
@@ -878,37 +932,35 @@ def signed_plage(plages: tuple[Plage, ...], texture: np.ndarray) -> np.ndarray:
 
 
 def render_parts(
-    spec: RegionSpec, rng: np.random.Generator, noise_rng: np.random.Generator | None = None
+    spec: RegionSpec, fields: np.ndarray, noise_rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render ``(active_region, background)`` in G, float32 ``(NAXIS2, NAXIS1)``, unclipped.
 
-    ``active_region`` holds the spots and the textured plage (its flux is the ground truth);
-    ``background`` the mixed-polarity quiet network (``network_gauss`` G scale, sign changing over ~1.5
-    cells) and white noise (``noise_gauss`` G). Random draws come from ``rng`` in a fixed order, the
-    active region's first, so ``active_region`` does not depend on ``network_gauss`` or ``noise_gauss``;
-    the noise from ``noise_rng`` when given (a later observation: same texture and network, fresh noise).
+    ``active_region`` holds the spots and the plage textured by ``fields`` (:func:`texture_fields`; its flux is
+    the ground truth); ``background`` the mixed-polarity quiet network (``network_gauss`` G scale) and white
+    noise (``noise_gauss`` G) drawn from ``noise_rng``. ``active_region`` does not depend on ``network_gauss``
+    or ``noise_gauss``.
     """
     shape = (spec.naxis2, spec.naxis1)
-    texture, network = network_textures(rng, shape, spec.network_cell_mm)
+    texture, network = network_textures(fields)
     region = signed_plage(spec.plages, texture)
     _add_spots(region, spec.spots)
     background = np.zeros(shape, dtype=np.float32)
     if spec.network_gauss > 0.0:
-        spacing_px = POLARITY_SPACING_PER_CELL * spec.network_cell_mm / CEA_PIXEL_MM
-        polarity = smooth_random(rng, shape, spacing_px)
-        np.clip(polarity * np.float32(1.5), -1.0, 1.0, out=polarity)
+        polarity = np.clip(fields[3] * np.float32(1.5), -1.0, 1.0)
         polarity *= network
         polarity *= np.float32(spec.network_gauss)
         background += polarity
     if spec.noise_gauss > 0.0:
-        noise_rng = rng if noise_rng is None else noise_rng
         background += np.float32(spec.noise_gauss) * noise_rng.standard_normal(shape, dtype=np.float32)
     return region, background
 
 
 def render_region(spec: RegionSpec, rng: np.random.Generator) -> np.ndarray:
-    """Br in G (float32, ``(NAXIS2, NAXIS1)``, row 0 south, x west) of ``spec``, clipped to +-4000 G."""
-    region, background = render_parts(spec, rng)
+    """Br in G (float32, ``(NAXIS2, NAXIS1)``, row 0 south, x west) of ``spec``, clipped to +-4000 G; texture
+    and noise drawn from ``rng``."""
+    fields = texture_fields(rng, (spec.naxis2, spec.naxis1), spec.network_cell_mm)
+    region, background = render_parts(spec, fields, rng)
     region += background
     return np.clip(region, -FIELD_LIMIT_GAUSS, FIELD_LIMIT_GAUSS, out=region)
 
@@ -979,7 +1031,8 @@ def header_cards(spec: RegionSpec, region: int, observation: int, cadence_hours:
 
 
 def _observation_rng(region_seq: np.random.SeedSequence, observation: int) -> np.random.Generator:
-    """The generator of observation ``observation`` > 0 of a region (its evolution step, then its rendering)."""
+    """The generator of step ``observation`` > 0 of a region (its evolution, its texture renewal, then the noise
+    of that observation)."""
     return np.random.default_rng(
         np.random.SeedSequence(region_seq.entropy, spawn_key=(*region_seq.spawn_key, observation))
     )
@@ -990,26 +1043,30 @@ def make_record(region: int, observation: int, region_seq: np.random.SeedSequenc
     """Draw region ``region`` (its own ``region_seq``), evolve it to ``observation``, render and write it;
     return its manifest row.
 
-    Observation 0 is drawn and rendered from ``default_rng(region_seq)``; observation j > 0 applies the
-    evolution steps 1..j (:func:`evolve_region`, step i drawn from :func:`_observation_rng` of i) and is
-    rendered with observation 0's plage texture and network (the same draws) and fresh noise from what remains
-    of step j's generator. ``pos_flux_mx``/``neg_flux_mx`` are measured on the
+    Observation 0 is drawn, textured (:func:`texture_fields`) and rendered with noise from
+    ``default_rng(region_seq)``, in that order. Observation j > 0 applies the steps 1..j, step i drawing from
+    :func:`_observation_rng` of i its evolution (:func:`evolve_region`) and then its texture renewal
+    (:func:`renew_texture`, ``series.lifetimes_hours()``); the noise comes from what remains of step j's
+    generator. So every observation of a series shares its evolution and texture history with the earlier
+    ones. ``pos_flux_mx``/``neg_flux_mx`` are measured on the
     rendered active-region field without network and noise (``a * sum B`` over B > 0, resp. ``|B|`` over
     B < 0, after clipping to +-4000 G).
     """
     rng = np.random.default_rng(region_seq)
     spec = draw_region(rng, settings)
-    cadence = settings.series.cadence_hours
-    noise_rng = None
+    fields = texture_fields(rng, (spec.naxis2, spec.naxis1), spec.network_cell_mm)
+    series = settings.series
+    noise_rng = rng
     for step in range(1, observation + 1):
         noise_rng = _observation_rng(region_seq, step)
-        spec = evolve_region(spec, noise_rng, cadence)
-    region_field, background = render_parts(spec, rng, noise_rng)
+        spec = evolve_region(spec, noise_rng, series.cadence_hours)
+        fields = renew_texture(fields, noise_rng, series.cadence_hours, series.lifetimes_hours(), spec.network_cell_mm)
+    region_field, background = render_parts(spec, fields, noise_rng)
     np.clip(region_field, -FIELD_LIMIT_GAUSS, FIELD_LIMIT_GAUSS, out=region_field)
     pos, neg = signed_flux_mx(region_field)
     field_gauss = np.clip(region_field + background, -FIELD_LIMIT_GAUSS, FIELD_LIMIT_GAUSS)
-    harpnum, t_rec, record, file = record_names(region, observation, cadence)
-    cards = header_cards(spec, region, observation, cadence, seed, pos, neg)
+    harpnum, t_rec, record, file = record_names(region, observation, series.cadence_hours)
+    cards = header_cards(spec, region, observation, series.cadence_hours, seed, pos, neg)
     write_sharp_fits(Path(out_dir) / file, field_gauss, cards)
     return {
         "record": record, "file": file, "status": "ok", "reason": "", "harpnum": harpnum,
