@@ -23,7 +23,7 @@ TINY = {  # sizes, steps and the source only
     "gan": {"steps": 20, "batch_size": 8, "checkpoint_every": 10, "preview_every": 10},
     "sample": {"n_samples": 64, "stored_patches": 16, "batch_size": 32},
     "directions": {"label_fraction": 0.3, "traversal_starts": 2, "n_steps": 3, "local_steps": 1},
-    "label_score": {"per_target": 1},
+    "label_score": {"per_target": 1, "properties": ["tuf", "psep"]},
     "ssl": {"epochs": 1, "batch_size": 8, "checkpoint_every": 2},
     "retrieval_eval": {"n_queries": 8, "k": 3, "pca_components": 4},
 }

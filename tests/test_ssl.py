@@ -28,7 +28,12 @@ from sharpgen.retrieval.augment import (
 )
 from sharpgen.retrieval.embed import embed_dataset, embed_patches, load_encoder
 from sharpgen.retrieval.models import (
-    build_simsiam, effective_rank, mirror_loss, output_std, simsiam_loss, vicreg_loss,
+    build_simsiam,
+    effective_rank,
+    mirror_loss,
+    output_std,
+    simsiam_loss,
+    vicreg_loss,
 )  # fmt: skip
 from sharpgen.retrieval.train import LOG_COLUMNS, SslSettings, train_ssl
 
@@ -250,7 +255,9 @@ def test_training_writes_encoder_log_and_checkpoint(data_dir, tmp_path):
 
 def test_the_mirror_term_adds_to_the_loss_only_when_weighted(data_dir, tmp_path):
     short = dataclasses.replace(SETTINGS, epochs=1)
-    plain = train_ssl(data_dir, tmp_path / "plain", dataclasses.replace(short, mirror_weight=0.0), seed=1, progress=False)
+    plain = train_ssl(
+        data_dir, tmp_path / "plain", dataclasses.replace(short, mirror_weight=0.0), seed=1, progress=False
+    )
     mirrored = train_ssl(data_dir, tmp_path / "mirror", dataclasses.replace(short, mirror_weight=10.0), seed=1,
                          progress=False)  # fmt: skip
     assert mirrored["loss"].iloc[0] > plain["loss"].iloc[0]  # same network, same views: the term is > 0

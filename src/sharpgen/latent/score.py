@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import write_parquet_atomic, write_text_atomic
+from ..errors import SharpgenError
 from ..jsonsafe import json_safe
 from ..progress import progress_bar
 from ..run import RunLayout
@@ -165,6 +166,7 @@ class LabelScoreSettings:
 
     per_target: int
     methods: tuple[str, ...]
+    properties: tuple[str, ...] | None
 
 
 SCORE_KINDS = {
@@ -176,14 +178,21 @@ SCORE_KINDS = {
 joint targets (:data:`JOINT_PAIRS`) and single targets with each other property kept in turn."""
 
 
-def score_requests(steering: Steering) -> list[tuple[str, tuple[str, ...]]]:
-    """``(kind, named properties)`` of every request set of :data:`SCORE_KINDS`, for the run's directions."""
-    names = list(steering.directions)
-    pairs = [pair for pair in JOINT_PAIRS if all(name in steering.directions for name in pair)]
+def score_requests(steering: Steering, properties: Sequence[str] | None = None) -> list[tuple[str, tuple[str, ...]]]:
+    """``(kind, named properties)`` of every request set of :data:`SCORE_KINDS`, for ``properties`` (default: every
+    direction of the run; each must have one)."""
+    names = list(steering.directions) if properties is None else list(properties)
+    missing = [name for name in names if name not in steering.directions]
+    if missing:
+        raise SharpgenError(
+            f"label_score.properties: no direction for {', '.join(missing)} (directions exist for: "
+            f"{', '.join(steering.directions)})"
+        )
+    pairs = [pair for pair in JOINT_PAIRS if all(name in names for name in pair)]
     return [
         *(("single", (name,)) for name in names),
         *(("joint", pair) for pair in pairs),
-        *(("keep", (name,)) for name in names if len(names) > 1),
+        *(("keep", (name,)) for name in names if len(list(steering.directions)) > 1),
     ]
 
 
@@ -193,7 +202,7 @@ def score_directions(
     """The label score of :data:`SCORE_KINDS` by each of ``settings.methods``, from random starts (the same
     starts for every method). Returns the :func:`label_score` rows (with ``kind``, ``method`` and ``named``
     columns) and the summary: per method, kind and named properties, the :func:`summarize` numbers."""
-    requests = score_requests(steering)
+    requests = score_requests(steering, settings.properties)
     bar = progress_bar(
         total=len(requests) * len(settings.methods), desc="score_directions", unit="request set", disable=not progress
     )

@@ -44,7 +44,14 @@ from ..run import stage_file
 from ..training import load_training_patches, pick_device, restore_checkpoint, run_identity, save_checkpoint
 from .augment import AugmentSettings, two_views
 from .models import (
-    OBJECTIVES, SimSiam, build_simsiam, effective_rank, mirror_loss, output_std, simsiam_loss, vicreg_loss,
+    OBJECTIVES,
+    SimSiam,
+    build_simsiam,
+    effective_rank,
+    mirror_loss,
+    output_std,
+    simsiam_loss,
+    vicreg_loss,
 )  # fmt: skip
 
 LOG_COLUMNS = ("step", "epoch", "loss", "output_std", "effective_rank", "seconds_per_step")

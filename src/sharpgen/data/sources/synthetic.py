@@ -931,9 +931,7 @@ def signed_plage(plages: tuple[Plage, ...], texture: np.ndarray) -> np.ndarray:
     return pos
 
 
-def render_parts(
-    spec: RegionSpec, fields: np.ndarray, noise_rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def render_parts(spec: RegionSpec, fields: np.ndarray, noise_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Render ``(active_region, background)`` in G, float32 ``(NAXIS2, NAXIS1)``, unclipped.
 
     ``active_region`` holds the spots and the plage textured by ``fields`` (:func:`texture_fields`; its flux is
