@@ -204,6 +204,10 @@ def test_sharpgen_config_refuses_an_image_size_the_default_gan_cannot_make(tmp_p
         ({"sample": {"n_samples": 50, "stored_patches": 2}}, "'sample.stored_patches': 2 stored samples"),
         ({"synthetic": {"n_patches": 12}, "index": {"kind": "pqfs"}}, "'index.kind': pqfs needs at least 16"),
         ({"synthetic": {"n_patches": 12}, "index": {"kind": "ivf", "ivf_nlist": 20}}, "'index.ivf_nlist': 20"),
+        (
+            {"directions": {"properties": ["tuf", "psep"]}, "label_score": {"properties": ["tuf", "area"]}},
+            "'label_score.properties': area not in directions.properties",
+        ),
     ],
 )
 def test_settings_no_stage_can_honour_are_refused_naming_the_key(settings, named):

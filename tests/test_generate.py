@@ -348,15 +348,16 @@ def test_score_directions_asks_every_kind_by_every_method_from_the_same_starts_a
     from sharpgen.figures.latent import plot_label_score
     from sharpgen.latent.score import LabelScoreSettings, score_directions, score_requests
 
-    assert score_requests(steering) == [
-        ("single", ("tuf",)), ("single", ("psep",)), ("joint", ("tuf", "psep")), ("keep", ("tuf",)),
-        ("keep", ("psep",)),
-    ]  # fmt: skip
-    assert score_requests(steering, ["psep"]) == [("single", ("psep",)), ("keep", ("psep",))]
-    with pytest.raises(SharpgenError, match="label_score.properties: no direction for area"):
-        score_requests(steering, ["tuf", "area"])
+    assert score_requests(steering) == (
+        [("single", ("tuf",)), ("single", ("psep",)), ("joint", ("tuf", "psep")), ("keep", ("tuf",)),
+         ("keep", ("psep",))],
+        [],
+    )  # fmt: skip
+    assert score_requests(steering, ["psep"]) == ([("single", ("psep",)), ("keep", ("psep",))], [])
+    assert score_requests(steering, ["tuf", "area"]) == ([("single", ("tuf",)), ("keep", ("tuf",))], ["area"])
     settings = LabelScoreSettings(per_target=1, methods=("local", "svm"), properties=None)
-    table, summary = score_directions(steering, settings, seed=3, progress=False)
+    table, document = score_directions(steering, settings, seed=3, progress=False)
+    summary = document["methods"]
     assert set(summary) == {"local", "svm"} and set(summary["local"]) == {"single", "joint", "keep"}
     local, svm = (table[table["method"] == m].reset_index(drop=True) for m in ("local", "svm"))
     assert len(local) == len(svm) == 5 + 5 + 9 + 3 + 3  # 5 quantiles x 2, 3 x 3 grid, 3 quantiles x 1 kept each

@@ -267,6 +267,8 @@ def _cmd_score_directions(args: argparse.Namespace) -> int:
         values = [entry[key] for entry in entries.values()]
         return sum(values) / len(values) if values else math.nan
 
+    for name in document["skipped"]:
+        print(f"sharpgen: warning: {name} not scored: fit_directions gave it no direction", file=sys.stderr)
     for method, kinds in document["methods"].items():
         single, joint, keep = (kinds.get(kind, {}) for kind in ("single", "joint", "keep"))
         print(

@@ -119,7 +119,8 @@ def _stages_can_honour(config: dict) -> None:
     """Refuse, naming the key, a schema-valid ``config`` whose settings a stage could not honour.
 
     Only what is certain before any work: physical-unit directions of ``resize`` patches (no pixel size in Mm),
-    fewer than two labelled latents per SVM class, fewer stored samples than a retrieval evaluation needs, and
+    a scored property without a direction, fewer than two labelled latents per SVM class, fewer stored samples
+    than a retrieval evaluation needs, and
     (synthetic source, whose patch count is known) an index too small for its kind.
     """
     from .properties import PROPERTIES
@@ -129,6 +130,13 @@ def _stages_can_honour(config: dict) -> None:
         raise SharpgenError(
             f"config key 'directions.properties': {', '.join(physical)} in physical units need normalize.mode "
             "fixed_scale (resize patches have no pixel size in Mm); use their paper-unit twins"
+        )
+    directed = config["directions"]["properties"]
+    scored = [name for name in config["label_score"]["properties"] or () if name not in directed]
+    if scored:
+        raise SharpgenError(
+            f"config key 'label_score.properties': {', '.join(scored)} not in directions.properties (only a property "
+            "with a direction can be scored)"
         )
     sample, fraction = config["sample"], config["directions"]["label_fraction"]
     if int(fraction * sample["n_samples"]) < 2:

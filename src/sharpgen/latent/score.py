@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import write_parquet_atomic, write_text_atomic
-from ..errors import SharpgenError
 from ..jsonsafe import json_safe
 from ..progress import progress_bar
 from ..run import RunLayout
@@ -178,22 +177,21 @@ SCORE_KINDS = {
 joint targets (:data:`JOINT_PAIRS`) and single targets with each other property kept in turn."""
 
 
-def score_requests(steering: Steering, properties: Sequence[str] | None = None) -> list[tuple[str, tuple[str, ...]]]:
-    """``(kind, named properties)`` of every request set of :data:`SCORE_KINDS`, for ``properties`` (default: every
-    direction of the run; each must have one)."""
-    names = list(steering.directions) if properties is None else list(properties)
-    missing = [name for name in names if name not in steering.directions]
-    if missing:
-        raise SharpgenError(
-            f"label_score.properties: no direction for {', '.join(missing)} (directions exist for: "
-            f"{', '.join(steering.directions)})"
-        )
+def score_requests(
+    steering: Steering, properties: Sequence[str] | None = None
+) -> tuple[list[tuple[str, tuple[str, ...]]], list[str]]:
+    """``(kind, named properties)`` of every request set of :data:`SCORE_KINDS` for ``properties`` (default: every
+    direction of the run), and the named properties the run has no direction for (``fit_directions`` skips one
+    its samples cannot support): those are not scored."""
+    wanted = list(steering.directions) if properties is None else list(properties)
+    names = [name for name in wanted if name in steering.directions]
     pairs = [pair for pair in JOINT_PAIRS if all(name in names for name in pair)]
-    return [
+    requests = [
         *(("single", (name,)) for name in names),
         *(("joint", pair) for pair in pairs),
         *(("keep", (name,)) for name in names if len(list(steering.directions)) > 1),
     ]
+    return requests, [name for name in wanted if name not in steering.directions]
 
 
 def score_directions(
@@ -201,8 +199,9 @@ def score_directions(
 ) -> tuple[pd.DataFrame, dict]:
     """The label score of :data:`SCORE_KINDS` by each of ``settings.methods``, from random starts (the same
     starts for every method). Returns the :func:`label_score` rows (with ``kind``, ``method`` and ``named``
-    columns) and the summary: per method, kind and named properties, the :func:`summarize` numbers."""
-    requests = score_requests(steering, settings.properties)
+    columns) and the summary: under ``methods``, per method, kind and named properties, the :func:`summarize`
+    numbers; under ``skipped``, the named properties without a direction (left out)."""
+    requests, skipped = score_requests(steering, settings.properties)
     bar = progress_bar(
         total=len(requests) * len(settings.methods), desc="score_directions", unit="request set", disable=not progress
     )
@@ -220,7 +219,8 @@ def score_directions(
             summary.setdefault(method, {}).setdefault(kind, {})[" x ".join(names)] = summarize(scores)
             bar.update(1)
     bar.close()
-    return pd.concat(frames, ignore_index=True), summary
+    methods = {method: summary.get(method, {}) for method in settings.methods}
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), {"methods": methods, "skipped": skipped}
 
 
 def write_label_score(run_dir: str | os.PathLike, settings: LabelScoreSettings, seed: int, device: str = "auto",
@@ -239,7 +239,7 @@ def write_label_score(run_dir: str | os.PathLike, settings: LabelScoreSettings, 
         "tolerance": TOLERANCE,
         "supported_fraction": SUPPORTED,
         "kinds": {kind: {"quantiles": list(q), "hold": hold} for kind, (q, hold) in SCORE_KINDS.items()},
-        "methods": summary,
+        **summary,
     }
     write_parquet_atomic(table, layout.path("label_score"))
     write_text_atomic(layout.path("label_score_summary"), json.dumps(json_safe(document), indent=2) + "\n")
