@@ -213,8 +213,9 @@ def steer_steps(
     ``svm`` moves ``steps[name]`` latent units along the SVM directions (:func:`step_along`, the paper's edit);
     nothing is aimed at, so only the kept properties decide ``converged``. ``local`` aims each stepped property
     at its start value plus ``steps[name]`` times its calibrated change per latent unit along its direction (the
-    mean slope of ``fit_directions``' plain traversals: what the SVM step moves it by on average) and holds the
-    kept ones at their start values, by :func:`_solve`; ``converged`` when every aim is within ``tolerance``.
+    median over starts of ``fit_directions``' plain-traversal slopes: what the SVM step typically moves it by)
+    and holds the kept ones at their start values, by :func:`_solve`; ``converged`` when every aim is within
+    ``tolerance``.
 
     Returns ``(latents, measured table, converged, per-latent aims (N,) by stepped property, in the directions'
     units; empty for svm)``.
