@@ -17,6 +17,8 @@ from sharpgen.gan.models import (
     for_inference,
     load_generator,
     minibatch_std,
+    stretched,
+    unstretched,
 )
 
 
@@ -74,7 +76,10 @@ def test_the_inference_copy_computes_the_same_patches_and_leaves_the_network_alo
 
 def test_the_inference_copy_of_every_design_computes_the_same_patches():
     torch.manual_seed(0)
-    generator, _ = build_networks("default", 32, design(upsample="bilinear", output="sparse_clip", mapping_layers=2))
+    generator, _ = build_networks(
+        "default", 32,
+        design(upsample="bilinear", output="sparse_clip", mapping_layers=2, field="asinh"),
+    )  # fmt: skip
     fast = for_inference(generator.eval()).to(memory_format=torch.channels_last)
     z = torch.randn(5, LATENT_DIM)
     with torch.no_grad():
@@ -87,30 +92,56 @@ def design(**changes) -> NetworkDesign:
 
 @pytest.mark.parametrize("output", ["tanh", "clip", "sparse_clip"])
 @pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
-def test_every_design_keeps_the_latent_contract(output, upsample):
+@pytest.mark.parametrize("field", ["linear", "asinh"])
+def test_every_design_keeps_the_latent_contract(output, upsample, field):
     generator, discriminator = build_networks(
         "default",
         32,
-        design(output=output, upsample=upsample, mapping_layers=2, minibatch_std=True, stretched_view=True),
-    )
+        design(output=output, upsample=upsample, mapping_layers=2, minibatch_std=True, stretched_view=True,
+               field=field),
+    )  # fmt: skip
     patches = generator(torch.randn(8, LATENT_DIM))
     assert patches.shape == (8, 1, 32, 32) and patches.abs().max() <= 1.0
     assert discriminator(patches).shape == (8,)
 
 
-def test_clip_outputs_reach_the_datas_exact_values():
-    """The normalized data are clipped at +-1 kG and zero outside a SHARP's box: clip reaches +-1, sparse_clip 0."""
-    generator, _ = build_networks("default", 32, design(output="sparse_clip"))
+@pytest.mark.parametrize("field", ["linear", "asinh"])
+def test_clip_outputs_reach_the_datas_exact_values(field):
+    """The normalized data are clipped at +-1 kG and zero outside a SHARP's box: clip reaches +-1, sparse_clip 0
+    below 2 G, in either field."""
+    generator, _ = build_networks("default", 32, design(output="sparse_clip", field=field))
     with torch.no_grad():
         generator.up[-1].weight.mul_(200.0)  # large outputs: many pixels beyond +-1
         generator.up[-1].bias.zero_()
         patches = generator(torch.randn(4, LATENT_DIM))
     assert (patches.abs() == 1.0).any()
-    small, _ = build_networks("default", 32, design(output="sparse_clip"))
+    small, _ = build_networks("default", 32, design(output="sparse_clip", field=field))
     with torch.no_grad():
         small.up[-1].weight.mul_(1e-6)
         small.up[-1].bias.zero_()
         assert (small(torch.randn(4, LATENT_DIM)) == 0).all()  # every |value| < 2 G is exactly 0
+        small.up[-1].bias.fill_(0.0025 if field == "linear" else float(stretched(torch.tensor(0.0025))))
+        weak = small(torch.randn(4, LATENT_DIM))  # 2.5 G: kept, less the 2 G band (soft shrinkage)
+    assert (weak > 0).all() and (weak < 0.001).all()
+
+
+def test_the_asinh_field_generates_b_and_the_discriminator_sees_it_stretched():
+    """field: asinh works in asinh(B / 20 G) scaled to +-1: the generator's last step turns it back into B (so
+    +-1 stays +-1 kG and 0 stays 0), the discriminator stretches every patch it sees the same way."""
+    values = torch.tensor([-1.0, -0.5, 0.0, 0.1, 0.5, 1.0])
+    torch.testing.assert_close(stretched(unstretched(values)), values, atol=1e-6, rtol=0)
+    torch.testing.assert_close(unstretched(torch.tensor([-1.0, 0.0, 1.0])), torch.tensor([-1.0, 0.0, 1.0]))
+    # 50 G sits at ~0.35 of the stretched range, where it is 0.05 of the linear one
+    assert 0.3 < float(stretched(torch.tensor(0.05))) < 0.4
+    torch.manual_seed(0)
+    linear, linear_d = build_networks("default", 32, design(field="linear"))
+    torch.manual_seed(0)
+    asinh, asinh_d = build_networks("default", 32, design(field="asinh"))
+    z = torch.randn(4, LATENT_DIM)
+    with torch.no_grad():
+        torch.testing.assert_close(asinh(z), unstretched(linear(z)))  # same weights, output read as stretched
+        patches = torch.rand(4, 1, 32, 32) * 2 - 1
+        torch.testing.assert_close(asinh_d(patches), linear_d(stretched(patches)))
 
 
 def test_minibatch_std_feature_is_the_spread_across_each_group():
@@ -134,3 +165,13 @@ def test_a_generator_saved_before_design_choices_still_loads(tmp_path):
     z = torch.randn(2, LATENT_DIM)
     with torch.no_grad():
         assert torch.equal(loaded(z), generator.eval()(z))
+    # and one saved with the first five design keys only (before field)
+    first_keys = {"upsample": "nearest", "output": "clip", "mapping_layers": 0, "minibatch_std": False,
+                  "stretched_view": False}  # fmt: skip
+    torch.save({"settings": {"architecture": "default", "image_size": 16, "network": first_keys},
+                "state_dict": generator.state_dict()}, tmp_path / "generator.pt")  # fmt: skip
+    loaded, _ = load_generator(tmp_path / "generator.pt")
+    expected, _ = build_networks("default", 16, dataclasses.replace(DESIGN_BEFORE_CHOICES, output="clip"))
+    expected.load_state_dict(generator.state_dict())
+    with torch.no_grad():
+        assert torch.equal(loaded(z), expected.eval()(z))

@@ -33,8 +33,9 @@ QUICK = build_settings(InversionSettings, restarts=2, iterations=3)
 
 DESIGN = dataclasses.asdict(build_settings(NetworkDesign))
 TANH_DESIGN = NetworkDesign(
-    upsample="nearest", output="tanh", mapping_layers=0, minibatch_std=False, stretched_view=False
-)
+    upsample="nearest", output="tanh", mapping_layers=0, minibatch_std=False, stretched_view=False,
+    field="linear",
+)  # fmt: skip
 
 
 @pytest.fixture(autouse=True, scope="module")

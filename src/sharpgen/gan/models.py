@@ -15,6 +15,7 @@ Both keep one latent contract: ``z ~ N(0, I)`` of ``LATENT_DIM`` = 100 -> a ``(1
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import pickle
@@ -47,8 +48,12 @@ class NetworkDesign:
       ``sparse_clip`` (also exactly 0 below :data:`SPARSE_ZERO`, as the zero padding around a SHARP);
     - ``mapping_layers``: fully connected layers z -> w before the synthesis network (0 = none);
     - ``minibatch_std``: the discriminator sees the standard deviation of its features across the batch;
-    - ``stretched_view``: the discriminator also sees ``asinh(B / 20 G)``, on which quiet-Sun and plage texture
-      weigh as much as umbrae do in ``B`` itself.
+    - ``stretched_view``: the discriminator sees both ``B`` and ``asinh(B / 20 G)``, on which quiet-Sun and
+      plage texture weigh as much as umbrae do in ``B`` itself;
+    - ``field``: the space the networks work in: ``linear`` (``B`` itself) or ``asinh`` (the generator's output
+      is ``asinh(B / 20 G)`` scaled to +-1 at +-1 kG and turned back into ``B`` as its last step; the
+      discriminator stretches every patch it sees the same way), so a 20 G plage element and a 1 kG umbra
+      weigh alike in the adversarial game while the generator still returns ``B`` in [-1, 1].
     """
 
     SECTION: ClassVar[str] = "gan.network"
@@ -58,6 +63,7 @@ class NetworkDesign:
     mapping_layers: int
     minibatch_std: bool
     stretched_view: bool
+    field: str
 
 
 STRETCH_SCALE = 0.02
@@ -69,18 +75,26 @@ def stretched(patches: torch.Tensor) -> torch.Tensor:
     return torch.asinh(patches / STRETCH_SCALE) / math.asinh(1.0 / STRETCH_SCALE)
 
 
+def unstretched(values: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`stretched`: +-1 -> exactly +-1 kG (normalized units), as the data's clip."""
+    scale = torch.tensor(math.asinh(1.0 / STRETCH_SCALE), dtype=values.dtype, device=values.device)
+    return torch.sinh(values * scale) / torch.sinh(scale)  # sinh(scale) = 1 / STRETCH_SCALE
+
+
 DESIGN_BEFORE_CHOICES = NetworkDesign(
-    upsample="nearest", output="tanh", mapping_layers=0, minibatch_std=False, stretched_view=False
-)
+    upsample="nearest", output="tanh", mapping_layers=0, minibatch_std=False, stretched_view=False,
+    field="linear",
+)  # fmt: skip
 """The one design of ``default`` generators saved before ``gan.network`` existed (their files have no
-``network`` settings): such a ``generator.pt`` of an earlier run still loads."""
+``network`` settings, or lack the keys added since): such a ``generator.pt`` of an earlier run still loads."""
 
 
-def _output(kind: str, x: torch.Tensor) -> torch.Tensor:
+def _output(kind: str, x: torch.Tensor, zero: float = SPARSE_ZERO) -> torch.Tensor:
+    """The output function ``kind`` of :class:`NetworkDesign`; ``sparse_clip`` zeroes ``|x| < zero``."""
     if kind == "tanh":
         return torch.tanh(x)
     if kind == "sparse_clip":
-        x = F.softshrink(x, SPARSE_ZERO)
+        x = F.softshrink(x, zero)
     return torch.clamp(x, -1.0, 1.0)
 
 
@@ -143,7 +157,7 @@ class UpsampleGenerator(nn.Module):
         super().__init__()
         levels = _levels(size)
         channels = [max(width >> i, 16) for i in range(levels + 1)]
-        self.width, self.output = channels[0], design.output
+        self.width, self.output, self.field = channels[0], design.output, design.field
         mapping = []
         for _ in range(design.mapping_layers):
             mapping += [nn.Linear(latent_dim, latent_dim), nn.LeakyReLU(_SLOPE)]
@@ -159,8 +173,11 @@ class UpsampleGenerator(nn.Module):
         self.up = nn.Sequential(*blocks, nn.Conv2d(channels[-1], 1, 3, padding=1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """``(B, 100)`` latents -> ``(B, 1, S, S)`` patches in [-1, 1]."""
-        return _output(self.output, self.up(self.project(self.mapping(z)).view(-1, self.width, 4, 4)))
+        """``(B, 100)`` latents -> ``(B, 1, S, S)`` patches in [-1, 1] (normalized ``B``, 1 = 1 kG)."""
+        values = self.up(self.project(self.mapping(z)).view(-1, self.width, 4, 4))
+        if self.field == "asinh":  # the output in stretched units, its zero band the same 2 G
+            return unstretched(_output(self.output, values, float(stretched(torch.tensor(SPARSE_ZERO)))))
+        return _output(self.output, values)
 
 
 MINIBATCH_GROUP = 4
@@ -191,12 +208,16 @@ class SpectralDiscriminator(nn.Module):
         for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
             layers += [nn.utils.spectral_norm(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)), nn.LeakyReLU(_SLOPE)]
         self.features = nn.Sequential(*layers)
-        self.minibatch_std, self.stretched_view = design.minibatch_std, design.stretched_view
+        self.minibatch_std, self.stretched_view, self.field = design.minibatch_std, design.stretched_view, design.field
         self.logit = nn.utils.spectral_norm(nn.Linear((channels[-1] + int(design.minibatch_std)) * 16, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, S, S)`` patches -> ``(B,)`` logits (real > 0)."""
-        features = self.features(torch.cat([x, stretched(x)], dim=1) if self.stretched_view else x)
+        if self.stretched_view:  # both views, whichever the field
+            seen = torch.cat([x, stretched(x)], dim=1)
+        else:
+            seen = stretched(x) if self.field == "asinh" else x
+        features = self.features(seen)
         if self.minibatch_std:
             features = minibatch_std(features)
         return self.logit(features.flatten(1)).squeeze(1)
@@ -225,7 +246,7 @@ def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
         settings = payload["settings"]
-        design = NetworkDesign(**settings["network"]) if "network" in settings else DESIGN_BEFORE_CHOICES
+        design = dataclasses.replace(DESIGN_BEFORE_CHOICES, **settings.get("network", {}))
         generator, _ = build_networks(settings["architecture"], int(settings["image_size"]), design)
         generator.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:
