@@ -28,6 +28,7 @@ from sharpgen.config import load_config, settings_from_config, validate_config
 from sharpgen.data.normalize import Normalization
 from sharpgen.gan.fidelity import classifier_two_sample_test, distribution_distance, extremes
 from sharpgen.gan.models import LATENT_DIM, for_inference, load_generator
+from sharpgen.gan.sample import generate
 from sharpgen.gan.train import GanSettings, train_gan
 from sharpgen.plotting import save_patch_grid
 from sharpgen.run import RunLayout
@@ -44,10 +45,7 @@ CURVE_BARS = (
 def generated_patches(generator_path: Path, count: int, seed: int) -> np.ndarray:
     """``(count, S, S)`` patches of the generator for the first ``count`` latents of ``seed``."""
     generator, _ = load_generator(generator_path)
-    generator = for_inference(generator)
-    z = torch.from_numpy(np.random.default_rng(seed).standard_normal((count, LATENT_DIM))).float()
-    with torch.no_grad():
-        return torch.cat([generator(z[i : i + 250]) for i in range(0, count, 250)]).squeeze(1).numpy()
+    return generate(for_inference(generator), np.random.default_rng(seed).standard_normal((count, LATENT_DIM)), "cpu")
 
 
 def plot_curve(records: list[dict], path: Path) -> None:
