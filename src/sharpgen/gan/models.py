@@ -75,6 +75,10 @@ def stretched(patches: torch.Tensor) -> torch.Tensor:
     return torch.asinh(patches / STRETCH_SCALE) / math.asinh(1.0 / STRETCH_SCALE)
 
 
+STRETCHED_SPARSE_ZERO = float(stretched(torch.tensor(SPARSE_ZERO)))
+"""``sparse_clip``'s zero band (:data:`SPARSE_ZERO`, 2 G) in stretched units, for the ``asinh`` field."""
+
+
 def unstretched(values: torch.Tensor) -> torch.Tensor:
     """The inverse of :func:`stretched`: +-1 -> exactly +-1 kG (normalized units), as the data's clip."""
     scale = torch.tensor(math.asinh(1.0 / STRETCH_SCALE), dtype=values.dtype, device=values.device)
@@ -176,7 +180,7 @@ class UpsampleGenerator(nn.Module):
         """``(B, 100)`` latents -> ``(B, 1, S, S)`` patches in [-1, 1] (normalized ``B``, 1 = 1 kG)."""
         values = self.up(self.project(self.mapping(z)).view(-1, self.width, 4, 4))
         if self.field == "asinh":  # the output in stretched units, its zero band the same 2 G
-            return unstretched(_output(self.output, values, float(stretched(torch.tensor(SPARSE_ZERO)))))
+            return unstretched(_output(self.output, values, STRETCHED_SPARSE_ZERO))
         return _output(self.output, values)
 
 
