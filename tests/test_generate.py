@@ -137,6 +137,14 @@ def test_starts_are_sampled_latents_near_the_target_and_differ_between_requests(
     assert starting_latents(steering, {}, 3, seed=4).shape == (3, 100)  # no target: random latents
 
 
+def test_starts_for_a_kept_property_are_samples_where_it_is_defined(steering):
+    """The weakest bipoles show one polarity only (no psep): keeping psep from there is keeping nothing."""
+    weak = {"tuf": float(np.quantile(steering.samples["tuf"], 0.05))}
+    assert np.isnan(steering.measure(starting_latents(steering, weak, 8, seed=4))["psep"]).any()
+    starts = starting_latents(steering, weak, 8, seed=4, keep=("psep_mm",))
+    assert np.isfinite(steering.measure(starts)["psep"]).all()
+
+
 def test_a_physical_twin_is_kept_and_stepped_like_its_paper_property(steering):
     starts = random_latents(4, 3)
     np.testing.assert_array_equal(
@@ -203,9 +211,11 @@ def test_the_label_score_measures_targets_met_and_the_drift_of_the_others(steeri
     summary = summarize(scores)
     assert summary["requests"] == 6 and summary["met"] == scores["met"].mean()
     assert summary["within_5pct_psep"] == float((drift.abs() <= 0.05).mean()) and "within_5pct_tuf" not in summary
-    assert list(scores["support"]) == [support(steering, g) for g in grid for _ in range(3)]
+    asked = [{**grid[i], "psep": start} for i, start in zip(scores["request"], scores["start_psep"], strict=True)]
+    assert list(scores["support"]) == [support(steering, wanted) for wanted in asked]
     free = label_score(steering, grid, starts="nearest", per_target=2, seed=1)
     assert set(free["role_psep"]) == {"free"} and free["held"].all()
+    assert list(free["support"]) == [support(steering, g) for g in grid for _ in range(2)]
 
 
 def test_local_steering_follows_the_generator_where_the_svm_direction_is_off(steering):
@@ -334,10 +344,27 @@ def test_a_targets_support_is_the_fraction_of_samples_that_meet_it_and_unsupport
     inside = np.abs(tuf - goal) <= 0.05 * max(goal, steering.floor("tuf"))
     assert support(steering, {"tuf": goal}) == pytest.approx(inside.mean()) and inside.any()
     assert support(steering, {"tuf": 10 * tuf.max()}) == 0.0
-    table = pd.DataFrame({"met": [True, False, False], "held": True, "support": [0.1, 0.2, 0.0]})
+    assert support(steering, {"tuf": goal, "psep": np.nan}) == 0.0  # a kept property undefined at its start
+    table = pd.DataFrame({"met": [True, False, False], "held": [True, True, False], "support": [0.1, 0.2, 0.0]})
     summary = summarize(table)
     assert summary["met"] == pytest.approx(1 / 3) and summary["supported_requests"] == 2
-    assert summary["met_supported"] == 0.5
+    assert summary["met_supported"] == 0.5 and summary["held_supported"] == 1.0
+    assert summary["held"] == pytest.approx(2 / 3) and summary["met_and_held_supported"] == 0.5
+
+
+def test_a_kept_requests_support_asks_for_the_target_and_the_kept_property_at_its_starts_value(steering):
+    """--keep asks for a region with the target and the kept property's start value at once: a random start's
+    small psep beside the 95th percentile of tuf may be a region the generator never makes."""
+    from sharpgen.latent.score import label_score, support, target_grid
+
+    grid = target_grid(steering, ["tuf"], quantiles=(0.05, 0.95))
+    scores = label_score(steering, grid, starts="random", per_target=3, hold="one", seed=2)
+    expected = [
+        support(steering, {"tuf": grid[request]["tuf"], "psep": start})
+        for request, start in zip(scores["request"], scores["start_psep"], strict=True)
+    ]
+    assert list(scores["support"]) == expected
+    assert (scores["support"] <= [support(steering, grid[request]) for request in scores["request"]]).all()
 
 
 def test_score_directions_asks_every_kind_by_every_method_from_the_same_starts_and_draws_the_numbers(
@@ -386,3 +413,21 @@ def test_a_missed_joint_request_that_the_model_never_makes_is_explained(steering
     result = steer_and_write(steering, random_latents(2, 1), SteerRequest(targets={"tuf": tuf}), tmp_path, "generated")
     _report_steering(tmp_path, "generated", result, SteerRequest(targets={"tuf": tuf}), steering)
     assert "rarely" not in capsys.readouterr().err
+
+
+def test_a_missed_kept_request_that_the_model_never_makes_is_explained(steering, tmp_path, capsys):
+    """--keep asks for the target beside the kept property's start value: the weakest flux with a start's psep
+    is a region no sample has (the weakest bipoles show one polarity only), and the warning says so."""
+    from sharpgen.cli import _report_steering
+
+    tuf = float(np.quantile(steering.samples["tuf"], 0.05))
+    starts = random_latents(8, 3)
+    defined = np.isfinite(steering.measure(starts)["psep"].to_numpy())
+    request = SteerRequest(targets={"tuf": tuf}, keep=("psep",))
+    result = steer_and_write(steering, starts[defined], request, tmp_path, "generated")
+    missed = int((~result.converged).sum())
+    assert missed > 0
+    _report_steering(tmp_path, "generated", result, request, steering)
+    err = capsys.readouterr().err
+    assert f"of the {missed} missed request(s) ask for what at most" in err
+    assert "samples have (the targets with psep at the start's value)" in err

@@ -127,7 +127,7 @@ class Run:
 
         request = steer_request(_assignments(targets), list(keep), tolerance, method=method)
         out = check_out_dir(out_dir or self.layout.user_folder("generate"))
-        starts = starting_latents(self.steering, request.targets, n, seed)
+        starts = starting_latents(self.steering, request.targets, n, seed, request.keep)
         result = steer_and_write(self.steering, starts, request, out, "generated")
         return _generated(result.summary, result.latents, out)
 

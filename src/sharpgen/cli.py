@@ -287,7 +287,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     out_dir = check_out_dir(args.out_dir or RunLayout(args.run_dir).user_folder("generate"))
     _torch_threads(args.threads)
     steering = load_steering(args.run_dir, device=args.device)
-    starts = starting_latents(steering, request.targets, args.n, args.seed)
+    starts = starting_latents(steering, request.targets, args.n, args.seed, request.keep)
     result = steer_and_write(steering, starts, request, out_dir, "generated")
     _report_steering(out_dir, "generated", result, request, steering)
     return 0
@@ -300,8 +300,6 @@ def _torch_threads(threads: int) -> None:
 
 
 def _report_steering(out_dir, prefix, result, request, steering) -> None:
-    from .latent.score import SUPPORTED, support
-
     hits, count = int(result.converged.sum()), len(result.converged)
     print(f"{count} patches -> {out_dir}/{prefix}_*.fits, {prefix}.png, {prefix}.csv", file=sys.stderr)
     aimed = "every stepped value" if request.steps else "every target"
@@ -310,14 +308,40 @@ def _report_steering(out_dir, prefix, result, request, steering) -> None:
         print(f"{hits} of {count} within {request.tolerance:.0%} of {' and '.join(goals)}", file=sys.stderr)
         if hits < count:
             print(f"sharpgen: warning: {count - hits} request(s) missed; see {prefix}.csv", file=sys.stderr)
-    if hits < count and len(request.targets) > 1:
+    if hits < count and not request.steps:
+        _explain_rare_requests(result, request, steering)
+
+
+def _explain_rare_requests(result, request, steering) -> None:
+    """Warn when missed requests ask for what the model's samples (almost) never have: several targets together,
+    or a target beside a kept property's start value (no steering can meet those)."""
+    import numpy as np
+
+    from .latent.score import SUPPORTED, support
+
+    samples = len(steering.samples)
+    if len(request.targets) > 1:
         share = support(steering, request.targets, request.tolerance)
         if share < SUPPORTED:
             print(
-                f"sharpgen: warning: the model rarely makes such a region: {share:.3%} of its {len(steering.samples)} "
+                f"sharpgen: warning: the model rarely makes such a region: {share:.3%} of its {samples} "
                 "samples meet these targets together (each alone is within its range)",
                 file=sys.stderr,
             )
+            return
+    if not request.keep:
+        return
+    missed = np.flatnonzero(~result.converged)
+    starts = [{name: result.summary[f"start_{name}"].iat[i] for name in request.keep} for i in missed]
+    shares = np.array([support(steering, {**request.targets, **kept}, request.tolerance) for kept in starts])
+    rare = shares < SUPPORTED
+    if rare.any():
+        print(
+            f"sharpgen: warning: the model rarely makes such a region: {rare.sum()} of the {missed.size} missed "
+            f"request(s) ask for what at most {shares[rare].max():.3%} of its {samples} samples have (the targets "
+            f"with {', '.join(request.keep)} at the start's value)",
+            file=sys.stderr,
+        )
 
 
 def _cmd_edit(args: argparse.Namespace) -> int:
@@ -374,7 +398,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
             queries = steering.measure(latents)
             labels = [f"{args.latents}[{row}]" for row in (args.rows or range(len(latents)))]
         else:
-            starts = starting_latents(steering, request.targets, args.n, args.seed)
+            starts = starting_latents(steering, request.targets, args.n, args.seed, request.keep)
             result = steer_and_write(steering, starts, request, out_dir, "generated")
             _report_steering(out_dir, "generated", result, request, steering)
             latents, queries = result.latents, result.table

@@ -284,7 +284,7 @@ def plot_entanglement(entanglement: dict, path: str | os.PathLike) -> dict:
 LABEL_SCORE_PANELS = (
     ("single", "met", "single targets met"),
     ("joint", "met", "joint targets met"),
-    ("keep", "held", "kept property held (each other kept in turn)"),
+    ("keep", "held", "kept property held (by moved property; each other kept in turn)"),
 )
 """The panels of :func:`plot_label_score`: ``(kind, fraction shown, title)``."""
 
@@ -292,8 +292,9 @@ LABEL_SCORE_PANELS = (
 def plot_label_score(document: dict, path: str | os.PathLike) -> dict:
     """The label score of ``directions/label_score.json`` (``score_directions``): per panel of
     :data:`LABEL_SCORE_PANELS`, the fraction of requests from random starts that met their targets (or held their
-    kept property within the tolerance) per named property, one bar per steering method; joint targets also
-    among the targets the generator makes (dots: ``met_supported``). Titles give each method's mean."""
+    kept property within the tolerance) per named property, one bar per steering method; joint and kept requests
+    also among those the generator supports (dots: ``met_supported``, ``held_supported``). Titles give each
+    method's mean."""
     methods = list(document["methods"])
     pyplot = get_pyplot()
     figure, axes = pyplot.subplots(1, len(LABEL_SCORE_PANELS), figsize=(13.0, 4.4), squeeze=False)
@@ -307,9 +308,9 @@ def plot_label_score(document: dict, path: str | os.PathLike) -> dict:
             values = np.array([entries[n][key] if n in entries else np.nan for n in named], dtype=float)
             x = np.arange(len(named)) + (k - (len(methods) - 1) / 2) * width
             axis.bar(x, values, width, label=method)
-            if kind == "joint":
-                supported = [entries[n].get("met_supported", np.nan) if n in entries else np.nan for n in named]
-                axis.plot(x, supported, "k.", markersize=8, label="supported targets" if k == 0 else None)
+            if kind != "single":
+                supported = [entries[n].get(f"{key}_supported", np.nan) if n in entries else np.nan for n in named]
+                axis.plot(x, supported, "k.", markersize=8, label="supported requests" if k == 0 else None)
             mean = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
             numbers[method][f"{kind}_{key}"] = mean
             means.append(f"{method} {mean:.2f}")

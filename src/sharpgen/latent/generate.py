@@ -398,13 +398,21 @@ def kept_within(
     return within
 
 
-def starting_latents(steering: Steering, targets: Mapping[str, float], n: int, seed: int) -> np.ndarray:
+def starting_latents(
+    steering: Steering, targets: Mapping[str, float], n: int, seed: int, keep: Sequence[str] = ()
+) -> np.ndarray:
     """``n`` starting latents for ``targets``: drawn (seeded) among the sampled latents whose properties are
     nearest the targets (distance in standard deviations of the samples), so the search starts close and
-    the results stay diverse; random latents when the run kept no samples or no target is given."""
+    the results stay diverse; random latents when the run kept no samples or no target is given. Samples where
+    a ``keep`` property is undefined (a patch without strong field of one polarity has no ``psep``) are passed
+    over: there is nothing there to keep."""
     if steering.sample_latents is None or not targets:
         return random_latents(n, seed)
     distance = np.zeros(len(steering.samples))
+    for name in keep:
+        steered = steering.resolve(name)[0]
+        if steered in steering.samples.columns:
+            distance[~np.isfinite(steering.samples[steered].to_numpy(dtype=np.float64))] = np.inf
     for name, value in targets.items():
         steered, steered_value = steering.resolve(name, value)
         if steered not in steering.samples.columns:

@@ -33,9 +33,10 @@ GRID_QUANTILES = (0.05, 0.275, 0.5, 0.725, 0.95)
 JOINT_PAIRS = (("tuf", "psep"), ("tuf", "r_paper"), ("psep", "r_paper"))
 """The pairs of joint targets, where the run has directions for both."""
 SUPPORTED = 1e-4
-"""A target is *supported* when at least this fraction of the run's samples meets it (:func:`support`): 10 of the
+"""A request is *supported* when at least this fraction of the run's samples meets it (:func:`support`): 10 of the
 default 100k. A joint grid of per-property quantiles has corners the generator never makes (the weakest flux with
-the highest R); those are scored, and reported apart."""
+the highest R), and a kept property asks for its start's value beside the target (the 95th percentile of flux at a
+random start's small area); those are scored, and reported apart."""
 HOLDS = ("none", "one", "others")
 """What :func:`label_score` holds: nothing, each other steerable property in turn, or all of them at once."""
 
@@ -52,7 +53,8 @@ def target_grid(
 
 def support(steering: Steering, targets: Mapping[str, float], tolerance: float = TOLERANCE) -> float:
     """The fraction of the run's samples whose every named property lies within ``tolerance`` of its target
-    (relative to ``max(|target|, floor)``, as a met target): how often the generator itself makes such a region."""
+    (relative to ``max(|target|, floor)``, as a met target): how often the generator itself makes such a region.
+    A NaN target (a kept property undefined at its start: no strong pixel of a polarity) is met by none."""
     inside = np.ones(len(steering.samples), dtype=bool)
     for name, goal in targets.items():
         values = steering.samples[name].to_numpy(dtype=np.float64)
@@ -78,8 +80,9 @@ def label_score(
     same properties are steered together, one target per start.
 
     One row per request: ``request`` (grid index), ``met`` (every named target within ``tolerance``), ``held``
-    (every held property within ``tolerance`` of its start; True when none is held), ``support`` (of the
-    target, :func:`support`), and per steerable property p (as named in the grid, else its paper name)
+    (every held property within ``tolerance`` of its start; True when none is held), ``support`` (of what the
+    request asks for, :func:`support`: the targets and every held property at its start's value), and per
+    steerable property p (as named in the grid, else its paper name)
     ``role_<p>`` (target, held or free), ``start_<p>``, ``achieved_<p>``, ``error_<p>`` (relative miss of a
     target, ``(achieved - target) / max(|target|, floor)``) and ``drift_<p>`` (relative change from the start,
     ``/ max(|start|, floor)``).
@@ -100,7 +103,7 @@ def label_score(
     for (names, keep), members in groups.items():
         latents = np.concatenate([
             random_latents(per_target, seed + number) if starts == "random"
-            else starting_latents(steering, dict(targets), per_target, seed + number)
+            else starting_latents(steering, dict(targets), per_target, seed + number, keep)
             for number, _, targets, _ in members
         ])  # fmt: skip
         goals = {name: np.repeat([targets[name] for _, _, targets, _ in members], per_target) for name in names}
@@ -127,24 +130,22 @@ def label_score(
                         held &= np.abs(frame[f"drift_{name}"].to_numpy()) <= tolerance
             frame.insert(1, "met", met)
             frame.insert(2, "held", held)
-            frame.insert(3, "support", support(steering, targets, tolerance))
+            asked = [{**targets, **{name: frame[f"start_{name}"].iat[j] for name in keep}} for j in range(per_target)]
+            frame.insert(3, "support", [support(steering, wanted, tolerance) for wanted in asked])
             frames[number] = frame
     return pd.concat([frames[number] for number in sorted(frames)], ignore_index=True)
 
 
 def summarize(scores: pd.DataFrame) -> dict:
-    """The numbers of a :func:`label_score` table: requests, fraction met, fraction held, the fraction met among
-    requests for targets the generator makes (:data:`SUPPORTED`), and per free or held property the median
-    |drift| and the fraction that stayed within 5 %."""
+    """The numbers of a :func:`label_score` table: requests, fraction met, fraction held, both, the same three
+    among the requests the generator supports (:data:`SUPPORTED`, ``*_supported``), and per free or held property
+    the median |drift| and the fraction that stayed within 5 %."""
     supported = scores["support"] >= SUPPORTED
-    summary = {
-        "requests": len(scores),
-        "met": float(scores["met"].mean()),
-        "held": float(scores["held"].mean()),
-        "met_and_held": float((scores["met"] & scores["held"]).mean()),
-        "supported_requests": int(supported.sum()),
-        "met_supported": float(scores.loc[supported, "met"].mean()) if supported.any() else float("nan"),
-    }
+    outcomes = {"met": scores["met"], "held": scores["held"], "met_and_held": scores["met"] & scores["held"]}
+    summary = {"requests": len(scores), **{key: float(value.mean()) for key, value in outcomes.items()}}
+    summary["supported_requests"] = int(supported.sum())
+    for key, value in outcomes.items():
+        summary[f"{key}_supported"] = float(value[supported].mean()) if supported.any() else float("nan")
     for column in scores.columns:
         if not column.startswith("drift_"):
             continue
@@ -152,7 +153,7 @@ def summarize(scores: pd.DataFrame) -> dict:
         roles = scores[f"role_{name}"]
         drift = scores.loc[roles != "target", column].abs()
         if drift.size:
-            summary[f"median_abs_drift_{name}"] = float(np.nanmedian(drift))
+            summary[f"median_abs_drift_{name}"] = float(drift.median())  # NaN where undefined at every start
             summary[f"within_5pct_{name}"] = float(np.mean(drift <= 0.05))
     return summary
 
