@@ -339,6 +339,19 @@ def test_training_with_series_positives_is_deterministic_and_differs_from_plain_
     assert not all(torch.equal(a[name], plain[name]) for name in a)
 
 
+def test_centred_backbone_embedding_is_the_features_less_their_train_split_mean(data_dir, tmp_path):
+    settings = dataclasses.replace(SETTINGS, epochs=1, embedding="centred_backbone")
+    train_ssl(data_dir, tmp_path / "ssl", settings, seed=1, progress=False)
+    encoder = load_encoder(tmp_path / "ssl" / "encoder.pt")
+    patches = bipoles(20, 32)
+    embeddings = embed_patches(encoder, patches)
+    with torch.no_grad():
+        features = encoder.backbone(torch.from_numpy(patches)[:, None]).numpy()
+    np.testing.assert_allclose(embeddings, features - encoder.feature_mean.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(embeddings[:16].mean(0), 0.0, atol=1e-4)  # rows 0-15 are the train split
+    assert (features >= 0).all() and (embeddings < 0).any()
+
+
 def test_encoder_with_stretched_input_round_trips_and_older_encoders_still_load(data_dir, tmp_path):
     settings = dataclasses.replace(SETTINGS, epochs=1, stretched_input=True)
     train_ssl(data_dir, tmp_path / "ssl", settings, seed=1, progress=False)
@@ -348,9 +361,10 @@ def test_encoder_with_stretched_input_round_trips_and_older_encoders_still_load(
     payload = torch.load(tmp_path / "ssl" / "encoder.pt", map_location="cpu", weights_only=False)
     plain = build_simsiam("default", 32)
     del payload["settings"]["stretched_input"]  # an encoder.pt written before the option
-    payload["state_dict"] = plain.state_dict()
+    payload["state_dict"] = {k: v for k, v in plain.state_dict().items() if k != "feature_mean"}  # nor the buffer
     torch.save(payload, tmp_path / "old.pt")
-    assert not load_encoder(tmp_path / "old.pt").stretched_input
+    old = load_encoder(tmp_path / "old.pt")
+    assert not old.stretched_input and not old.feature_mean.any()
 
 
 def test_training_is_deterministic_for_a_seed(data_dir, tmp_path):

@@ -27,7 +27,9 @@ paper's 100) and the predictor output ``p``.
 
 The embedding used for retrieval is the projector output ``z`` in eval mode (``embedding="projector"``,
 ``embedding_dim`` wide, the paper's likely choice, research/paper.md section 7), or the backbone features
-(``embedding="backbone"``, 512-d paper / 256-d default).
+(``embedding="backbone"``, 512-d paper / 256-d default), or those features less their mean over the train split
+(``embedding="centred_backbone"``, the ``feature_mean`` buffer that ``train_ssl`` sets at the end of training):
+after a ReLU every feature is >= 0, so raw features all point into one orthant and their cosines crowd near 1.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from ..errors import SharpgenError
 from ..gan.models import stretched
 
 ARCHITECTURES = ("default", "paper")
-EMBEDDINGS = ("projector", "backbone")
+EMBEDDINGS = ("projector", "backbone", "centred_backbone")
 EMBEDDING_DIM = 100
 """The paper's projector output (``out_dim``), the default embedding dimension."""
 
@@ -161,6 +163,7 @@ class SimSiam(nn.Module):
         self.embedding = embedding
         self.embedding_dim = projector_dims[-1] if embedding == "projector" else projector_dims[0]
         self.stretched_input = stretched_input
+        self.register_buffer("feature_mean", torch.zeros(projector_dims[0]))  # centred_backbone's centre
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """What the backbone sees of ``(B, 1, S, S)`` patches: ``x``, or ``[x, stretched(x)]`` (``(B, 2, S, S)``)
@@ -173,9 +176,12 @@ class SimSiam(nn.Module):
         return z, self.predictor(z)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The retrieval embedding of ``(B, 1, S, S)`` patches (call in eval mode): projector ``z`` or features."""
+        """The retrieval embedding of ``(B, 1, S, S)`` patches (call in eval mode): projector ``z``, features, or
+        features less ``feature_mean``."""
         features = self.backbone(self.inputs(x))
-        return self.projector(features) if self.embedding == "projector" else features
+        if self.embedding == "projector":
+            return self.projector(features)
+        return features - self.feature_mean if self.embedding == "centred_backbone" else features
 
 
 def build_simsiam(

@@ -23,6 +23,9 @@ written atomically to ``checkpoints/last.pt`` and ``train_log.csv`` is rewritten
 restarts from the last checkpoint and ends with the same weights as an uninterrupted one. The final
 ``encoder.pt`` holds ``{"settings", "seed", "state_dict"}`` of the whole SimSiam network.
 
+At the end, the mean backbone features of the train split (eval mode) go into the network's ``feature_mean``
+(the centre of ``embedding = centred_backbone``).
+
 ``train_log.csv`` columns: ``step``, ``epoch`` (0-based), ``loss`` (of the objective: SimSiam's -1 is perfect
 agreement of the views, VICReg's 0), ``output_std`` (the collapse indicator of ``ssl_models.output_std`` on the
 projector output of the first view: about 1 healthy, about 0 collapsed), ``effective_rank`` (RankMe of the
@@ -132,6 +135,18 @@ def _epoch_partners(seed: int, epoch: int, harpnums: np.ndarray, fraction: float
     return series_partners(harpnums, fraction, np.random.default_rng([seed, epoch, 1]))
 
 
+def train_feature_mean(model: SimSiam, patches: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Mean backbone features (eval mode) of the ``(N, 1, S, S)`` train patches: ``centred_backbone``'s centre."""
+    model.eval()
+    dev = next(model.parameters()).device
+    with torch.inference_mode():
+        total = sum(
+            model.backbone(model.inputs(patches[start : start + batch_size].to(dev))).double().sum(0)
+            for start in range(0, len(patches), batch_size)
+        )
+    return (total / len(patches)).float()
+
+
 def _new_state(settings: SslSettings, seed: int, device: torch.device) -> dict:
     torch.manual_seed(seed)
     model = _network(settings).to(device)
@@ -225,6 +240,7 @@ def train_ssl(
             save_checkpoint(checkpoint, state, settings, identity, MODULES, GENERATORS)
             write_csv_atomic(pd.DataFrame(state["log"], columns=list(LOG_COLUMNS)), stage_file(out_dir, "ssl_log"))
     bar.close()
+    model.feature_mean.copy_(train_feature_mean(model, patches))
     with atomic_path(stage_file(out_dir, "encoder")) as tmp:
         torch.save({"settings": dataclasses.asdict(settings), "seed": seed, "state_dict": model.state_dict()}, tmp)
     return pd.DataFrame(state["log"], columns=list(LOG_COLUMNS))
