@@ -357,7 +357,7 @@ def test_encoder_with_stretched_input_round_trips_and_older_encoders_still_load(
     train_ssl(data_dir, tmp_path / "ssl", settings, seed=1, progress=False)
     encoder = load_encoder(tmp_path / "ssl" / "encoder.pt")
     assert encoder.stretched_input and encoder.backbone.net[0].in_channels == 2
-    assert embed_patches(encoder, bipoles(3, 32)).shape == (3, 100)
+    assert embed_patches(encoder, bipoles(3, 32)).shape == (3, 256)  # centred backbone features, the default
     payload = torch.load(tmp_path / "ssl" / "encoder.pt", map_location="cpu", weights_only=False)
     plain = build_simsiam("default", 32)
     del payload["settings"]["stretched_input"]  # an encoder.pt written before the option
@@ -456,7 +456,8 @@ def test_settings_from_config_read_the_ssl_section():
 
 
 def test_embed_patches_streams_a_zarr_array_and_matches_a_direct_forward(data_dir, tmp_path):
-    train_ssl(data_dir, tmp_path / "ssl", dataclasses.replace(SETTINGS, epochs=1), seed=1, progress=False)
+    projector = dataclasses.replace(SETTINGS, epochs=1, embedding="projector")
+    train_ssl(data_dir, tmp_path / "ssl", projector, seed=1, progress=False)
     encoder = load_encoder(tmp_path / "ssl" / "encoder.pt")
     patches = zarr.open_array(str(data_dir / "patches.zarr"), mode="r")
     embeddings = embed_patches(encoder, patches, batch_size=7)

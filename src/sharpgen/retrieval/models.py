@@ -25,11 +25,13 @@ paper's 100) and the predictor output ``p``.
   * a 2-layer projector (as SimSiam's CIFAR variant) and a bottleneck predictor (hidden 64 < 100), which the
     SimSiam paper reports as the stable choice.
 
-The embedding used for retrieval is the projector output ``z`` in eval mode (``embedding="projector"``,
-``embedding_dim`` wide, the paper's likely choice, research/paper.md section 7), or the backbone features
-(``embedding="backbone"``, 512-d paper / 256-d default), or those features less their mean over the train split
-(``embedding="centred_backbone"``, the ``feature_mean`` buffer that ``train_ssl`` sets at the end of training):
-after a ReLU every feature is >= 0, so raw features all point into one orthant and their cosines crowd near 1.
+The embedding used for retrieval (in eval mode) is by default the backbone features less their mean over the train
+split (``embedding="centred_backbone"``, 512-d paper / 256-d default; the ``feature_mean`` buffer that
+``train_ssl`` sets at the end of training): the projector, trained to be invariant, drops detail that tells one
+region from another (same-region recall@1 0.82 against 0.90 centred, schema ``ssl.embedding``), and the raw
+features (``embedding="backbone"``), all >= 0 after a ReLU, point into one orthant, so their cosines crowd near 1.
+The projector output ``z`` (``embedding="projector"``, ``embedding_dim`` wide) is the paper's likely choice
+(research/paper.md section 7).
 """
 
 from __future__ import annotations

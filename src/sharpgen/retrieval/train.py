@@ -8,9 +8,9 @@ predictor serves SimSiam only). With ``mirror_weight`` > 0 the first view's nort
 through the network and :func:`~sharpgen.retrieval.models.mirror_loss` (times the weight) pushes its embedding
 away from the view's: the augmentations keep the tilt sign, this term makes the embedding tell the two apart.
 
-With ``series_positives`` > 0 the two views of a positive pair may be two observations of one region: for that
-fraction of the train patches whose HARP has other records in the train split (a SHARP series; the synthetic
-source's ``series``), the second view is drawn from another record of the same HARP
+With ``series_positives`` > 0 (default 0.5) the two views of a positive pair may be two observations of one
+region: for that fraction of the train patches whose HARP has other records in the train split (a SHARP series;
+the synthetic source's ``series``), the second view is drawn from another record of the same HARP
 (:func:`series_partners`), so the encoder learns that the region a few hours later, evolved, is the same region.
 Only the train split is read; patches of a HARP without other train records pair with themselves as before.
 
