@@ -367,6 +367,17 @@ def test_encoder_with_stretched_input_round_trips_and_older_encoders_still_load(
     assert not old.stretched_input and not old.feature_mean.any()
 
 
+def test_the_papers_simsiam_with_projector_embedding_stays_selectable(series_dir, tmp_path):
+    paper = build_settings(
+        SslSettings, image_size=32, epochs=1, batch_size=4, objective="simsiam", embedding="projector",
+        series_positives=0.0, mirror_weight=0.0, augment={"dihedral": True, "polarity_flip": True},
+    )  # fmt: skip
+    log = train_ssl(series_dir, tmp_path / "ssl", paper, seed=1, progress=False)
+    assert (log["loss"] >= -1).all() and (log["loss"] <= 1).all()  # negative cosine
+    encoder = load_encoder(tmp_path / "ssl" / "encoder.pt")
+    assert encoder.embedding == "projector" and embed_patches(encoder, bipoles(3, 32)).shape == (3, 100)
+
+
 def test_training_is_deterministic_for_a_seed(data_dir, tmp_path):
     short = dataclasses.replace(SETTINGS, epochs=1)
     first = train_ssl(data_dir, tmp_path / "a", short, seed=1, progress=False)
