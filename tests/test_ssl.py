@@ -13,6 +13,7 @@ import zarr
 from sharpgen.atomic import write_parquet_atomic
 from sharpgen.config import build_settings, settings_from_config, validate_config
 from sharpgen.errors import SharpgenError
+from sharpgen.gan.models import stretched
 from sharpgen.physics import paper_properties
 from sharpgen.retrieval import train as ssl_train
 from sharpgen.retrieval.augment import (
@@ -35,7 +36,7 @@ from sharpgen.retrieval.models import (
     simsiam_loss,
     vicreg_loss,
 )  # fmt: skip
-from sharpgen.retrieval.train import LOG_COLUMNS, SslSettings, train_ssl
+from sharpgen.retrieval.train import LOG_COLUMNS, SslSettings, series_partners, train_harpnums, train_ssl
 
 SETTINGS = build_settings(SslSettings, image_size=32, epochs=3, batch_size=4, checkpoint_every=3)
 
@@ -89,6 +90,19 @@ def test_paper_network_is_a_one_channel_resnet18_with_the_papers_heads():
     for size in (32, 128):  # the ResNet is the same network at every size (global average pool)
         z, p = model(torch.randn(2, 1, size, size))
         assert z.shape == p.shape == (2, 100)
+
+
+def test_stretched_input_feeds_the_field_and_its_stretched_view_as_two_channels():
+    for architecture in ("default", "paper"):
+        model = build_simsiam(architecture, 32, stretched_input=True)
+        first = model.backbone.net[0] if architecture == "default" else model.backbone.stem[0]
+        assert first.in_channels == 2
+        z, _ = model(torch.randn(3, 1, 32, 32))  # callers still pass (B, 1, S, S) patches
+        assert z.shape == (3, 100)
+    x = batch(2)
+    seen = build_simsiam("default", 32, stretched_input=True).inputs(x)
+    assert torch.equal(seen[:, :1], x) and torch.equal(seen[:, 1:], stretched(x))
+    assert torch.equal(build_simsiam("default", 32).inputs(x), x)
 
 
 def test_backbone_embedding_gives_the_backbone_features():
@@ -263,6 +277,107 @@ def test_the_mirror_term_adds_to_the_loss_only_when_weighted(data_dir, tmp_path)
     assert mirrored["loss"].iloc[0] > plain["loss"].iloc[0]  # same network, same views: the term is > 0
 
 
+def test_series_partners_pair_only_records_of_the_same_harp():
+    harpnums = np.array([5, 5, 5, 7, 9, 9, 0, 0, 7000])
+    partners = series_partners(harpnums, 1.0, np.random.default_rng(0))
+    assert partners.tolist()[3] == 3 and partners.tolist()[6:] == [6, 7, 8]  # alone, or no HARP: itself
+    paired = np.arange(6) != 3
+    assert (partners[:6][paired] != np.arange(6)[paired]).all()
+    assert (harpnums[partners] == harpnums).all()
+    assert (series_partners(harpnums, 0.0, np.random.default_rng(0)) == np.arange(9)).all()
+    many = np.repeat(np.arange(1, 1001), 3)
+    share = (series_partners(many, 0.5, np.random.default_rng(1)) != np.arange(3000)).mean()
+    assert share == pytest.approx(0.5, abs=0.05)
+    drawn = {int(series_partners(harpnums, 1.0, np.random.default_rng(seed))[0]) for seed in range(20)}
+    assert drawn == {1, 2}  # each other observation of the HARP, never the record itself
+
+
+@pytest.fixture
+def series_dir(tmp_path):
+    """20 patches of 32 px: train HARPs 1-4 observed 3 times, HARPs 5-6 once; val/test HARPs 7-10 twice each
+    (none shares a HARP with the train split, as the HARP split guarantees)."""
+    zarr.create_array(store=str(tmp_path / "patches.zarr"), data=bipoles(22, 32), chunks=(8, 32, 32), zarr_format=3)
+    harps = [1, 2, 3, 4] * 3 + [5, 6] + [7, 7, 8, 8, 9, 9, 10, 10]
+    splits = ["train"] * 14 + ["val"] * 4 + ["test"] * 4
+    write_parquet_atomic(pd.DataFrame({"harpnum": harps, "split": splits}), tmp_path / "patches.parquet")
+    return tmp_path
+
+
+def test_series_positives_pair_two_train_observations_of_one_harp(series_dir, tmp_path, monkeypatch):
+    table = pd.read_parquet(series_dir / "patches.parquet")
+    patches = bipoles(22, 32)
+    train_rows = np.flatnonzero(table["split"] == "train")
+    assert (train_harpnums(series_dir) == table["harpnum"].to_numpy()[train_rows]).all()
+    pairs = []
+
+    def recording_two_views(x, generator, settings, partner=None):
+        pairs.append((x.clone(), partner.clone()))
+        return two_views(x, generator, settings, partner)
+
+    monkeypatch.setattr(ssl_train, "two_views", recording_two_views)
+    settings = dataclasses.replace(SETTINGS, epochs=2, series_positives=1.0)
+    train_ssl(series_dir, tmp_path / "ssl", settings, seed=1, progress=False)
+
+    def row_of(patch: torch.Tensor) -> int:
+        return int(np.flatnonzero((patches == patch[0].numpy()).all(axis=(1, 2)))[0])
+
+    rows = [(row_of(a), row_of(b)) for x, partner in pairs for a, b in zip(x, partner, strict=True)]
+    harps = table["harpnum"].to_numpy()
+    assert all(table["split"][b] == "train" and harps[a] == harps[b] for a, b in rows)
+    assert all((a != b) == (harps[a] <= 4) for a, b in rows)  # every series record paired, singletons alone
+
+
+def test_training_with_series_positives_is_deterministic_and_differs_from_plain_pairs(series_dir, tmp_path):
+    settings = dataclasses.replace(SETTINGS, epochs=1, series_positives=1.0)
+    for name in ("a", "b"):
+        train_ssl(series_dir, tmp_path / name, settings, seed=1, progress=False)
+    train_ssl(series_dir, tmp_path / "plain", dataclasses.replace(settings, series_positives=0.0), seed=1,
+              progress=False)  # fmt: skip
+    a, b = state_dict_of(tmp_path / "a" / "encoder.pt"), state_dict_of(tmp_path / "b" / "encoder.pt")
+    plain = state_dict_of(tmp_path / "plain" / "encoder.pt")
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert not all(torch.equal(a[name], plain[name]) for name in a)
+
+
+def test_centred_backbone_embedding_is_the_features_less_their_train_split_mean(data_dir, tmp_path):
+    settings = dataclasses.replace(SETTINGS, epochs=1, embedding="centred_backbone")
+    train_ssl(data_dir, tmp_path / "ssl", settings, seed=1, progress=False)
+    encoder = load_encoder(tmp_path / "ssl" / "encoder.pt")
+    patches = bipoles(20, 32)
+    embeddings = embed_patches(encoder, patches)
+    with torch.no_grad():
+        features = encoder.backbone(torch.from_numpy(patches)[:, None]).numpy()
+    np.testing.assert_allclose(embeddings, features - encoder.feature_mean.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(embeddings[:16].mean(0), 0.0, atol=1e-4)  # rows 0-15 are the train split
+    assert (features >= 0).all() and (embeddings < 0).any()
+
+
+def test_encoder_with_stretched_input_round_trips_and_older_encoders_still_load(data_dir, tmp_path):
+    settings = dataclasses.replace(SETTINGS, epochs=1, stretched_input=True)
+    train_ssl(data_dir, tmp_path / "ssl", settings, seed=1, progress=False)
+    encoder = load_encoder(tmp_path / "ssl" / "encoder.pt")
+    assert encoder.stretched_input and encoder.backbone.net[0].in_channels == 2
+    assert embed_patches(encoder, bipoles(3, 32)).shape == (3, 256)  # centred backbone features, the default
+    payload = torch.load(tmp_path / "ssl" / "encoder.pt", map_location="cpu", weights_only=False)
+    plain = build_simsiam("default", 32)
+    del payload["settings"]["stretched_input"]  # an encoder.pt written before the option
+    payload["state_dict"] = {k: v for k, v in plain.state_dict().items() if k != "feature_mean"}  # nor the buffer
+    torch.save(payload, tmp_path / "old.pt")
+    old = load_encoder(tmp_path / "old.pt")
+    assert not old.stretched_input and not old.feature_mean.any()
+
+
+def test_the_papers_simsiam_with_projector_embedding_stays_selectable(series_dir, tmp_path):
+    paper = build_settings(
+        SslSettings, image_size=32, epochs=1, batch_size=4, objective="simsiam", embedding="projector",
+        series_positives=0.0, mirror_weight=0.0, augment={"dihedral": True, "polarity_flip": True},
+    )  # fmt: skip
+    log = train_ssl(series_dir, tmp_path / "ssl", paper, seed=1, progress=False)
+    assert (log["loss"] >= -1).all() and (log["loss"] <= 1).all()  # negative cosine
+    encoder = load_encoder(tmp_path / "ssl" / "encoder.pt")
+    assert encoder.embedding == "projector" and embed_patches(encoder, bipoles(3, 32)).shape == (3, 100)
+
+
 def test_training_is_deterministic_for_a_seed(data_dir, tmp_path):
     short = dataclasses.replace(SETTINGS, epochs=1)
     first = train_ssl(data_dir, tmp_path / "a", short, seed=1, progress=False)
@@ -329,6 +444,9 @@ def test_training_mistakes_are_user_errors(data_dir, tmp_path):
         build_settings(SslSettings, embedding="predictor")
     with pytest.raises(SharpgenError, match="no SSL encoder"):
         load_encoder(tmp_path / "missing.pt")
+    for key, value in (("series_positives", 1.5), ("series_positives", -0.1), ("stretched_input", "yes")):
+        with pytest.raises(SharpgenError, match=f"ssl.{key}"):
+            validate_config({"ssl": {key: value}})
 
 
 def test_settings_from_config_read_the_ssl_section():
@@ -349,7 +467,8 @@ def test_settings_from_config_read_the_ssl_section():
 
 
 def test_embed_patches_streams_a_zarr_array_and_matches_a_direct_forward(data_dir, tmp_path):
-    train_ssl(data_dir, tmp_path / "ssl", dataclasses.replace(SETTINGS, epochs=1), seed=1, progress=False)
+    projector = dataclasses.replace(SETTINGS, epochs=1, embedding="projector")
+    train_ssl(data_dir, tmp_path / "ssl", projector, seed=1, progress=False)
     encoder = load_encoder(tmp_path / "ssl" / "encoder.pt")
     patches = zarr.open_array(str(data_dir / "patches.zarr"), mode="r")
     embeddings = embed_patches(encoder, patches, batch_size=7)

@@ -172,7 +172,8 @@ def augment(x: torch.Tensor, generator: torch.Generator, settings: AugmentSettin
 
 
 def two_views(
-    x: torch.Tensor, generator: torch.Generator, settings: AugmentSettings
+    x: torch.Tensor, generator: torch.Generator, settings: AugmentSettings, partner: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two independent random views of the batch ``x`` (SimSiam's positive pairs)."""
-    return augment(x, generator, settings), augment(x, generator, settings)
+    """Two independent random views of the batch ``x`` (SimSiam's positive pairs); the second made from
+    ``partner`` (same shape: e.g. another observation of each region) when given."""
+    return augment(x, generator, settings), augment(x if partner is None else partner, generator, settings)

@@ -8,13 +8,23 @@ predictor serves SimSiam only). With ``mirror_weight`` > 0 the first view's nort
 through the network and :func:`~sharpgen.retrieval.models.mirror_loss` (times the weight) pushes its embedding
 away from the view's: the augmentations keep the tilt sign, this term makes the embedding tell the two apart.
 
+With ``series_positives`` > 0 (default 0.5) the two views of a positive pair may be two observations of one
+region: for that fraction of the train patches whose HARP has other records in the train split (a SHARP series;
+the synthetic source's ``series``), the second view is drawn from another record of the same HARP
+(:func:`series_partners`), so the encoder learns that the region a few hours later, evolved, is the same region.
+Only the train split is read; patches of a HARP without other train records pair with themselves as before.
+
 Training runs ``epochs`` passes over the train split in batches of ``batch_size`` (the last partial batch
 of an epoch is dropped: BatchNorm needs full batches). The order of epoch e is a permutation seeded by
-``(seed, e)``; both views of a batch come from one augmentation generator seeded by ``seed``. Every
+``(seed, e)``, the series partners of epoch e by ``(seed, e, 1)``; both views of a batch come from one
+augmentation generator seeded by ``seed``. Every
 ``checkpoint_every`` steps the full state (network, optimizer, step, random states, the log so far) is
 written atomically to ``checkpoints/last.pt`` and ``train_log.csv`` is rewritten from it, so a killed run
 restarts from the last checkpoint and ends with the same weights as an uninterrupted one. The final
 ``encoder.pt`` holds ``{"settings", "seed", "state_dict"}`` of the whole SimSiam network.
+
+At the end, the mean backbone features of the train split (eval mode) go into the network's ``feature_mean``
+(the centre of ``embedding = centred_backbone``).
 
 ``train_log.csv`` columns: ``step``, ``epoch`` (0-based), ``loss`` (of the objective: SimSiam's -1 is perfect
 agreement of the views, VICReg's 0), ``output_std`` (the collapse indicator of ``ssl_models.output_std`` on the
@@ -76,15 +86,65 @@ class SslSettings:
     weight_decay: float
     checkpoint_every: int
     mirror_weight: float
+    series_positives: float
+    stretched_input: bool
     augment: AugmentSettings
 
 
 def _network(settings: SslSettings) -> SimSiam:
-    return build_simsiam(settings.architecture, settings.image_size, settings.embedding_dim, settings.embedding)
+    return build_simsiam(
+        settings.architecture, settings.image_size, settings.embedding_dim, settings.embedding,
+        settings.stretched_input,
+    )  # fmt: skip
 
 
 def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def series_partners(harpnums: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """For each of N records (HARP numbers ``harpnums``), the index of the record its positive pair is made from:
+    for a random ``fraction`` of the records whose HARP has other records, one of those others (uniformly);
+    the record itself otherwise (HARP numbers below 1 are no region and pair with themselves)."""
+    harpnums = np.asarray(harpnums)
+    n = len(harpnums)
+    partners = np.arange(n)
+    if n == 0 or fraction <= 0:
+        return partners
+    order = np.argsort(harpnums, kind="stable")
+    _, start, count = np.unique(harpnums[order], return_index=True, return_counts=True)
+    group = np.repeat(np.arange(len(count)), count)  # group of each sorted record
+    within = np.arange(n) - start[group]  # its position in the group
+    offset = 1 + np.floor(rng.random(n) * np.maximum(count[group] - 1, 1)).astype(np.int64)  # 1 .. count - 1
+    other = order[start[group] + (within + offset) % count[group]]
+    paired = (count[group] > 1) & (harpnums[order] > 0) & (rng.random(n) < fraction)
+    partners[order[paired]] = other[paired]
+    return partners
+
+
+def train_harpnums(data_dir: str | os.PathLike) -> np.ndarray:
+    """HARP numbers of the train-split records, in the row order of ``load_training_patches`` (0 = none)."""
+    table = pd.read_parquet(stage_file(data_dir, "patch_table"))
+    train = table[table["split"] == "train"]
+    if "harpnum" not in train:
+        return np.zeros(len(train), dtype=np.int64)
+    return train["harpnum"].fillna(0).to_numpy(dtype=np.int64)
+
+
+def _epoch_partners(seed: int, epoch: int, harpnums: np.ndarray, fraction: float) -> np.ndarray:
+    return series_partners(harpnums, fraction, np.random.default_rng([seed, epoch, 1]))
+
+
+def train_feature_mean(model: SimSiam, patches: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Mean backbone features (eval mode) of the ``(N, 1, S, S)`` train patches: ``centred_backbone``'s centre."""
+    model.eval()
+    dev = next(model.parameters()).device
+    with torch.inference_mode():
+        total = sum(
+            model.backbone(model.inputs(patches[start : start + batch_size].to(dev))).double().sum(0)
+            for start in range(0, len(patches), batch_size)
+        )
+    return (total / len(patches)).float()
 
 
 def _new_state(settings: SslSettings, seed: int, device: torch.device) -> dict:
@@ -137,6 +197,7 @@ def train_ssl(
         raise SharpgenError(
             f"config key 'ssl.batch_size': {settings.batch_size} exceeds the {len(patches)} train patches"
         )
+    harpnums = train_harpnums(data_dir) if settings.series_positives > 0 else np.zeros(len(patches), np.int64)
     total = settings.epochs * steps_per_epoch
     state = _new_state(settings, seed, dev)
     identity = run_identity(settings, seed, patches, FREE_SETTINGS)
@@ -154,8 +215,10 @@ def train_ssl(
         epoch, position = divmod(state["step"], steps_per_epoch)
         if epoch != order_epoch:
             order, order_epoch = _epoch_order(seed, epoch, len(patches)), epoch
-        batch = patches[order[position * settings.batch_size : (position + 1) * settings.batch_size]].to(dev)
-        view1, view2 = two_views(batch, state["augmenter"], settings.augment)
+            partners = _epoch_partners(seed, epoch, harpnums, settings.series_positives)
+        rows = order[position * settings.batch_size : (position + 1) * settings.batch_size]
+        batch, partner = patches[rows].to(dev), patches[partners[rows]].to(dev)
+        view1, view2 = two_views(batch, state["augmenter"], settings.augment, partner)
         z1, p1 = model(view1)
         z2, p2 = model(view2)
         loss = simsiam_loss(z1, p1, z2, p2) if settings.objective == "simsiam" else vicreg_loss(z1, z2)
@@ -177,6 +240,7 @@ def train_ssl(
             save_checkpoint(checkpoint, state, settings, identity, MODULES, GENERATORS)
             write_csv_atomic(pd.DataFrame(state["log"], columns=list(LOG_COLUMNS)), stage_file(out_dir, "ssl_log"))
     bar.close()
+    model.feature_mean.copy_(train_feature_mean(model, patches))
     with atomic_path(stage_file(out_dir, "encoder")) as tmp:
         torch.save({"settings": dataclasses.asdict(settings), "seed": seed, "state_dict": model.state_dict()}, tmp)
     return pd.DataFrame(state["log"], columns=list(LOG_COLUMNS))
