@@ -13,7 +13,6 @@ import zarr
 from sharpgen.atomic import write_parquet_atomic
 from sharpgen.config import build_settings, settings_from_config, validate_config
 from sharpgen.errors import SharpgenError
-from sharpgen.gan.models import stretched
 from sharpgen.physics import paper_properties
 from sharpgen.retrieval import train as ssl_train
 from sharpgen.retrieval.augment import (
@@ -90,19 +89,6 @@ def test_paper_network_is_a_one_channel_resnet18_with_the_papers_heads():
     for size in (32, 128):  # the ResNet is the same network at every size (global average pool)
         z, p = model(torch.randn(2, 1, size, size))
         assert z.shape == p.shape == (2, 100)
-
-
-def test_stretched_input_feeds_the_field_and_its_stretched_view_as_two_channels():
-    for architecture in ("default", "paper"):
-        model = build_simsiam(architecture, 32, stretched_input=True)
-        first = model.backbone.net[0] if architecture == "default" else model.backbone.stem[0]
-        assert first.in_channels == 2
-        z, _ = model(torch.randn(3, 1, 32, 32))  # callers still pass (B, 1, S, S) patches
-        assert z.shape == (3, 100)
-    x = batch(2)
-    seen = build_simsiam("default", 32, stretched_input=True).inputs(x)
-    assert torch.equal(seen[:, :1], x) and torch.equal(seen[:, 1:], stretched(x))
-    assert torch.equal(build_simsiam("default", 32).inputs(x), x)
 
 
 def test_backbone_embedding_gives_the_backbone_features():
@@ -352,19 +338,14 @@ def test_centred_backbone_embedding_is_the_features_less_their_train_split_mean(
     assert (features >= 0).all() and (embeddings < 0).any()
 
 
-def test_encoder_with_stretched_input_round_trips_and_older_encoders_still_load(data_dir, tmp_path):
-    settings = dataclasses.replace(SETTINGS, epochs=1, stretched_input=True)
-    train_ssl(data_dir, tmp_path / "ssl", settings, seed=1, progress=False)
-    encoder = load_encoder(tmp_path / "ssl" / "encoder.pt")
-    assert encoder.stretched_input and encoder.backbone.net[0].in_channels == 2
-    assert embed_patches(encoder, bipoles(3, 32)).shape == (3, 256)  # centred backbone features, the default
+def test_encoders_saved_before_the_centred_embedding_still_load(data_dir, tmp_path):
+    train_ssl(data_dir, tmp_path / "ssl", dataclasses.replace(SETTINGS, epochs=1), seed=1, progress=False)
+    assert embed_patches(load_encoder(tmp_path / "ssl" / "encoder.pt"), bipoles(3, 32)).shape == (3, 256)
     payload = torch.load(tmp_path / "ssl" / "encoder.pt", map_location="cpu", weights_only=False)
     plain = build_simsiam("default", 32)
-    del payload["settings"]["stretched_input"]  # an encoder.pt written before the option
-    payload["state_dict"] = {k: v for k, v in plain.state_dict().items() if k != "feature_mean"}  # nor the buffer
+    payload["state_dict"] = {k: v for k, v in plain.state_dict().items() if k != "feature_mean"}  # no buffer
     torch.save(payload, tmp_path / "old.pt")
-    old = load_encoder(tmp_path / "old.pt")
-    assert not old.stretched_input and not old.feature_mean.any()
+    assert not load_encoder(tmp_path / "old.pt").feature_mean.any()
 
 
 def test_the_papers_simsiam_with_projector_embedding_stays_selectable(series_dir, tmp_path):
@@ -444,7 +425,7 @@ def test_training_mistakes_are_user_errors(data_dir, tmp_path):
         build_settings(SslSettings, embedding="predictor")
     with pytest.raises(SharpgenError, match="no SSL encoder"):
         load_encoder(tmp_path / "missing.pt")
-    for key, value in (("series_positives", 1.5), ("series_positives", -0.1), ("stretched_input", "yes")):
+    for key, value in (("series_positives", 1.5), ("series_positives", -0.1)):
         with pytest.raises(SharpgenError, match=f"ssl.{key}"):
             validate_config({"ssl": {key: value}})
 

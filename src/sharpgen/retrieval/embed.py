@@ -30,9 +30,8 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise SharpgenError(f"{path}: not an SSL encoder file (expected keys 'settings' and 'state_dict')")
     settings = payload["settings"]
     model = build_simsiam(
-        settings["architecture"], settings["image_size"], settings["embedding_dim"], settings["embedding"],
-        settings.get("stretched_input", False),  # encoders saved before the option had one channel
-    )  # fmt: skip
+        settings["architecture"], settings["image_size"], settings["embedding_dim"], settings["embedding"]
+    )
     state = {"feature_mean": model.feature_mean, **payload["state_dict"]}  # files saved before the buffer: 0
     model.load_state_dict(state)
     dev = device if isinstance(device, torch.device) else pick_device(device)

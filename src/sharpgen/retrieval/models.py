@@ -43,7 +43,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import SharpgenError
-from ..gan.models import stretched
 
 ARCHITECTURES = ("default", "paper")
 EMBEDDINGS = ("projector", "backbone", "centred_backbone")
@@ -77,14 +76,14 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """torchvision's ResNet-18 without ``fc``, ``conv1`` taking ``channels``: ``(B, C, S, S)`` -> ``(B, 512)``."""
+    """torchvision's ResNet-18 without ``fc``, with a one-channel ``conv1``: ``(B, 1, S, S)`` -> ``(B, 512)``."""
 
     feature_dim = 512
 
-    def __init__(self, channels: int = 1):
+    def __init__(self):
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(channels, 64, 7, stride=2, padding=3, bias=False),
+            nn.Conv2d(1, 64, 7, stride=2, padding=3, bias=False),
             nn.BatchNorm2d(64),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, stride=2, padding=1),
@@ -104,7 +103,7 @@ class ResNet18(nn.Module):
 
 class SmallConvNet(nn.Module):
     """Default backbone: 4 x 4 stride-4 stem, [conv 3x3 stride 2, BN, ReLU] down to 4 x 4, one more conv 3x3,
-    global average pool: ``(B, C, S, S)`` -> ``(B, 256)``.
+    global average pool: ``(B, 1, S, S)`` -> ``(B, 256)``.
 
     The stem is a "patchify" convolution (as in ConvNeXt): at 128 px, full-resolution activations cost more
     CPU time than all later layers together (measured 3x slower with a 2 x 2 stem); 32 filters on 16-pixel
@@ -113,11 +112,11 @@ class SmallConvNet(nn.Module):
 
     feature_dim = 256
 
-    def __init__(self, size: int, channels: int = 1):
+    def __init__(self, size: int):
         super().__init__()
         stages = int(round(math.log2(check_image_size(size)))) - 4
         c_in = max(self.feature_dim >> stages, 32)
-        layers = [nn.Conv2d(channels, c_in, 4, stride=4, bias=False), nn.BatchNorm2d(c_in), nn.ReLU()]
+        layers = [nn.Conv2d(1, c_in, 4, stride=4, bias=False), nn.BatchNorm2d(c_in), nn.ReLU()]
         for _ in range(stages):
             c_out = min(2 * c_in, self.feature_dim)
             layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
@@ -152,7 +151,6 @@ class SimSiam(nn.Module):
         predictor_hidden: int,
         image_size: int,
         embedding: str = "projector",
-        stretched_input: bool = False,
     ):
         super().__init__()
         if embedding not in EMBEDDINGS:
@@ -164,23 +162,17 @@ class SimSiam(nn.Module):
         self.image_size = image_size
         self.embedding = embedding
         self.embedding_dim = projector_dims[-1] if embedding == "projector" else projector_dims[0]
-        self.stretched_input = stretched_input
         self.register_buffer("feature_mean", torch.zeros(projector_dims[0]))  # centred_backbone's centre
-
-    def inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """What the backbone sees of ``(B, 1, S, S)`` patches: ``x``, or ``[x, stretched(x)]`` (``(B, 2, S, S)``)
-        with ``stretched_input``, on which plage and network weigh as much as umbrae do in ``x``."""
-        return torch.cat([x, stretched(x)], dim=1) if self.stretched_input else x
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, 1, S, S)`` -> projector output ``z`` and predictor output ``p``, both ``(B, embedding_dim)``."""
-        z = self.projector(self.backbone(self.inputs(x)))
+        z = self.projector(self.backbone(x))
         return z, self.predictor(z)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The retrieval embedding of ``(B, 1, S, S)`` patches (call in eval mode): projector ``z``, features, or
         features less ``feature_mean``."""
-        features = self.backbone(self.inputs(x))
+        features = self.backbone(x)
         if self.embedding == "projector":
             return self.projector(features)
         return features - self.feature_mean if self.embedding == "centred_backbone" else features
@@ -191,23 +183,20 @@ def build_simsiam(
     image_size: int,
     embedding_dim: int = EMBEDDING_DIM,
     embedding: str = "projector",
-    stretched_input: bool = False,
 ) -> SimSiam:
-    """A freshly initialised SimSiam of ``architecture`` (``paper`` or ``default``) for S x S patches; with
-    ``stretched_input`` its backbone takes the field and its stretched view as two channels."""
+    """A freshly initialised SimSiam of ``architecture`` (``paper`` or ``default``) for S x S patches."""
     check_image_size(image_size)
-    channels = 2 if stretched_input else 1
     if architecture == "paper":
-        backbone = ResNet18(channels)
+        backbone = ResNet18()
         projector = [512, 512, 512, embedding_dim]
         predictor_hidden = 128
     elif architecture == "default":
-        backbone = SmallConvNet(image_size, channels)
+        backbone = SmallConvNet(image_size)
         projector = [backbone.feature_dim, backbone.feature_dim, embedding_dim]
         predictor_hidden = 64
     else:
         raise SharpgenError(f"unknown SSL architecture {architecture!r} (choose one of: {', '.join(ARCHITECTURES)})")
-    return SimSiam(backbone, projector, predictor_hidden, image_size, embedding, stretched_input)
+    return SimSiam(backbone, projector, predictor_hidden, image_size, embedding)
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -87,15 +87,11 @@ class SslSettings:
     checkpoint_every: int
     mirror_weight: float
     series_positives: float
-    stretched_input: bool
     augment: AugmentSettings
 
 
 def _network(settings: SslSettings) -> SimSiam:
-    return build_simsiam(
-        settings.architecture, settings.image_size, settings.embedding_dim, settings.embedding,
-        settings.stretched_input,
-    )  # fmt: skip
+    return build_simsiam(settings.architecture, settings.image_size, settings.embedding_dim, settings.embedding)
 
 
 def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -141,7 +137,7 @@ def train_feature_mean(model: SimSiam, patches: torch.Tensor, batch_size: int = 
     dev = next(model.parameters()).device
     with torch.inference_mode():
         total = sum(
-            model.backbone(model.inputs(patches[start : start + batch_size].to(dev))).double().sum(0)
+            model.backbone(patches[start : start + batch_size].to(dev)).double().sum(0)
             for start in range(0, len(patches), batch_size)
         )
     return (total / len(patches)).float()
