@@ -155,7 +155,7 @@ def fit_directions(
 
     starts = np.random.default_rng(seed).standard_normal((settings.traversal_starts, latents.shape[1]))
     steps = traversal_steps(settings.max_step, settings.n_steps)
-    spread = {name: float(np.nanstd(table[name].to_numpy())) for name in measured}
+    spread = {name: float(table[name].std(ddof=0)) for name in measured}  # NaN, quietly, where none is defined
     traversals, curves, summary = [], [], {}
     kinds = KINDS if settings.local_steps > 0 and all(name in DIFFERENTIABLE for name in fitted) else SVM_KINDS
     if kinds == SVM_KINDS and settings.local_steps > 0:
