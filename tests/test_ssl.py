@@ -64,12 +64,18 @@ def bipoles(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.clip(np.stack(out), -1, 1).astype(np.float32)
 
 
+def measured_table(patches: np.ndarray, **columns) -> pd.DataFrame:
+    """A patch table of ``patches`` with their measured properties (what the property head reads) and ``columns``."""
+    return pd.DataFrame({**paper_properties(patches), **columns})
+
+
 @pytest.fixture
 def data_dir(tmp_path):
     """A tiny normalized dataset: 20 bipoles of 32 x 32 px, 16 in the train split."""
-    zarr.create_array(store=str(tmp_path / "patches.zarr"), data=bipoles(20, 32), chunks=(8, 32, 32), zarr_format=3)
+    patches = bipoles(20, 32)
+    zarr.create_array(store=str(tmp_path / "patches.zarr"), data=patches, chunks=(8, 32, 32), zarr_format=3)
     write_parquet_atomic(
-        pd.DataFrame({"split": ["train"] * 16 + ["val"] * 2 + ["test"] * 2}), tmp_path / "patches.parquet"
+        measured_table(patches, split=["train"] * 16 + ["val"] * 2 + ["test"] * 2), tmp_path / "patches.parquet"
     )
     return tmp_path
 
@@ -293,10 +299,11 @@ def test_series_partners_pair_only_records_of_the_same_harp():
 def series_dir(tmp_path):
     """20 patches of 32 px: train HARPs 1-4 observed 3 times, HARPs 5-6 once; val/test HARPs 7-10 twice each
     (none shares a HARP with the train split, as the HARP split guarantees)."""
-    zarr.create_array(store=str(tmp_path / "patches.zarr"), data=bipoles(22, 32), chunks=(8, 32, 32), zarr_format=3)
+    patches = bipoles(22, 32)
+    zarr.create_array(store=str(tmp_path / "patches.zarr"), data=patches, chunks=(8, 32, 32), zarr_format=3)
     harps = [1, 2, 3, 4] * 3 + [5, 6] + [7, 7, 8, 8, 9, 9, 10, 10]
     splits = ["train"] * 14 + ["val"] * 4 + ["test"] * 4
-    write_parquet_atomic(pd.DataFrame({"harpnum": harps, "split": splits}), tmp_path / "patches.parquet")
+    write_parquet_atomic(measured_table(patches, harpnum=harps, split=splits), tmp_path / "patches.parquet")
     return tmp_path
 
 
@@ -362,7 +369,7 @@ def test_encoders_saved_before_the_centred_embedding_still_load(data_dir, tmp_pa
 def test_the_papers_simsiam_with_projector_embedding_stays_selectable(series_dir, tmp_path):
     paper = build_settings(
         SslSettings, image_size=32, epochs=1, batch_size=4, objective="simsiam", embedding="projector",
-        series_positives=0.0, mirror_weight=0.0, augment={"dihedral": True, "polarity_flip": True},
+        series_positives=0.0, mirror_weight=0.0, property_weight=0.0, augment={"dihedral": True, "polarity_flip": True},
     )  # fmt: skip
     log = train_ssl(series_dir, tmp_path / "ssl", paper, seed=1, progress=False)
     assert (log["loss"] >= -1).all() and (log["loss"] <= 1).all()  # negative cosine
@@ -493,19 +500,10 @@ def tilted_bipoles(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-def measured_table(patches: np.ndarray, **columns) -> pd.DataFrame:
-    return pd.DataFrame({**paper_properties(patches), **columns})
-
-
 @pytest.fixture
-def property_dir(tmp_path):
-    """:func:`series_dir`'s layout (train HARPs 1-4 observed 3 times) with the measured properties in the table."""
-    patches = bipoles(22, 32)
-    zarr.create_array(store=str(tmp_path / "patches.zarr"), data=patches, chunks=(8, 32, 32), zarr_format=3)
-    harps = [1, 2, 3, 4] * 3 + [5, 6] + [7, 7, 8, 8, 9, 9, 10, 10]
-    splits = ["train"] * 14 + ["val"] * 4 + ["test"] * 4
-    write_parquet_atomic(measured_table(patches, harpnum=harps, split=splits), tmp_path / "patches.parquet")
-    return tmp_path
+def property_dir(series_dir):
+    """:func:`series_dir` (train HARPs 1-4 observed 3 times, the measured properties in the table)."""
+    return series_dir
 
 
 def test_property_loss_counts_and_differentiates_only_the_defined_properties():
@@ -564,7 +562,7 @@ def test_targets_are_standardized_with_the_train_split_only(property_dir):
 
 
 def test_property_weight_zero_trains_the_same_network_whatever_the_table_says(property_dir, tmp_path):
-    settings = dataclasses.replace(SETTINGS, epochs=1, series_positives=1.0)
+    settings = dataclasses.replace(SETTINGS, epochs=1, series_positives=1.0, property_weight=0.0)
     train_ssl(property_dir, tmp_path / "a", settings, seed=1, progress=False)
     table = pd.read_parquet(property_dir / "patches.parquet")
     write_parquet_atomic(table[["harpnum", "split"]], property_dir / "patches.parquet")  # no property at all
@@ -651,6 +649,6 @@ def test_the_property_head_trains_with_the_network_and_is_saved_and_resumed(prop
 
 
 def test_property_weight_is_a_non_negative_ssl_setting():
-    assert build_settings(SslSettings).property_weight == 0.0
+    assert build_settings(SslSettings).property_weight == 25.0
     with pytest.raises(SharpgenError, match="ssl.property_weight"):
         validate_config({"ssl": {"property_weight": -1.0}})
