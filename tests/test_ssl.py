@@ -28,14 +28,25 @@ from sharpgen.retrieval.augment import (
 )
 from sharpgen.retrieval.embed import embed_dataset, embed_patches, load_encoder
 from sharpgen.retrieval.models import (
+    DIPOLE_Y,
+    PROPERTY_TARGETS,
     build_simsiam,
     effective_rank,
     mirror_loss,
     output_std,
+    property_loss,
     simsiam_loss,
     vicreg_loss,
 )  # fmt: skip
-from sharpgen.retrieval.train import LOG_COLUMNS, SslSettings, series_partners, train_harpnums, train_ssl
+from sharpgen.retrieval.train import (
+    LOG_COLUMNS,
+    SslSettings,
+    property_targets,
+    series_partners,
+    train_harpnums,
+    train_property_targets,
+    train_ssl,
+)  # fmt: skip
 
 SETTINGS = build_settings(SslSettings, image_size=32, epochs=3, batch_size=4, checkpoint_every=3)
 
@@ -53,12 +64,18 @@ def bipoles(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.clip(np.stack(out), -1, 1).astype(np.float32)
 
 
+def measured_table(patches: np.ndarray, **columns) -> pd.DataFrame:
+    """A patch table of ``patches`` with their measured properties (what the property head reads) and ``columns``."""
+    return pd.DataFrame({**paper_properties(patches), **columns})
+
+
 @pytest.fixture
 def data_dir(tmp_path):
     """A tiny normalized dataset: 20 bipoles of 32 x 32 px, 16 in the train split."""
-    zarr.create_array(store=str(tmp_path / "patches.zarr"), data=bipoles(20, 32), chunks=(8, 32, 32), zarr_format=3)
+    patches = bipoles(20, 32)
+    zarr.create_array(store=str(tmp_path / "patches.zarr"), data=patches, chunks=(8, 32, 32), zarr_format=3)
     write_parquet_atomic(
-        pd.DataFrame({"split": ["train"] * 16 + ["val"] * 2 + ["test"] * 2}), tmp_path / "patches.parquet"
+        measured_table(patches, split=["train"] * 16 + ["val"] * 2 + ["test"] * 2), tmp_path / "patches.parquet"
     )
     return tmp_path
 
@@ -282,10 +299,11 @@ def test_series_partners_pair_only_records_of_the_same_harp():
 def series_dir(tmp_path):
     """20 patches of 32 px: train HARPs 1-4 observed 3 times, HARPs 5-6 once; val/test HARPs 7-10 twice each
     (none shares a HARP with the train split, as the HARP split guarantees)."""
-    zarr.create_array(store=str(tmp_path / "patches.zarr"), data=bipoles(22, 32), chunks=(8, 32, 32), zarr_format=3)
+    patches = bipoles(22, 32)
+    zarr.create_array(store=str(tmp_path / "patches.zarr"), data=patches, chunks=(8, 32, 32), zarr_format=3)
     harps = [1, 2, 3, 4] * 3 + [5, 6] + [7, 7, 8, 8, 9, 9, 10, 10]
     splits = ["train"] * 14 + ["val"] * 4 + ["test"] * 4
-    write_parquet_atomic(pd.DataFrame({"harpnum": harps, "split": splits}), tmp_path / "patches.parquet")
+    write_parquet_atomic(measured_table(patches, harpnum=harps, split=splits), tmp_path / "patches.parquet")
     return tmp_path
 
 
@@ -351,7 +369,7 @@ def test_encoders_saved_before_the_centred_embedding_still_load(data_dir, tmp_pa
 def test_the_papers_simsiam_with_projector_embedding_stays_selectable(series_dir, tmp_path):
     paper = build_settings(
         SslSettings, image_size=32, epochs=1, batch_size=4, objective="simsiam", embedding="projector",
-        series_positives=0.0, mirror_weight=0.0, augment={"dihedral": True, "polarity_flip": True},
+        series_positives=0.0, mirror_weight=0.0, property_weight=0.0, augment={"dihedral": True, "polarity_flip": True},
     )  # fmt: skip
     log = train_ssl(series_dir, tmp_path / "ssl", paper, seed=1, progress=False)
     assert (log["loss"] >= -1).all() and (log["loss"] <= 1).all()  # negative cosine
@@ -461,3 +479,176 @@ def test_embed_patches_streams_a_zarr_array_and_matches_a_direct_forward(data_di
     np.testing.assert_array_equal(np.load(tmp_path / "embeddings.npy"), written)
     with pytest.raises(SharpgenError, match=r"embeds \(N, 32, 32\) patches"):
         embed_patches(encoder, np.zeros((2, 16, 16), np.float32))
+
+
+# Physical-property head (ssl.property_weight)
+
+
+def tilted_bipoles(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """``n`` bipoles like :func:`bipoles` whose axis is tilted by up to 60 degrees either way."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    out = []
+    for _ in range(n):
+        cy, cx, half, width, strength, tilt = rng.uniform(
+            [0.4, 0.4, 0.1, 0.04, 0.5, -1.0], [0.6, 0.6, 0.2, 0.08, 1.5, 1.0]
+        )
+        dx, dy = half * np.cos(tilt), half * np.sin(tilt)
+        lead = np.exp(-((xx - cx + dx) ** 2 + (yy - cy + dy) ** 2) / (2 * width**2))
+        follow = np.exp(-((xx - cx - dx) ** 2 + (yy - cy - dy) ** 2) / (2 * width**2))
+        out.append(np.tanh(strength * (lead - follow)))
+    return np.stack(out).astype(np.float32)
+
+
+@pytest.fixture
+def property_dir(series_dir):
+    """:func:`series_dir` (train HARPs 1-4 observed 3 times, the measured properties in the table)."""
+    return series_dir
+
+
+def test_property_loss_counts_and_differentiates_only_the_defined_properties():
+    predicted = torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, -1.0]], requires_grad=True)
+    targets = torch.tensor([[1.5, float("nan"), 2.0], [float("nan"), float("nan"), 1.0]])
+    loss = property_loss(predicted, targets)
+    assert loss.item() == pytest.approx((0.5**2 + 1.0**2 + 2.0**2) / 3)  # the 3 defined entries, not 6
+    loss.backward()
+    assert torch.isfinite(predicted.grad).all()
+    assert (predicted.grad[torch.isnan(targets)] == 0).all() and (predicted.grad[~torch.isnan(targets)] != 0).all()
+    nothing = property_loss(predicted, torch.full((2, 3), float("nan")))
+    assert nothing.item() == 0.0 and nothing.requires_grad
+
+
+def test_property_targets_are_the_properties_and_the_centroid_vector_over_the_diagonal():
+    table = pd.DataFrame({
+        "tuf": [0.01, 0.1], "tpf": [0.02, np.nan], "tnf": [0.03, 0.2], "psep": [0.2, np.nan],
+        "r_paper": [0.0, np.nan], "lead_pol": [-8.0, np.nan], "tilt_paper": [30.0, np.nan],
+    })  # fmt: skip
+    targets = property_targets(table, image_size=64)
+    assert targets.shape == (2, len(PROPERTY_TARGETS))
+    np.testing.assert_allclose(targets[0], [0.01, 0.02, 0.03, 0.2, 0.0, -8.0 / (64 * np.sqrt(2)), 0.1])
+    np.testing.assert_array_equal(np.isnan(targets[1]), [False, True, False, True, True, True, True])
+    with pytest.raises(SharpgenError, match="lacks r_paper"):
+        property_targets(table.drop(columns="r_paper"), image_size=64)
+
+
+def test_the_centroid_vector_is_what_the_properties_measure_and_a_mirror_negates_its_y():
+    patches = tilted_bipoles(12, 64, seed=2)
+    measured = property_targets(measured_table(patches), 64)
+    mirrored = property_targets(measured_table(patches[:, ::-1].copy()), 64)
+    np.testing.assert_allclose(mirrored[:, DIPOLE_Y], -measured[:, DIPOLE_Y], atol=1e-9)
+    np.testing.assert_allclose(np.delete(mirrored, DIPOLE_Y, 1), np.delete(measured, DIPOLE_Y, 1), atol=1e-9)
+    x, y = measured[:, PROPERTY_TARGETS.index("dipole_x")], measured[:, DIPOLE_Y]
+    np.testing.assert_allclose(np.hypot(x, y), measured[:, PROPERTY_TARGETS.index("psep")])
+    assert (np.abs(y) > 0.01).sum() >= 8  # tilted both ways, so the y component carries the tilt sign
+    assert (y > 0).any() and (y < 0).any()
+
+
+def test_targets_are_standardized_with_the_train_split_only(property_dir):
+    table = pd.read_parquet(property_dir / "patches.parquet")
+    table.loc[table["split"] != "train", ["tuf", "psep"]] = [5.0, 0.9]  # held-out extremes must not shift anything
+    table.loc[3, "tpf"] = np.nan
+    write_parquet_atomic(table, property_dir / "patches.parquet")
+    targets, mirror_targets, scale = train_property_targets(property_dir, 32)
+    raw = property_targets(table[table["split"] == "train"], 32)
+    assert targets.shape == (14, len(PROPERTY_TARGETS)) and targets.dtype == np.float32
+    np.testing.assert_allclose(scale["mean"], np.nanmean(raw, axis=0))
+    np.testing.assert_allclose(scale["std"], np.nanstd(raw, axis=0))
+    np.testing.assert_allclose(np.nanmean(targets, axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(np.nanstd(targets, axis=0), 1.0, atol=1e-5)
+    assert np.isnan(targets[3, PROPERTY_TARGETS.index("tpf")]) and np.isfinite(np.delete(targets, 3, 0)).all()
+    mean_y, std_y = scale["mean"][DIPOLE_Y], scale["std"][DIPOLE_Y]
+    np.testing.assert_allclose(mirror_targets[:, DIPOLE_Y], (-raw[:, DIPOLE_Y] - mean_y) / std_y, rtol=1e-5)
+    np.testing.assert_array_equal(np.delete(mirror_targets, DIPOLE_Y, 1), np.delete(targets, DIPOLE_Y, 1))
+
+
+def test_property_weight_zero_trains_the_same_network_whatever_the_table_says(property_dir, tmp_path):
+    settings = dataclasses.replace(SETTINGS, epochs=1, series_positives=1.0, property_weight=0.0)
+    train_ssl(property_dir, tmp_path / "a", settings, seed=1, progress=False)
+    table = pd.read_parquet(property_dir / "patches.parquet")
+    write_parquet_atomic(table[["harpnum", "split"]], property_dir / "patches.parquet")  # no property at all
+    log = train_ssl(property_dir, tmp_path / "b", settings, seed=1, progress=False)
+    a, b = state_dict_of(tmp_path / "a" / "encoder.pt"), state_dict_of(tmp_path / "b" / "encoder.pt")
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert log["property_loss"].isna().all()
+    assert "property_head" not in torch.load(tmp_path / "b" / "encoder.pt", map_location="cpu", weights_only=False)
+    with pytest.raises(SharpgenError, match="ssl.property_weight"):
+        train_ssl(property_dir, tmp_path / "c", dataclasses.replace(settings, property_weight=1.0), seed=1,
+                  progress=False)  # fmt: skip
+
+
+def test_forward_features_is_the_forward_pass_with_the_backbone_features():
+    model = build_simsiam("default", 32).eval()
+    x = batch()
+    features, z, p = model.forward_features(x)
+    assert torch.equal(features, model.backbone(x))
+    assert all(torch.equal(a, b) for a, b in zip((z, p), model(x), strict=True))
+
+
+def test_each_view_is_scored_against_its_own_records_properties(property_dir, tmp_path, monkeypatch):
+    patches = bipoles(22, 32)
+    targets, mirror_targets, _ = train_property_targets(property_dir, 32)
+    train_rows = np.flatnonzero(pd.read_parquet(property_dir / "patches.parquet")["split"] == "train")
+    views, scored = [], []
+
+    def recording_two_views(x, generator, settings, partner=None):
+        views.append((x.clone(), partner.clone()))
+        return two_views(x, generator, settings, partner)
+
+    def recording_loss(predicted, target):
+        scored.append(target.clone())
+        return property_loss(predicted, target)
+
+    monkeypatch.setattr(ssl_train, "two_views", recording_two_views)
+    monkeypatch.setattr(ssl_train, "property_loss", recording_loss)
+    settings = dataclasses.replace(SETTINGS, epochs=1, series_positives=1.0, property_weight=1.0)
+    log = train_ssl(property_dir, tmp_path / "ssl", settings, seed=1, progress=False)
+
+    def train_row_of(patch: torch.Tensor) -> int:
+        row = int(np.flatnonzero((patches == patch[0].numpy()).all(axis=(1, 2)))[0])
+        return int(np.flatnonzero(train_rows == row)[0])
+
+    assert len(scored) == 3 * len(views)  # first view, second view, mirror image of the first
+    for step, (x, partner) in enumerate(views):
+        first, second, mirror = scored[3 * step : 3 * step + 3]
+        rows, partner_rows = [train_row_of(p) for p in x], [train_row_of(p) for p in partner]
+        assert rows != partner_rows  # series positives: the second view is another record
+        torch.testing.assert_close(first, torch.from_numpy(targets[rows]), equal_nan=True)
+        torch.testing.assert_close(second, torch.from_numpy(targets[partner_rows]), equal_nan=True)
+        torch.testing.assert_close(mirror, torch.from_numpy(mirror_targets[rows]), equal_nan=True)
+    assert np.isfinite(log["property_loss"]).all() and (log["property_loss"] > 0).all()
+
+
+def test_the_property_head_trains_with_the_network_and_is_saved_and_resumed(property_dir, tmp_path, monkeypatch):
+    settings = dataclasses.replace(SETTINGS, property_weight=5.0)
+    log = train_ssl(property_dir, tmp_path / "whole", settings, seed=1, progress=False)
+    plain = train_ssl(property_dir, tmp_path / "plain", dataclasses.replace(settings, property_weight=0.0), seed=1,
+                      progress=False)  # fmt: skip
+    assert log["loss"].iloc[0] > plain["loss"].iloc[0]  # same network and views at step 1: the term adds
+    whole = torch.load(tmp_path / "whole" / "encoder.pt", map_location="cpu", weights_only=False)
+    head = whole["property_head"]
+    assert head["targets"] == list(PROPERTY_TARGETS) and len(head["mean"]) == len(head["std"]) == 7
+    assert head["state_dict"]["linear.weight"].shape == (7, 256)
+    encoder = load_encoder(tmp_path / "whole" / "encoder.pt")  # the retrieval network loads as before
+    assert embed_patches(encoder, bipoles(3, 32)).shape == (3, 256)
+    real_save = ssl_train.save_checkpoint
+
+    def save_then_die(path, state, *rest):
+        real_save(path, state, *rest)
+        if state["step"] == 6:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ssl_train, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_ssl(property_dir, tmp_path / "split", settings, seed=1, progress=False)
+    monkeypatch.setattr(ssl_train, "save_checkpoint", real_save)
+    train_ssl(property_dir, tmp_path / "split", settings, seed=1, progress=False)
+    split = torch.load(tmp_path / "split" / "encoder.pt", map_location="cpu", weights_only=False)
+    for part in (whole["state_dict"], whole["property_head"]["state_dict"]):
+        other = split["state_dict"] if part is whole["state_dict"] else split["property_head"]["state_dict"]
+        assert all(torch.equal(part[name], other[name]) for name in part)
+
+
+def test_property_weight_is_a_non_negative_ssl_setting():
+    assert build_settings(SslSettings).property_weight == 25.0
+    with pytest.raises(SharpgenError, match="ssl.property_weight"):
+        validate_config({"ssl": {"property_weight": -1.0}})

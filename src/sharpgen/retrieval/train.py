@@ -14,6 +14,16 @@ the synthetic source's ``series``), the second view is drawn from another record
 (:func:`series_partners`), so the encoder learns that the region a few hours later, evolved, is the same region.
 Only the train split is read; patches of a HARP without other train records pair with themselves as before.
 
+With ``property_weight`` > 0 the backbone features of every view also feed a linear
+:class:`~sharpgen.retrieval.models.PropertyHead` that predicts the physical properties of the view's source patch
+(:data:`~sharpgen.retrieval.models.PROPERTY_TARGETS`, from the train rows of the patch table, standardized with the
+train split's mean and std; :func:`train_property_targets`); :func:`~sharpgen.retrieval.models.property_loss`
+(masked where a property is undefined), averaged over the views and times the weight, joins the objective. The
+second view's targets are its own record's (a series partner's are its own); the mirror image's are the view's
+with ``dipole_y`` negated. The head trains with the network (same optimizer) and is saved beside it in
+``encoder.pt`` (key ``property_head``); the embedding does not use it. At 0 (default) nothing of it exists and
+training is the same as without the option.
+
 Training runs ``epochs`` passes over the train split in batches of ``batch_size`` (the last partial batch
 of an epoch is dropped: BatchNorm needs full batches). The order of epoch e is a permutation seeded by
 ``(seed, e)``, the series partners of epoch e by ``(seed, e, 1)``; both views of a batch come from one
@@ -30,13 +40,15 @@ At the end, the mean backbone features of the train split (eval mode) go into th
 agreement of the views, VICReg's 0), ``output_std`` (the collapse indicator of ``ssl_models.output_std`` on the
 projector output of the first view: about 1 healthy, about 0 collapsed), ``effective_rank`` (RankMe of the
 projector outputs ``z`` of the first view, ``ssl_models.effective_rank``: how many directions the embeddings
-use, at most the batch size; falling towards 1-2 is dimensional collapse, which ``output_std`` does not see)
-and ``seconds_per_step``.
+use, at most the batch size; falling towards 1-2 is dimensional collapse, which ``output_std`` does not see),
+``property_loss`` (the head's mean squared error in standard deviations, before the weight; empty at
+``property_weight`` 0) and ``seconds_per_step``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -54,17 +66,21 @@ from ..run import stage_file
 from ..training import load_training_patches, pick_device, restore_checkpoint, run_identity, save_checkpoint
 from .augment import AugmentSettings, two_views
 from .models import (
+    DIPOLE_Y,
     OBJECTIVES,
+    PROPERTY_TARGETS,
+    PropertyHead,
     SimSiam,
     build_simsiam,
     effective_rank,
     mirror_loss,
     output_std,
+    property_loss,
     simsiam_loss,
     vicreg_loss,
 )  # fmt: skip
 
-LOG_COLUMNS = ("step", "epoch", "loss", "output_std", "effective_rank", "seconds_per_step")
+LOG_COLUMNS = ("step", "epoch", "loss", "output_std", "effective_rank", "property_loss", "seconds_per_step")
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,7 @@ class SslSettings:
     checkpoint_every: int
     mirror_weight: float
     series_positives: float
+    property_weight: float
     augment: AugmentSettings
 
 
@@ -131,6 +148,52 @@ def _epoch_partners(seed: int, epoch: int, harpnums: np.ndarray, fraction: float
     return series_partners(harpnums, fraction, np.random.default_rng([seed, epoch, 1]))
 
 
+PROPERTY_COLUMNS = ("tuf", "tpf", "tnf", "psep", "r_paper", "lead_pol", "tilt_paper")
+"""The patch-table columns :func:`property_targets` reads."""
+
+
+def property_targets(table: pd.DataFrame, image_size: int) -> np.ndarray:
+    """``(N, P)`` raw :data:`~sharpgen.retrieval.models.PROPERTY_TARGETS` of the patch-table rows of S x S patches
+    (``image_size`` S), float64, NaN where a property is undefined."""
+    missing = [name for name in PROPERTY_COLUMNS if name not in table]
+    if missing:
+        raise SharpgenError(
+            f"config key 'ssl.property_weight': the patch table lacks {', '.join(missing)}; rerun normalize"
+        )
+    values = {name: table[name].to_numpy(dtype=np.float64) for name in PROPERTY_COLUMNS}
+    values["dipole_x"] = values["lead_pol"] / (image_size * np.sqrt(2.0))
+    values["dipole_y"] = values["psep"] * np.sin(np.radians(values["tilt_paper"]))
+    return np.stack([values[name] for name in PROPERTY_TARGETS], axis=1)
+
+
+def standardize(values: np.ndarray, mean: np.ndarray | None = None, std: np.ndarray | None = None):
+    """``(values - mean) / std`` per column, with ``mean`` and ``std`` (of the finite entries of ``values`` unless
+    given; a column without spread gets std 1, one without finite entries mean 0); returns all three."""
+    if mean is None or std is None:
+        finite = np.isfinite(values)
+        count = finite.sum(axis=0)
+        filled = np.where(finite, values, 0.0)
+        mean = np.divide(filled.sum(axis=0), count, out=np.zeros(values.shape[1]), where=count > 0)
+        spread = np.where(finite, values - mean, 0.0)
+        std = np.sqrt(np.divide((spread**2).sum(axis=0), count, out=np.zeros(values.shape[1]), where=count > 0))
+        std = np.where(std > 0, std, 1.0)
+    return (values - mean) / std, mean, std
+
+
+def train_property_targets(data_dir: str | os.PathLike, image_size: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Standardized targets of the train-split records (rows as ``load_training_patches``) and of their north-south
+    mirror images (``dipole_y`` negated), float32 with NaN where undefined, and the train split's ``mean``/``std``
+    (the standardization; val and test records play no part)."""
+    table = pd.read_parquet(stage_file(data_dir, "patch_table"))
+    raw = property_targets(table[table["split"] == "train"], image_size)
+    targets, mean, std = standardize(raw)
+    mirrored = raw.copy()
+    mirrored[:, DIPOLE_Y] *= -1
+    mirror_targets, _, _ = standardize(mirrored, mean, std)
+    scale = {"targets": list(PROPERTY_TARGETS), "mean": mean.tolist(), "std": std.tolist()}
+    return targets.astype(np.float32), mirror_targets.astype(np.float32), scale
+
+
 def train_feature_mean(model: SimSiam, patches: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Mean backbone features (eval mode) of the ``(N, 1, S, S)`` train patches: ``centred_backbone``'s centre."""
     model.eval()
@@ -146,16 +209,15 @@ def train_feature_mean(model: SimSiam, patches: torch.Tensor, batch_size: int = 
 def _new_state(settings: SslSettings, seed: int, device: torch.device) -> dict:
     torch.manual_seed(seed)
     model = _network(settings).to(device)
+    parameters = list(model.parameters())
+    state = {"step": 0, "model": model}
+    if settings.property_weight > 0:  # initialised after the network, whose weights stay those of weight 0
+        state["property_head"] = PropertyHead(model.feature_mean.numel()).to(device)
+        parameters += list(state["property_head"].parameters())
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+        parameters, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
     )
-    return {
-        "step": 0,
-        "model": model,
-        "optimizer": optimizer,
-        "augmenter": torch.Generator().manual_seed(seed),
-        "log": [],
-    }
+    return {**state, "optimizer": optimizer, "augmenter": torch.Generator().manual_seed(seed), "log": []}
 
 
 MODULES = ("model", "optimizer")
@@ -163,6 +225,11 @@ GENERATORS = ("augmenter",)
 FREE_SETTINGS = ("epochs", "checkpoint_every", "embedding")
 """Settings a resumed run may change: ``epochs`` extends it, ``embedding`` is read only by ``embed`` (changing it
 rewrites ``encoder.pt`` without training)."""
+
+
+def _modules(settings: SslSettings) -> tuple[str, ...]:
+    """The checkpointed modules: :data:`MODULES` and, with ``property_weight`` > 0, the property head."""
+    return MODULES + (("property_head",) if settings.property_weight > 0 else ())
 
 
 def train_ssl(
@@ -194,15 +261,18 @@ def train_ssl(
             f"config key 'ssl.batch_size': {settings.batch_size} exceeds the {len(patches)} train patches"
         )
     harpnums = train_harpnums(data_dir) if settings.series_positives > 0 else np.zeros(len(patches), np.int64)
+    if settings.property_weight > 0:
+        targets, mirror_targets, scale = train_property_targets(data_dir, settings.image_size)
+        targets, mirror_targets = torch.from_numpy(targets), torch.from_numpy(mirror_targets)
     total = settings.epochs * steps_per_epoch
     state = _new_state(settings, seed, dev)
     identity = run_identity(settings, seed, patches, FREE_SETTINGS)
     if checkpoint.is_file():
         restore_checkpoint(
-            checkpoint, state, identity, MODULES, GENERATORS, stage="train_ssl", total_steps=total,
+            checkpoint, state, identity, _modules(settings), GENERATORS, stage="train_ssl", total_steps=total,
             limit=f"the {total} steps of ssl.epochs = {settings.epochs}", setting="epochs",
         )  # fmt: skip
-    model, optimizer = state["model"], state["optimizer"]
+    model, optimizer, head = state["model"], state["optimizer"], state.get("property_head")
     model.train()
     bar = progress_bar(total=total, initial=state["step"], desc="train_ssl", unit="step", disable=not progress)
     order, order_epoch = None, -1
@@ -215,28 +285,39 @@ def train_ssl(
         rows = order[position * settings.batch_size : (position + 1) * settings.batch_size]
         batch, partner = patches[rows].to(dev), patches[partners[rows]].to(dev)
         view1, view2 = two_views(batch, state["augmenter"], settings.augment, partner)
-        z1, p1 = model(view1)
-        z2, p2 = model(view2)
+        f1, z1, p1 = model.forward_features(view1)
+        f2, z2, p2 = model.forward_features(view2)
         loss = simsiam_loss(z1, p1, z2, p2) if settings.objective == "simsiam" else vicreg_loss(z1, z2)
         if settings.mirror_weight > 0:
-            z_mirrored, _ = model(torch.flip(view1, dims=(-2,)))
+            f_mirrored, z_mirrored, _ = model.forward_features(torch.flip(view1, dims=(-2,)))
             loss = loss + settings.mirror_weight * mirror_loss(z1, z_mirrored)
+        head_loss = math.nan
+        if head is not None:
+            pairs = [(f1, targets[rows]), (f2, targets[partners[rows]])]
+            if settings.mirror_weight > 0:
+                pairs.append((f_mirrored, mirror_targets[rows]))
+            term = sum(property_loss(head(f), t.to(dev)) for f, t in pairs) / len(pairs)
+            loss = loss + settings.property_weight * term
+            head_loss = term.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         state["step"] += 1
         state["log"].append({
             "step": state["step"], "epoch": epoch, "loss": loss.item(), "output_std": output_std(z1),
-            "effective_rank": effective_rank(z1),
+            "effective_rank": effective_rank(z1), "property_loss": head_loss,
             "seconds_per_step": time.perf_counter() - started,
         })  # fmt: skip
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", std=f"{state['log'][-1]['output_std']:.2f}")
         if state["step"] % settings.checkpoint_every == 0 or state["step"] == total:
-            save_checkpoint(checkpoint, state, settings, identity, MODULES, GENERATORS)
+            save_checkpoint(checkpoint, state, settings, identity, _modules(settings), GENERATORS)
             write_csv_atomic(pd.DataFrame(state["log"], columns=list(LOG_COLUMNS)), stage_file(out_dir, "ssl_log"))
     bar.close()
     model.feature_mean.copy_(train_feature_mean(model, patches))
+    payload = {"settings": dataclasses.asdict(settings), "seed": seed, "state_dict": model.state_dict()}
+    if head is not None:
+        payload["property_head"] = {**scale, "state_dict": head.state_dict()}
     with atomic_path(stage_file(out_dir, "encoder")) as tmp:
-        torch.save({"settings": dataclasses.asdict(settings), "seed": seed, "state_dict": model.state_dict()}, tmp)
+        torch.save(payload, tmp)
     return pd.DataFrame(state["log"], columns=list(LOG_COLUMNS))
