@@ -53,6 +53,14 @@ def test_shipped_configs_are_valid(repo_root):
         assert config["results_dir"].startswith("results/")
 
 
+def test_paper_config_trains_the_papers_simsiam_without_our_additions(repo_root):
+    """Every ssl option added since the paper defaults to on; paper.yaml must switch each one off."""
+    ssl = load_config(repo_root / "config" / "paper.yaml")["ssl"]
+    assert (ssl["objective"], ssl["embedding"]) == ("simsiam", "projector")
+    assert ssl["mirror_weight"] == ssl["series_positives"] == ssl["property_weight"] == 0.0
+    assert ssl["augment"]["dihedral"] and ssl["augment"]["polarity_flip"]
+
+
 @pytest.mark.parametrize("name", ["schema.yaml", "config.yaml", "paper.yaml", "test.yaml"])
 def test_no_shipped_yaml_gives_a_key_twice(repo_root, name):
     """YAML keeps the last of two equal keys silently: an edit pasted twice would hide the first."""
