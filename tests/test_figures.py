@@ -214,6 +214,11 @@ def test_training_curves_give_the_final_values_and_name_missing_columns(tmp_path
     ssl = plot_ssl_training(ssl_log(), tmp_path / "ssl.png")
     assert_png(tmp_path / "ssl.png")
     assert ssl["epochs"] == 4 and ssl["final"]["effective_rank"] == pytest.approx(3.0, abs=0.3)
+    assert "property_loss" not in ssl["final"]  # no property head: three panels
+    empty_head = ssl_log().assign(property_loss=np.nan)  # a log of property_weight 0 has the column, empty
+    assert "property_loss" not in plot_ssl_training(empty_head, tmp_path / "ssl0.png")["final"]
+    head = plot_ssl_training(ssl_log().assign(property_loss=np.linspace(1.2, 0.4, 40)), tmp_path / "ssl1.png")
+    assert head["final"]["property_loss"] == pytest.approx(0.4, abs=0.05)
     with pytest.raises(SharpgenError, match="SSL training log lacks the column.*effective_rank"):
         plot_ssl_training(ssl_log().drop(columns=["effective_rank"]), tmp_path / "bad.png")
     with pytest.raises(SharpgenError, match="GAN training log lacks the column.*fake_acc"):

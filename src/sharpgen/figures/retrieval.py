@@ -135,20 +135,24 @@ def plot_ssl_training(log: pd.DataFrame, path: str | os.PathLike) -> dict:
     ``loss``: the objective's (SimSiam's symmetrised negative cosine, -1 = both views agree perfectly; VICReg's
     invariance + variance + covariance, 0 at best). ``output_std``: about 1 for spread outputs, towards 0 for
     complete collapse. ``effective_rank``: RankMe of a batch of embeddings, how many directions they use;
-    towards 1 is dimensional collapse. Epoch boundaries are thin vertical lines.
+    towards 1 is dimensional collapse. ``property_loss``, where the log has it (``ssl.property_weight`` > 0): the
+    property head's mean squared error in standard deviations (1 = no better than the train-split mean), in a
+    fourth panel. Epoch boundaries are thin vertical lines.
     """
     require_columns(log, SSL_LOG_COLUMNS, "the SSL training log")
     steps = log["step"].to_numpy()
     window = max(1, len(log) // 50)
+    panels = {
+        "loss": "loss",
+        "output_std": "output_std (1 healthy, 0 collapsed)",
+        "effective_rank": "effective rank, RankMe (1 = collapsed)",
+    }
+    if "property_loss" in log.columns and np.isfinite(log["property_loss"].to_numpy(dtype=np.float64)).any():
+        panels["property_loss"] = "property MSE (std$^2$)"
     pyplot = get_pyplot()
-    figure, axes = pyplot.subplots(3, 1, figsize=(7.0, 7.0), sharex=True)
+    figure, axes = pyplot.subplots(len(panels), 1, figsize=(7.0, 2.5 * len(panels) - 0.5), sharex=True)
     final = {}
-    for axis, name, label in zip(
-        axes,
-        ("loss", "output_std", "effective_rank"),
-        ("loss", "output_std (1 healthy, 0 collapsed)", "effective rank, RankMe (1 = collapsed)"),
-        strict=True,
-    ):
+    for axis, (name, label) in zip(axes, panels.items(), strict=True):
         values = log[name].to_numpy(dtype=np.float64)
         trend = smooth(values, window)
         final[name] = float(trend[-1])
@@ -163,12 +167,13 @@ def plot_ssl_training(log: pd.DataFrame, path: str | os.PathLike) -> dict:
     axes[1].axhline(0.0, color="tab:red", lw=0.8, ls=":")
     axes[2].axhline(1.0, color="tab:red", lw=0.8, ls=":")
     axes[2].set_ylim(bottom=0)
-    axes[2].set_xlabel("training step", fontsize=8)
+    axes[-1].set_xlabel("training step", fontsize=8)
     epochs = int(log["epoch"].max()) + 1 if "epoch" in log.columns else None
     numbers = {"steps": int(steps.max()), "epochs": epochs, "final": final}
     figure.suptitle(
         f"SSL training: {numbers['steps']} steps; final loss {fmt(final['loss'], 3)}, output_std "
-        f"{fmt(final['output_std'])}, effective rank {fmt(final['effective_rank'], 1)}",
+        f"{fmt(final['output_std'])}, effective rank {fmt(final['effective_rank'], 1)}"
+        + (f", property MSE {fmt(final['property_loss'], 3)}" if "property_loss" in final else ""),
         fontsize=9,
     )
     figure.tight_layout()
