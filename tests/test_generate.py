@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -21,6 +22,7 @@ from sharpgen.latent.generate import (
     steer,
     steer_and_write,
     step_along,
+    weak_directions,
     write_results,
 )
 from sharpgen.latent.requests import SteerRequest, parse_assignments
@@ -431,3 +433,12 @@ def test_a_missed_kept_request_that_the_model_never_makes_is_explained(steering,
     err = capsys.readouterr().err
     assert f"of the {missed} missed request(s) ask for what at most" in err
     assert "samples have (the targets with psep at the start's value)" in err
+
+
+def test_a_step_along_a_direction_that_barely_moves_its_property_is_flagged_by_the_name_that_steers_it(steering):
+    """edit --step warns where fit_directions found a direction's own property rising erratically (on one
+    default run R's median Spearman was 0.10: a step of +2 asked for a decrease)."""
+    measured = dataclasses.replace(steering, monotonicity={"tuf": 0.97, "psep": 0.10})
+    assert weak_directions(measured, ["tuf", "psep_mm"]) == {"psep": 0.10}  # psep_mm is steered by psep
+    assert weak_directions(measured, ["tuf"]) == {}
+    assert weak_directions(steering, ["tuf", "psep"]) == {}  # not measured (an older run): nothing to say

@@ -345,7 +345,7 @@ def _explain_rare_requests(result, request, steering) -> None:
 
 
 def _cmd_edit(args: argparse.Namespace) -> int:
-    from .latent.generate import load_latents, load_steering, steer_and_write
+    from .latent.generate import load_latents, load_steering, steer_and_write, weak_directions
     from .latent.requests import check_out_dir, steer_request
 
     if bool(args.step) == bool(args.target):
@@ -355,6 +355,13 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     starts = load_latents(args.latents, args.rows)
     _torch_threads(args.threads)
     steering = load_steering(args.run_dir, device=args.device)
+    for name, correlation in weak_directions(steering, list(request.steps or {})).items():
+        print(
+            f"sharpgen: warning: {name}'s direction barely moves {name} on this run (median Spearman "
+            f"{correlation:.2f} along its traversals; 1 = always up), so a step along it may not raise it; "
+            f"--target {name}=VALUE aims at a value along each latent's own gradients",
+            file=sys.stderr,
+        )
     result = steer_and_write(steering, starts, request, out_dir, "edited")
     _report_steering(out_dir, "edited", result, request, steering)
     return 0

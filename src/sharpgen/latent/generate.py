@@ -16,7 +16,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -65,6 +65,7 @@ class Steering:
     slopes: dict[str, dict[str, float]]
     samples: pd.DataFrame
     sample_latents: np.ndarray | None = None  # (M, 100), row i = the latent of samples row i
+    monotonicity: dict[str, float] = field(default_factory=dict)  # median Spearman of each direction's own property
 
     def measure(self, latents: np.ndarray) -> pd.DataFrame:
         """Generate and measure ``(N, 100)`` latents."""
@@ -126,7 +127,28 @@ def load_steering(run_dir: str | os.PathLike, device: str = "auto") -> Steering:
         slopes={name: entry["traversal"]["plain"]["slopes_per_step"] for name, entry in document["directions"].items()},
         samples=pd.read_parquet(layout.path("sample_table")),
         sample_latents=np.load(layout.path("sample_latents"), mmap_mode="r"),
+        monotonicity={
+            name: float(entry["traversal"]["plain"].get("median_spearman", math.nan))
+            for name, entry in document["directions"].items()
+        },
     )
+
+
+WEAK_DIRECTION_SPEARMAN = 0.5
+"""A direction whose own property follows the step with a median Spearman correlation below this, along
+``fit_directions``' plain traversals (1 = always up), moves it too little or too erratically for ``edit --step``."""
+
+
+def weak_directions(steering: Steering, names: Sequence[str]) -> dict[str, float]:
+    """Of the stepped ``names``, the directions (by the name that steers each) along which their own property
+    rises with a median Spearman correlation below :data:`WEAK_DIRECTION_SPEARMAN`: ``{name: correlation}``."""
+    weak = {}
+    for name in names:
+        steered = steering.resolve(name)[0]
+        correlation = steering.monotonicity.get(steered, math.nan)
+        if correlation < WEAK_DIRECTION_SPEARMAN:
+            weak[steered] = correlation
+    return weak
 
 
 def _check_reachable(
