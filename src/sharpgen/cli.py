@@ -317,7 +317,7 @@ def _explain_rare_requests(result, request, steering) -> None:
     or a target beside a kept property's start value (no steering can meet those)."""
     import numpy as np
 
-    from .latent.score import SUPPORTED, support
+    from .latent.score import SUPPORTED, request_support, support
 
     samples = len(steering.samples)
     if len(request.targets) > 1:
@@ -332,8 +332,7 @@ def _explain_rare_requests(result, request, steering) -> None:
     if not request.keep:
         return
     missed = np.flatnonzero(~result.converged)
-    starts = [{name: result.summary[f"start_{name}"].iat[i] for name in request.keep} for i in missed]
-    shares = np.array([support(steering, {**request.targets, **kept}, request.tolerance) for kept in starts])
+    shares = request_support(steering, request.targets, request.keep, result.summary.iloc[missed], request.tolerance)
     rare = shares < SUPPORTED
     if rare.any():
         print(

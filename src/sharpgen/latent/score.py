@@ -63,6 +63,21 @@ def support(steering: Steering, targets: Mapping[str, float], tolerance: float =
     return float(inside.mean()) if len(inside) else 0.0
 
 
+def request_support(
+    steering: Steering,
+    targets: Mapping[str, float],
+    keep: Sequence[str],
+    starts: pd.DataFrame,
+    tolerance: float = TOLERANCE,
+) -> np.ndarray:
+    """Per row of ``starts`` (a table with a ``start_<name>`` column for each ``keep`` property), the
+    :func:`support` of what that request asks for: the ``targets`` with every kept property at its start value."""
+    return np.array([
+        support(steering, {**targets, **{name: starts[f"start_{name}"].iat[row] for name in keep}}, tolerance)
+        for row in range(len(starts))
+    ])  # fmt: skip
+
+
 def label_score(
     steering: Steering,
     grid: Sequence[Mapping[str, float]],
@@ -130,8 +145,7 @@ def label_score(
                         held &= np.abs(frame[f"drift_{name}"].to_numpy()) <= tolerance
             frame.insert(1, "met", met)
             frame.insert(2, "held", held)
-            asked = [{**targets, **{name: frame[f"start_{name}"].iat[j] for name in keep}} for j in range(per_target)]
-            frame.insert(3, "support", [support(steering, wanted, tolerance) for wanted in asked])
+            frame.insert(3, "support", request_support(steering, targets, keep, frame, tolerance))
             frames[number] = frame
     return pd.concat([frames[number] for number in sorted(frames)], ignore_index=True)
 

@@ -51,6 +51,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -170,12 +171,9 @@ def standardize(values: np.ndarray, mean: np.ndarray | None = None, std: np.ndar
     """``(values - mean) / std`` per column, with ``mean`` and ``std`` (of the finite entries of ``values`` unless
     given; a column without spread gets std 1, one without finite entries mean 0); returns all three."""
     if mean is None or std is None:
-        finite = np.isfinite(values)
-        count = finite.sum(axis=0)
-        filled = np.where(finite, values, 0.0)
-        mean = np.divide(filled.sum(axis=0), count, out=np.zeros(values.shape[1]), where=count > 0)
-        spread = np.where(finite, values - mean, 0.0)
-        std = np.sqrt(np.divide((spread**2).sum(axis=0), count, out=np.zeros(values.shape[1]), where=count > 0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a column with no finite entry has no mean or spread
+            mean, std = np.nan_to_num(np.nanmean(values, axis=0)), np.nanstd(values, axis=0)
         std = np.where(std > 0, std, 1.0)
     return (values - mean) / std, mean, std
 
