@@ -284,7 +284,7 @@ def plot_entanglement(entanglement: dict, path: str | os.PathLike) -> dict:
 LABEL_SCORE_PANELS = (
     ("single", "met", "single targets met"),
     ("joint", "met", "joint targets met"),
-    ("keep", "held", "kept property held (by moved property; each other kept in turn)"),
+    ("keep", "held", "kept property held, by moved property"),
 )
 """The panels of :func:`plot_label_score`: ``(kind, fraction shown, title)``."""
 
