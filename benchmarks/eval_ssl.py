@@ -2,7 +2,8 @@
 
 Trains ``train_ssl`` with the schema's ``ssl`` defaults overridden by ``--settings`` on the normalized data of
 ``--data`` (a run's ``data/``), embeds and indexes every patch, then runs ``evaluate_retrieval`` with the
-generated queries of ``--samples`` (a run's ``samples/``). Prints the top-1 Pearson per property and method,
+generated queries of ``--samples`` (a run's ``samples/``); ``--index-settings`` overrides the ``index`` section
+(the hybrid search's ``physics_weight``, ``orientation_weight``). Prints the top-1 Pearson per property and method,
 the orientation agreement, the effective rank and top-1 cosine spread of the index, and same-region recall.
 ``--out`` is a scratch results directory (``data``/``samples`` become links; an existing encoder there is
 reused, so a variant is trained once).
@@ -23,7 +24,7 @@ import torch
 from sharpgen.config import build_settings
 from sharpgen.retrieval.embed import embed_dataset
 from sharpgen.retrieval.evaluate import RetrievalEvalSettings, evaluate_retrieval
-from sharpgen.retrieval.index import build_index_from_files
+from sharpgen.retrieval.index import IndexSettings, build_index_from_files
 from sharpgen.retrieval.train import SslSettings, train_ssl
 from sharpgen.run import RunLayout
 
@@ -46,6 +47,9 @@ def main() -> None:
     parser.add_argument("--samples", required=True, help="a run's samples/ (the generated queries)")
     parser.add_argument("--out", required=True, help="scratch results directory for this variant")
     parser.add_argument("--settings", default="{}", help="JSON overrides of the ssl section")
+    parser.add_argument(
+        "--index-settings", default="{}", help='JSON overrides of the index section, e.g. {"physics_weight": 0}'
+    )
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=23)
     parser.add_argument("--threads", type=int, default=1)
@@ -61,11 +65,16 @@ def main() -> None:
     if not layout.path("encoder").is_file():
         train_ssl(layout.folder("patches"), layout.folder("encoder"), settings, args.seed, "cpu", args.threads, False)
     embed_dataset(layout.folder("patches"), layout.path("encoder"), layout.path("embeddings"), progress=False)
-    build_index_from_files(layout.path("embeddings"), layout.path("patch_table"), layout.path("index"))
+    index_settings = build_settings(IndexSettings, json.loads(args.index_settings))
+    build_index_from_files(
+        layout.path("embeddings"), layout.path("patch_table"), layout.path("index"), index_settings,
+        image_size=args.image_size,
+    )  # fmt: skip
     document = evaluate_retrieval(
         layout.results_dir, layout.folder("evaluation"), build_settings(RetrievalEvalSettings), args.seed, "cpu"
     )
-    print(json.dumps({"settings": json.loads(args.settings), **summary(document)}), flush=True)
+    print(json.dumps({"settings": json.loads(args.settings), "index": json.loads(args.index_settings),
+                      **summary(document)}), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from sharpgen.retrieval.index import (
     search,
     write_index,
 )
+from sharpgen.retrieval.physics_vector import PROPERTY_TARGETS, hybrid_vectors, property_targets
 
 N, DIM = 600, 16
 
@@ -188,9 +189,50 @@ def test_user_mistakes_are_one_line_errors(exact, embeddings, table, tmp_path):
 def test_index_stage_reads_embeddings_and_patch_table(embeddings, table, tmp_path):
     np.save(tmp_path / "embeddings.npy", embeddings)
     table.to_parquet(tmp_path / "patches.parquet")
-    build_index_from_files(tmp_path / "embeddings.npy", tmp_path / "patches.parquet", tmp_path / "index")
-    rows = read_index(tmp_path / "index").rows
-    assert list(rows.columns) == ["row", "harpnum", "t_rec", "split", "time", "latitude"]
-    assert rows["time"].iloc[5] == pd.Timestamp("2011-01-01 01:00")
+    plain = build_settings(IndexSettings, physics_weight=0.0)
+    build_index_from_files(tmp_path / "embeddings.npy", tmp_path / "patches.parquet", tmp_path / "index", plain)
+    index = read_index(tmp_path / "index")
+    assert list(index.rows.columns) == ["row", "harpnum", "t_rec", "split", "time", "latitude"]
+    assert index.rows["time"].iloc[5] == pd.Timestamp("2011-01-01 01:00")
+    assert index.physics is None and index.dim == DIM  # the embeddings alone
     with pytest.raises(SharpgenError, match="run the embed stage first"):
         build_index_from_files(tmp_path / "missing.npy", tmp_path / "patches.parquet", tmp_path / "index")
+
+
+def physics_table(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the measured properties a hybrid index reads, seeded."""
+    rng = np.random.default_rng(1)
+    return table.assign(
+        tuf=rng.uniform(0.001, 0.1, N), tpf=rng.uniform(0.001, 0.05, N), tnf=rng.uniform(0.001, 0.05, N),
+        psep=rng.uniform(0.05, 0.6, N), r_paper=rng.uniform(0.0, 10.0, N), lead_pol=rng.uniform(-20, 20, N),
+        tilt_paper=rng.uniform(-60, 60, N),
+    )  # fmt: skip
+
+
+def test_a_hybrid_index_tells_apart_patches_that_look_alike_by_their_physics(embeddings, table, tmp_path):
+    """With index.physics_weight > 0 each indexed vector is the embedding beside the patch's measured physics
+    (standardized with the train split): of two patches with one embedding, the one whose properties are the
+    query's ranks first, which the embedding alone cannot tell."""
+    table = physics_table(table)
+    twins = embeddings.copy()
+    twins[1] = twins[0]  # rows 0 and 1 look alike to the encoder
+    np.save(tmp_path / "embeddings.npy", twins)
+    table.to_parquet(tmp_path / "patches.parquet")
+    build_index_from_files(tmp_path / "embeddings.npy", tmp_path / "patches.parquet", tmp_path / "index", image_size=64)
+    index = read_index(tmp_path / "index")
+    train = property_targets(table[table["split"] == "train"], 64)
+    assert index.physics["targets"] == list(PROPERTY_TARGETS)
+    np.testing.assert_allclose(index.physics["mean"], train.mean(axis=0))
+    np.testing.assert_allclose(index.physics["std"], train.std(axis=0))
+    assert index.dim == 24  # 16 + 7, padded to a multiple of 8
+    settings = index.settings
+    for row in (0, 1):
+        query = hybrid_vectors(
+            twins[row : row + 1], property_targets(table.iloc[[row]], 64), index.physics, settings.physics_weight,
+            settings.orientation_weight,
+        )  # fmt: skip
+        found = search(index, query, k=2)
+        assert found.rows[0, 0] == row and found.similarity[0, 0] == pytest.approx(1.0, abs=1e-5)
+        assert found.similarity[0, 1] < 0.99
+    with pytest.raises(SharpgenError, match="needs the patches' image_size"):
+        build_index_from_files(tmp_path / "embeddings.npy", tmp_path / "patches.parquet", tmp_path / "index")

@@ -28,8 +28,6 @@ from sharpgen.retrieval.augment import (
 )
 from sharpgen.retrieval.embed import embed_dataset, embed_patches, load_encoder
 from sharpgen.retrieval.models import (
-    DIPOLE_Y,
-    PROPERTY_TARGETS,
     build_simsiam,
     effective_rank,
     mirror_loss,
@@ -38,10 +36,10 @@ from sharpgen.retrieval.models import (
     simsiam_loss,
     vicreg_loss,
 )  # fmt: skip
+from sharpgen.retrieval.physics_vector import DIPOLE_Y, PROPERTY_TARGETS, property_targets
 from sharpgen.retrieval.train import (
     LOG_COLUMNS,
     SslSettings,
-    property_targets,
     series_partners,
     train_harpnums,
     train_property_targets,

@@ -151,25 +151,29 @@ def test_generate_and_edit_write_fits_png_and_table_from_the_run(test_run, tmp_p
 
 
 def test_train_ssl_and_build_index_make_a_searchable_index_of_every_patch(test_run):
-    from sharpgen.retrieval.index import read_index, search
+    from sharpgen.retrieval.index import search
+    from sharpgen.retrieval.search import Retriever
 
     log = pd.read_csv(test_run / "retrieval" / "ssl" / "train_log.csv")
     assert {"loss", "output_std", "effective_rank"} <= set(log.columns) and np.isfinite(log["loss"]).all()
     table = pd.read_parquet(test_run / "data" / "patches.parquet")
     embeddings = np.load(test_run / "retrieval" / "embeddings.npy")
     assert embeddings.shape[0] == len(table) and np.isfinite(embeddings).all()
-    index = read_index(test_run / "retrieval" / "index")
-    assert len(index) == len(table)
-    found = search(index, embeddings[:5], k=3)
+    retriever = Retriever.from_run(test_run, "cpu")
+    index = retriever.index
+    assert len(index) == len(table) and index.physics is not None  # the default hybrid search
+    vectors = retriever.embed(retriever.real_patches(np.arange(5)))  # measured as a query is: as indexed
+    found = search(index, vectors, k=3)
     assert list(found.rows[:, 0]) == [0, 1, 2, 3, 4]  # each patch is its own nearest neighbour
-    only_test = search(index, embeddings[:5], k=2, filters={"splits": ["test"]})
+    np.testing.assert_allclose(found.similarity[:, 0], 1.0, atol=1e-4)
+    only_test = search(index, vectors, k=2, filters={"splits": ["test"]})
     assert set(table["split"].to_numpy()[only_test.rows.ravel()]) == {"test"}
 
 
 def test_evaluate_retrieval_scores_ssl_and_every_baseline(test_run):
     document = json.loads((test_run / "retrieval" / "evaluation.json").read_text())
     assert document["n_queries"] == 16 and document["k"] == 3  # 20 asked, but only 16 patches are stored
-    assert set(document["methods"]) == {"ssl", "pixel", "pca", "random"}
+    assert set(document["methods"]) == {"ssl", "ssl_embedding", "pixel", "pca", "random"}  # the hybrid, then alone
     assert 1.0 <= document["embedding"]["effective_rank"] <= document["embedding"]["dim"]
     assert 0.0 <= document["embedding"]["cosine_spread"] <= 2.0
     same = document["same_region"]  # test.yaml: 24 records, a quarter of the regions observed 3 times

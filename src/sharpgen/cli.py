@@ -197,6 +197,7 @@ def _cmd_build_index(args: argparse.Namespace) -> int:
         stage_file(args.out_dir, "index"),
         settings_from_config(IndexSettings, config),
         threads=args.threads,
+        image_size=config["image_size"],
     )
     print(f"{len(index)} patches indexed -> {stage_file(args.out_dir, 'index')}", file=sys.stderr)
     return 0

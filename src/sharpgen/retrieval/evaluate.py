@@ -3,7 +3,10 @@
 Q generated patches (the first Q of ``samples/``, i.e. random latents) are the queries. Each is matched to the
 real patches of the dataset by four methods:
 
-- ``ssl``: the run's SimSiam embedding and index (what ``sharpgen query`` does);
+- ``ssl``: the run's index (what ``sharpgen query`` does): the SSL embedding, by default beside the patch's
+  measured physics (``index.physics_weight``, :mod:`~sharpgen.retrieval.physics_vector`);
+- ``ssl_embedding`` (only where the index is hybrid): the SSL embedding alone, cosine nearest neighbours: what the
+  encoder has learnt, without the measured physics;
 - ``pixel``: Euclidean nearest neighbours of the raw normalized pixels;
 - ``pca``: Euclidean nearest neighbours in the space of the first ``pca_components`` principal components of
   the real training patches;
@@ -49,6 +52,8 @@ from ..properties import EVALUATED_PROPERTIES, PROPERTIES
 from ..run import RunLayout, stage_file
 
 METHODS = ("ssl", "pixel", "pca", "random")
+EMBEDDING_ONLY = "ssl_embedding"
+"""The SSL embedding searched alone, reported beside ``ssl`` where the index is hybrid."""
 PHYSICAL_METHODS = ("physical", "physical_mahalanobis")
 """Same-region searches in physical-property space (fig. 10): standardized Euclidean, Mahalanobis."""
 EXAMPLE_QUERIES, EXAMPLE_MATCHES = 4, 8
@@ -94,6 +99,16 @@ def _flat_nearest(database: np.ndarray, queries: np.ndarray, k: int) -> np.ndarr
     index.add(np.ascontiguousarray(database, dtype=np.float32))
     _, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
     return rows
+
+
+def _cosine_nearest(database: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the ``k`` ``database`` vectors of highest cosine with each query."""
+
+    def unit(vectors):
+        vectors = np.asarray(vectors, dtype=np.float32)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+    return _flat_nearest(unit(database), unit(queries), k)
 
 
 def baseline_rows(
@@ -198,10 +213,14 @@ def recall_at(rows: np.ndarray, query_rows: np.ndarray, harpnums: np.ndarray, ks
     return {f"recall@{k}": float(hit[:, :k].any(axis=1).mean()) if len(rows) else math.nan for k in ks}
 
 
-def same_region_recall(retriever, real_patches: np.ndarray, train: np.ndarray, components: int, seed: int) -> dict:
+def same_region_recall(
+    retriever, real_patches: np.ndarray, train: np.ndarray, components: int, seed: int,
+    embeddings: np.ndarray | None = None,
+) -> dict:  # fmt: skip
     """Query with every patch of :func:`same_region_queries`; recall@k (:data:`RECALL_AT`) of another
-    observation of its HARP among the whole index, for SSL, the pixel / PCA / random baselines and the
-    physical-property searches (:data:`PHYSICAL_METHODS`)."""
+    observation of its HARP among the whole index, for SSL, the SSL ``embeddings`` of the real patches alone
+    (:data:`EMBEDDING_ONLY`, when given), the pixel / PCA / random baselines and the physical-property searches
+    (:data:`PHYSICAL_METHODS`)."""
     table = retriever.table
     query_rows = same_region_queries(table)
     document = {
@@ -215,6 +234,8 @@ def same_region_recall(retriever, real_patches: np.ndarray, train: np.ndarray, c
     k = min(max(RECALL_AT), len(table) - 1)
     found = retriever.search(real_patches[query_rows], k=k + 1)
     rows = {"ssl": without_self(np.stack([m["row"].to_numpy() for m in found]), query_rows, k)}
+    if embeddings is not None:
+        rows[EMBEDDING_ONLY] = without_self(_cosine_nearest(embeddings, embeddings[query_rows], k + 1), query_rows, k)
     for method in METHODS[1:]:
         candidates = baseline_rows(method, real_patches[query_rows], real_patches, train, k + 1, components, seed)
         rows[method] = without_self(candidates, query_rows, k)
@@ -231,8 +252,8 @@ def _method_header(method: str, document: dict) -> str:
     recall = document["same_region"]["methods"].get(method, {}).get(f"recall@{max(RECALL_AT)}", math.nan)
     clear = agreement[f"tilt_sign_beyond_{TILT_SIGN_DEFINED_DEG:g}deg"]
     return (
-        f"{method}\nlead pol. {agreement['lead_polarity']:.2f}, tilt sign {agreement['tilt_sign']:.2f} "
-        f"(|tilt| > {TILT_SIGN_DEFINED_DEG:g}: {clear:.2f})\n"
+        f"{method}\nlead pol. {agreement['lead_polarity']:.2f}, tilt sign {agreement['tilt_sign']:.2f}\n"
+        f"(|tilt| > {TILT_SIGN_DEFINED_DEG:g} deg: {clear:.2f})\n"
         f"same-region recall@{max(RECALL_AT)} {recall:.2f}\n"
     )
 
@@ -243,6 +264,8 @@ def save_scatter(
     """Query vs. top-1 match, one row per property and one column per method, Pearson/Spearman annotated; the
     column headers give orientation agreement and same-region recall, the title the embedding's effective rank
     and top-1 cosine spread."""
+    from matplotlib.ticker import NullFormatter
+
     from ..plotting import get_pyplot, save_figure
 
     pyplot = get_pyplot()
@@ -265,6 +288,8 @@ def save_scatter(
             if positive.size:
                 axis.set_xscale("log")
                 axis.set_yscale("log")
+                for ticks in (axis.xaxis, axis.yaxis):  # labels on the decades only: psep spans one decade
+                    ticks.set_minor_formatter(NullFormatter())
                 axis.plot(limits, limits, color="0.5", linewidth=0.8)
             stat = document["methods"][method]["top1"][name]
             header = _method_header(method, document) if i == 0 else f"{method}: "
@@ -277,7 +302,7 @@ def save_scatter(
     embedding = document["embedding"]
     figure.suptitle(
         "generated query vs. top-1 real match (paper units; r = Pearson, rho = Spearman)\n"
-        f"SSL index: effective rank {embedding['effective_rank']:.1f} of {embedding['dim']}, top-1 cosine "
+        f"SSL embedding: effective rank {embedding['effective_rank']:.1f} of {embedding['dim']}; ssl top-1 similarity "
         f"{embedding['top1_cosine_p10']:.3f}-{embedding['top1_cosine_p90']:.3f} (10th-90th percentile); same-region "
         f"queries: {document['same_region']['n_queries']}",
         fontsize=10,
@@ -299,6 +324,7 @@ def evaluate_retrieval(
     import torch
     import zarr
 
+    from .embed import embed_patches
     from .search import Retriever, save_query_panel
 
     torch.set_num_threads(threads)
@@ -321,6 +347,11 @@ def evaluate_retrieval(
     train = (real["split"] == TRAINING_SPLIT).to_numpy() if "split" in real else np.ones(len(real), dtype=bool)
     found = retriever.search(query_patches, k=k)
     top = {"ssl": np.stack([m["row"].to_numpy() for m in found])}
+    embeddings = np.load(layout.require("embeddings"))
+    alone = None
+    if retriever.index.physics is not None:
+        alone = embeddings
+        top[EMBEDDING_ONLY] = _cosine_nearest(embeddings, embed_patches(retriever.encoder, query_patches), k)
     for method in METHODS[1:]:
         top[method] = baseline_rows(method, query_patches, real_patches, train, k, settings.pca_components, seed)
     scores = {
@@ -335,9 +366,9 @@ def evaluate_retrieval(
         "k": k,
         "n_real": len(real),
         "properties": list(EVALUATED_PROPERTIES),
-        "embedding": embedding_summary(np.load(layout.require("embeddings")), top1_cosine),
+        "embedding": embedding_summary(embeddings, top1_cosine),
         "methods": scores,
-        "same_region": same_region_recall(retriever, real_patches, train, settings.pca_components, seed),
+        "same_region": same_region_recall(retriever, real_patches, train, settings.pca_components, seed, alone),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     save_scatter(stage_file(out_dir, "evaluation_scatter"), queries, real, top, document)

@@ -3,7 +3,10 @@
 Similarity is the cosine: embeddings are L2-normalized and indexed with the L2 metric, so the ranking is
 both the cosine ranking and the Euclidean ranking of the normalized vectors (the README figure's "SSL
 latent - Euclidean"); ``search`` returns ``cosine = 1 - |a - b|**2 / 2``. SimSiam's loss is a cosine,
-so the norm of an embedding carries no trained meaning.
+so the norm of an embedding carries no trained meaning. With ``physics_weight`` > 0 (the default) the indexed vectors
+are hybrid: each unit embedding followed by the patch's standardized measured properties
+(:mod:`sharpgen.retrieval.physics_vector`; :func:`build_index_from_files` builds them, ``index.json`` keeps their
+standardization, :class:`~sharpgen.retrieval.search.Retriever` builds a query's alike).
 
 Kinds:
 
@@ -81,6 +84,8 @@ class IndexSettings:
     pq_m: int
     refine_k_factor: int
     exact_below: int
+    physics_weight: float
+    orientation_weight: float
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,10 @@ class EmbeddingIndex:
     rows: pd.DataFrame
     settings: IndexSettings
     dim: int
+    physics: dict | None = None
+    """The physics block's standardization (:func:`~sharpgen.retrieval.physics_vector.train_scale`) when the
+    indexed vectors are hybrid (built by :func:`build_index_from_files` with ``settings.physics_weight`` > 0), else
+    None: then the vectors are the embeddings alone, whatever the settings say."""
     _selections: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     def __len__(self) -> int:
@@ -309,6 +318,7 @@ def write_index(index: EmbeddingIndex, out_dir: str | os.PathLike) -> Path:
         "n": len(index),
         "dim": index.dim,
         "metric": "cosine (L2 on L2-normalized embeddings)",
+        "physics": index.physics,
         "faiss_version": faiss.__version__,
     }
     write_text_atomic(out_dir / INFO_FILE, json.dumps(info, indent=2) + "\n")
@@ -328,7 +338,8 @@ def read_index(out_dir: str | os.PathLike) -> EmbeddingIndex:
     rows = pd.read_parquet(out_dir / ROWS_FILE)
     if index.ntotal != len(rows) or index.ntotal != info["n"] or index.d != info["dim"]:
         raise SharpgenError(f"{out_dir}: index.faiss, index_rows.parquet and index.json disagree; rebuild the index")
-    return EmbeddingIndex(index, rows, build_settings(IndexSettings, info["settings"]), int(info["dim"]))
+    settings = build_settings(IndexSettings, info["settings"])
+    return EmbeddingIndex(index, rows, settings, int(info["dim"]), info.get("physics"))
 
 
 def _column(rows: pd.DataFrame, name: str, filter_name: str) -> np.ndarray:
@@ -488,12 +499,30 @@ def build_index_from_files(
     out_dir: str | os.PathLike,
     settings: IndexSettings | None = None,
     threads: int | None = None,
+    image_size: int | None = None,
 ) -> EmbeddingIndex:
-    """The stage: ``embeddings.npy`` (row i = patch i) + ``patches.parquet`` -> an index in ``out_dir``."""
+    """The stage: ``embeddings.npy`` (row i = patch i) + ``patches.parquet`` -> an index in ``out_dir``. With
+    ``settings.physics_weight`` > 0 the indexed vectors are the hybrid ones of
+    :func:`~sharpgen.retrieval.physics_vector.hybrid_vectors` (the patch table's measured properties of S x S
+    patches, ``image_size`` S, beside each embedding)."""
+    from .physics_vector import hybrid_vectors, property_targets, train_scale
+
+    settings = settings or build_settings(IndexSettings)
     embeddings_path, table_path = Path(embeddings_path), Path(table_path)
     for path, stage in ((embeddings_path, "embed"), (table_path, "normalize")):
         if not path.is_file():
             raise SharpgenError(f"{path}: not found (run the {stage} stage first)")
-    index = build_index(np.load(embeddings_path, mmap_mode="r"), pd.read_parquet(table_path), settings, threads)
+    embeddings, table = np.load(embeddings_path, mmap_mode="r"), pd.read_parquet(table_path)
+    physics = None
+    if settings.physics_weight > 0:
+        if image_size is None:
+            raise SharpgenError("a hybrid index (index.physics_weight > 0) needs the patches' image_size")
+        physics = train_scale(table, image_size)
+        embeddings = hybrid_vectors(
+            embeddings, property_targets(table, image_size), physics, settings.physics_weight,
+            settings.orientation_weight,
+        )  # fmt: skip
+    index = build_index(embeddings, table, settings, threads)
+    index.physics = physics
     write_index(index, out_dir)
     return index

@@ -48,6 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import SharpgenError
+from .physics_vector import PROPERTY_TARGETS
 
 ARCHITECTURES = ("default", "paper")
 EMBEDDINGS = ("projector", "backbone", "centred_backbone")
@@ -255,20 +256,6 @@ def mirror_loss(z: torch.Tensor, z_mirrored: torch.Tensor) -> torch.Tensor:
     """Mean ``relu(cos)`` of the ``(B, D)`` embeddings of patches and of their north-south mirror images: 0 once
     every mirror image points at least 90 degrees away, so the embedding tells the two tilt signs apart."""
     return F.relu(F.cosine_similarity(z, z_mirrored, dim=1)).mean()
-
-
-PROPERTY_TARGETS = ("tuf", "tpf", "tnf", "psep", "r_paper", "dipole_x", "dipole_y")
-"""What the auxiliary head of ``ssl.property_weight`` predicts of a view's source patch (each standardized):
-the evaluated properties ``tuf``, ``tpf``, ``tnf``, ``psep`` and ``r_paper`` as they are, and the vector from the
-negative to the positive strong-field centroid over the patch diagonal, ``dipole_x = lead_pol / diagonal`` (its
-sign: which polarity leads) and ``dipole_y = psep sin(tilt_paper)`` (its sign: the tilt's; a north-south mirror
-negates it). The vector carries separation, leading polarity and tilt together and, unlike an angle, is
-continuous; the augmentations (translation, noise) leave all seven unchanged. Linear values, not logs: the
-retrieval is judged by Pearson correlations of the values, which the strong regions dominate, and the squared
-error of standardized values weights them alike (default run, weight 25, three seeds: top-1 Pearson tuf 0.88 vs
-0.85 with log10 targets, tpf 0.79 vs 0.76, r_paper 0.37 vs 0.37). Without the vector, leading-polarity
-agreement fell from 0.94 to 0.91. Built by :func:`sharpgen.retrieval.train.property_targets`."""
-DIPOLE_Y = PROPERTY_TARGETS.index("dipole_y")
 
 
 class PropertyHead(nn.Module):

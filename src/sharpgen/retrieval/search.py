@@ -1,13 +1,14 @@
 """Retrieval of real SHARP patches that look like a query patch (``sharpgen query`` and the explorer).
 
-A query patch (generated from targets or a latent, or a user's FITS file normalized like the dataset) is
-embedded by the run's SSL encoder and searched in its FAISS index (:mod:`sharpgen.retrieval.index`). A match is a
-row of the normalized dataset: its metadata (record, HARP and NOAA numbers, T_REC, latitude, split) come from
-``data/patches.parquet``, the similarity is the cosine of the two embeddings. Its properties are measured on its
-normalized patch exactly as a query's are (:func:`sharpgen.data.measure.patch_properties` with the run's
-normalization), so query and match columns compare like with like; the physical properties the normalize stage
-measured on the native-resolution field follow as ``native_<name>`` (``native_usflux`` is typically 1.25x the
-patch's ``usflux``, 2x above 3e22 Mx, where the native patch holds flux outside the 64 px field of view).
+A query patch (generated from targets or a latent, or a user's FITS file normalized like the dataset) is embedded by
+the run's SSL encoder and searched in its FAISS index (:mod:`sharpgen.retrieval.index`). A match is a row of the
+normalized dataset: its metadata (record, HARP and NOAA numbers, T_REC, latitude, split) come from
+``data/patches.parquet``, the similarity is the cosine of the two search vectors: the SSL embeddings, by default
+beside the patches' measured physics (the hybrid search of :mod:`sharpgen.retrieval.physics_vector`). Its properties
+are measured on its normalized patch exactly as a query's are (:func:`sharpgen.data.measure.patch_properties` with the
+run's normalization), so query and match columns compare like with like; the physical properties the normalize stage
+measured on the native-resolution field follow as ``native_<name>`` (``native_usflux`` is typically 1.25x the patch's
+``usflux``, 2x above 3e22 Mx, where the native patch holds flux outside the 64 px field of view).
 """
 
 from __future__ import annotations
@@ -68,10 +69,20 @@ class Retriever:
         return int(self.encoder.image_size)
 
     def embed(self, patches: np.ndarray) -> np.ndarray:
-        """``(N, D)`` embeddings of ``(N, S, S)`` normalized patches."""
+        """``(N, D)`` search vectors of ``(N, S, S)`` normalized patches, as the index holds them: the SSL
+        embeddings, beside the patches' measured physics where the index is hybrid (``index.physics_weight``)."""
         from .embed import embed_patches
+        from .physics_vector import hybrid_vectors, property_targets
 
-        return embed_patches(self.encoder, np.asarray(patches, dtype=np.float32))
+        patches = np.asarray(patches, dtype=np.float32)
+        embeddings = embed_patches(self.encoder, patches)
+        if self.index.physics is None:
+            return embeddings
+        settings = self.index.settings
+        properties = property_targets(self.measure(patches), self.image_size)
+        return hybrid_vectors(
+            embeddings, properties, self.index.physics, settings.physics_weight, settings.orientation_weight
+        )
 
     def search(
         self,

@@ -16,13 +16,13 @@ Only the train split is read; patches of a HARP without other train records pair
 
 With ``property_weight`` > 0 the backbone features of every view also feed a linear
 :class:`~sharpgen.retrieval.models.PropertyHead` that predicts the physical properties of the view's source patch
-(:data:`~sharpgen.retrieval.models.PROPERTY_TARGETS`, from the train rows of the patch table, standardized with the
-train split's mean and std; :func:`train_property_targets`); :func:`~sharpgen.retrieval.models.property_loss`
-(masked where a property is undefined), averaged over the views and times the weight, joins the objective. The
-second view's targets are its own record's (a series partner's are its own); the mirror image's are the view's
-with ``dipole_y`` negated. The head trains with the network (same optimizer) and is saved beside it in
-``encoder.pt`` (key ``property_head``); the embedding does not use it. At 0 (default) nothing of it exists and
-training is the same as without the option.
+(:data:`~sharpgen.retrieval.physics_vector.PROPERTY_TARGETS`, from the train rows of the patch table, standardized
+with the train split's mean and std; :func:`train_property_targets`); :func:`~sharpgen.retrieval.models.property_loss`
+(masked where a property is undefined), averaged over the views and times the weight, joins the objective. The second
+view's targets are its own record's (a series partner's are its own); the mirror image's are the view's with
+``dipole_y`` negated. The head trains with the network (same optimizer) and is saved beside it in ``encoder.pt`` (key
+``property_head``); the embedding does not use it. At 0 (paper.yaml) nothing of it exists and training is the same as
+without the option.
 
 Training runs ``epochs`` passes over the train split in batches of ``batch_size`` (the last partial batch
 of an epoch is dropped: BatchNorm needs full batches). The order of epoch e is a permutation seeded by
@@ -51,7 +51,6 @@ import dataclasses
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -67,9 +66,7 @@ from ..run import stage_file
 from ..training import load_training_patches, pick_device, restore_checkpoint, run_identity, save_checkpoint
 from .augment import AugmentSettings, two_views
 from .models import (
-    DIPOLE_Y,
     OBJECTIVES,
-    PROPERTY_TARGETS,
     PropertyHead,
     SimSiam,
     build_simsiam,
@@ -80,6 +77,7 @@ from .models import (
     simsiam_loss,
     vicreg_loss,
 )  # fmt: skip
+from .physics_vector import DIPOLE_Y, PROPERTY_TARGETS, property_targets, standardize
 
 LOG_COLUMNS = ("step", "epoch", "loss", "output_std", "effective_rank", "property_loss", "seconds_per_step")
 
@@ -149,41 +147,15 @@ def _epoch_partners(seed: int, epoch: int, harpnums: np.ndarray, fraction: float
     return series_partners(harpnums, fraction, np.random.default_rng([seed, epoch, 1]))
 
 
-PROPERTY_COLUMNS = ("tuf", "tpf", "tnf", "psep", "r_paper", "lead_pol", "tilt_paper")
-"""The patch-table columns :func:`property_targets` reads."""
-
-
-def property_targets(table: pd.DataFrame, image_size: int) -> np.ndarray:
-    """``(N, P)`` raw :data:`~sharpgen.retrieval.models.PROPERTY_TARGETS` of the patch-table rows of S x S patches
-    (``image_size`` S), float64, NaN where a property is undefined."""
-    missing = [name for name in PROPERTY_COLUMNS if name not in table]
-    if missing:
-        raise SharpgenError(
-            f"config key 'ssl.property_weight': the patch table lacks {', '.join(missing)}; rerun normalize"
-        )
-    values = {name: table[name].to_numpy(dtype=np.float64) for name in PROPERTY_COLUMNS}
-    values["dipole_x"] = values["lead_pol"] / (image_size * np.sqrt(2.0))
-    values["dipole_y"] = values["psep"] * np.sin(np.radians(values["tilt_paper"]))
-    return np.stack([values[name] for name in PROPERTY_TARGETS], axis=1)
-
-
-def standardize(values: np.ndarray, mean: np.ndarray | None = None, std: np.ndarray | None = None):
-    """``(values - mean) / std`` per column, with ``mean`` and ``std`` (of the finite entries of ``values`` unless
-    given; a column without spread gets std 1, one without finite entries mean 0); returns all three."""
-    if mean is None or std is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a column with no finite entry has no mean or spread
-            mean, std = np.nan_to_num(np.nanmean(values, axis=0)), np.nanstd(values, axis=0)
-        std = np.where(std > 0, std, 1.0)
-    return (values - mean) / std, mean, std
-
-
 def train_property_targets(data_dir: str | os.PathLike, image_size: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """Standardized targets of the train-split records (rows as ``load_training_patches``) and of their north-south
     mirror images (``dipole_y`` negated), float32 with NaN where undefined, and the train split's ``mean``/``std``
     (the standardization; val and test records play no part)."""
     table = pd.read_parquet(stage_file(data_dir, "patch_table"))
-    raw = property_targets(table[table["split"] == "train"], image_size)
+    try:
+        raw = property_targets(table[table["split"] == "train"], image_size)
+    except SharpgenError as error:
+        raise SharpgenError(f"config key 'ssl.property_weight': {error}") from None
     targets, mean, std = standardize(raw)
     mirrored = raw.copy()
     mirrored[:, DIPOLE_Y] *= -1
