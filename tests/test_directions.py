@@ -321,6 +321,40 @@ def test_local_steering_meets_a_target_behind_a_jump_and_holds_a_second_property
     np.testing.assert_allclose(measure(latents)[["q", "r"]], table[["q", "r"]])  # the table describes the latents
 
 
+def test_a_held_property_is_a_constraint_when_the_target_cannot_be_met_with_it_held():
+    """q and r both grow with z0, and only z0 moves r: q = 1 from q = 0 is reachable through z1 alone up to
+    q = 0.5 (z1 saturates), beyond only by moving r too. Held, r stays within the tolerance of its start and q
+    gets as close as that allows (not converged); not held, r is free and q is met."""
+    from sharpgen.latent.steering import solve_local
+
+    def measure(latents):
+        z = np.asarray(latents, dtype=np.float64)
+        return pd.DataFrame({"q": z[:, 0] + 0.5 * np.tanh(z[:, 1]), "r": 1.0 + z[:, 0]})
+
+    def jacobian(latents, names):
+        z = np.asarray(latents, dtype=np.float64)
+        q = np.zeros((len(z), 100))
+        q[:, 0], q[:, 1] = 1.0, 0.5 / np.cosh(z[:, 1]) ** 2
+        r = np.zeros((len(z), 100))
+        r[:, 0] = 1.0
+        rows = {"q": q, "r": r}
+        return np.stack([rows[name] for name in names], axis=1)
+
+    starts = np.zeros((4, 100))
+    targets = np.stack([np.full(4, 1.0), np.ones(4)], axis=1)  # q = 1, r held at its start's 1
+    latents, table, converged = solve_local(
+        measure, jacobian, starts, ["q", "r"], targets, tolerance=0.05, floors=[0.1, 0.1], held=[False, True]
+    )
+    assert not converged.any()
+    assert np.all(np.abs(table["r"] - 1.0) <= 0.05)  # held: within the tolerance of its start
+    assert np.all(table["q"] > 0.45)  # as far as z1 and the held r's tolerance allow
+    np.testing.assert_allclose(measure(latents)[["q", "r"]], table[["q", "r"]])
+    free, free_table, free_converged = solve_local(
+        measure, jacobian, starts, ["q"], targets[:, :1], tolerance=0.05, floors=[0.1]
+    )
+    assert free_converged.all() and np.all(np.abs(free_table["q"] - 1.0) <= 0.05)
+
+
 def test_a_local_traversal_moves_its_property_by_the_wanted_steps_and_holds_the_others():
     from sharpgen.latent.steering import follow_local
 

@@ -192,6 +192,29 @@ def test_an_edit_is_converged_only_when_its_kept_properties_held_and_says_how_fa
     np.testing.assert_allclose(held.summary["drift_tuf"], 0.0, atol=1e-6)
 
 
+def test_the_joint_support_grid_asks_for_pairs_the_samples_have():
+    """Two properties that rise together: the quantile grid's corners (weakest a with the largest b) have no
+    sample, the support grid pairs each a with the b that samples near it have."""
+    from types import SimpleNamespace
+
+    from sharpgen.latent.score import JOINT_NEIGHBOURS, support, support_grid, target_grid
+
+    a = np.random.default_rng(0).uniform(1.0, 10.0, 5000)
+    b = a * np.random.default_rng(1).uniform(0.9, 1.1, 5000)
+    b[7] = np.nan  # undefined pairs are left out
+    model = SimpleNamespace(samples=pd.DataFrame({"a": a, "b": b}), floor=lambda name: 1e-6)
+    quantiles = (0.05, 0.5, 0.95)
+    corners = target_grid(model, ["a", "b"], quantiles)
+    assert support(model, corners[2]) == 0.0  # the 5th percentile of a with the 95th of b
+    grid = support_grid(model, ["a", "b"], quantiles)
+    assert len(grid) == 9 and [g["a"] for g in grid[::3]] == pytest.approx(np.quantile(a[np.isfinite(b)], quantiles))
+    for target in grid:
+        assert support(model, target, tolerance=0.1) > 1e-3
+        assert 0.85 * target["a"] <= target["b"] <= 1.15 * target["a"]  # b follows a
+    near = np.argsort(np.abs(a[np.isfinite(b)] - grid[0]["a"]))[: int(JOINT_NEIGHBOURS * 4999 + 0.5)]
+    assert grid[0]["b"] == pytest.approx(np.quantile(b[np.isfinite(b)][near], 0.05))
+
+
 def test_the_label_score_measures_targets_met_and_the_drift_of_the_others(steering):
     from sharpgen.latent.score import label_score, summarize, support, target_grid
 
@@ -378,8 +401,8 @@ def test_score_directions_asks_every_kind_by_every_method_from_the_same_starts_a
     from sharpgen.latent.score import LabelScoreSettings, score_directions, score_requests
 
     assert score_requests(steering) == (
-        [("single", ("tuf",)), ("single", ("psep",)), ("joint", ("tuf", "psep")), ("keep", ("tuf",)),
-         ("keep", ("psep",))],
+        [("single", ("tuf",)), ("single", ("psep",)), ("joint", ("tuf", "psep")), ("joint_support", ("tuf", "psep")),
+         ("keep", ("tuf",)), ("keep", ("psep",))],
         [],
     )  # fmt: skip
     assert score_requests(steering, ["psep"]) == ([("single", ("psep",)), ("keep", ("psep",))], [])
@@ -387,9 +410,9 @@ def test_score_directions_asks_every_kind_by_every_method_from_the_same_starts_a
     settings = LabelScoreSettings(per_target=1, methods=("local", "svm"), properties=None)
     table, document = score_directions(steering, settings, seed=3, progress=False)
     summary = document["methods"]
-    assert set(summary) == {"local", "svm"} and set(summary["local"]) == {"single", "joint", "keep"}
+    assert set(summary) == {"local", "svm"} and set(summary["local"]) == {"single", "joint", "joint_support", "keep"}
     local, svm = (table[table["method"] == m].reset_index(drop=True) for m in ("local", "svm"))
-    assert len(local) == len(svm) == 5 + 5 + 9 + 3 + 3  # 5 quantiles x 2, 3 x 3 grid, 3 quantiles x 1 kept each
+    assert len(local) == len(svm) == 5 + 5 + 9 + 9 + 3 + 3  # 5 quantiles x 2, two 3 x 3 grids, 3 x 1 kept each
     np.testing.assert_array_equal(local["start_tuf"], svm["start_tuf"])
     single_tuf = local[(local["kind"] == "single") & (local["named"] == "tuf")]
     assert summary["local"]["single"]["tuf"]["met"] == single_tuf["met"].mean()

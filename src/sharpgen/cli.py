@@ -669,7 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Ask the run's generator for targets the way generate and edit do, from random starting "
         "latents, by each steering method of the label_score section, and measure the result exactly on the "
         "generated patches: single targets at the 5th-95th percentile of each direction's property, joint "
-        "targets (tuf x psep, tuf x r_paper, psep x r_paper) on a 3 x 3 quantile grid, and single targets with "
+        "targets (tuf x psep, tuf x r_paper, psep x r_paper) on a 3 x 3 grid of their quantiles and on a 3 x 3 grid "
+        "of the samples' joint support (the second's quantiles near each value of the first), and single targets with "
         "each other property kept in turn. Writes RUN_DIR/directions/label_score.parquet (one row per request: "
         "met, held, the support of the target among the samples, start, achieved and drift of every property) "
         "and label_score.json (the fractions per method, kind and property).",

@@ -197,6 +197,10 @@ def plot_traversal_grid(
         f"the rising part of its path ({description}; second line: the largest change of another property)"
     )
     figure.suptitle(textwrap.fill(title, width=int(18 * 1.5 * columns)), fontsize=8)
+    height = 1.9 * len(properties)  # inches; the margins in inches: the title, the row names
+    figure.subplots_adjust(
+        left=0.45 / (1.5 * columns), right=0.99, top=1 - 1.0 / height, bottom=0.05 / height, wspace=0.08, hspace=0.45
+    )
     save_figure(figure, path)
     return numbers
 
@@ -283,7 +287,8 @@ def plot_entanglement(entanglement: dict, path: str | os.PathLike) -> dict:
 
 LABEL_SCORE_PANELS = (
     ("single", "met", "single targets met"),
-    ("joint", "met", "joint targets met"),
+    ("joint", "met", "joint targets met: quantile grid"),
+    ("joint_support", "met", "joint targets met: on the joint support"),
     ("keep", "held", "kept property held, by moved property"),
 )
 """The panels of :func:`plot_label_score`: ``(kind, fraction shown, title)``."""
@@ -297,7 +302,7 @@ def plot_label_score(document: dict, path: str | os.PathLike) -> dict:
     method's mean."""
     methods = list(document["methods"])
     pyplot = get_pyplot()
-    figure, axes = pyplot.subplots(1, len(LABEL_SCORE_PANELS), figsize=(13.0, 4.4), squeeze=False)
+    figure, axes = pyplot.subplots(1, len(LABEL_SCORE_PANELS), figsize=(16.0, 4.4), squeeze=False)
     width = 0.8 / max(len(methods), 1)
     numbers = {method: {} for method in methods}
     for axis, (kind, key, title) in zip(axes[0], LABEL_SCORE_PANELS, strict=True):

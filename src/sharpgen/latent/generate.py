@@ -197,22 +197,25 @@ def steer(
         [np.broadcast_to(wanted[n], len(starts)) if n in wanted else start_values[n].to_numpy() for n in names],
         axis=1,
     ).astype(np.float64)
-    latents, table, converged = _solve(steering, starts, names, goal, tolerance, method)
+    held = [name not in wanted for name in names]
+    latents, table, converged = _solve(steering, starts, names, goal, tolerance, method, held)
     return latents, table, converged, wanted
 
 
 def _solve(
-    steering: Steering, starts: np.ndarray, names: Sequence[str], goal: np.ndarray, tolerance: float, method: str
-) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+    steering: Steering, starts: np.ndarray, names: Sequence[str], goal: np.ndarray, tolerance: float, method: str,
+    held: Sequence[bool],
+) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:  # fmt: skip
     """Move ``starts`` until ``names`` reach ``goal`` ``(N, P)`` by ``method`` (``local`` when every name has a
-    soft stand-in, else the SVM solver); ``(latents, measured table, converged)``."""
+    soft stand-in, holding the ``held`` ones as a constraint; else the SVM solver); ``(latents, measured table,
+    converged)``."""
     if method not in STEERING_METHODS:
         raise SharpgenError(f"steering method {method!r}: expected one of {', '.join(STEERING_METHODS)}")
     floors = np.array([steering.floor(n) for n in names])
     if method == "local" and all(name in DIFFERENTIABLE for name in names):
         return solve_local(
             steering.measure, steering.jacobian, starts, names, goal, tolerance=tolerance, floors=floors,
-            constrain=steering.directions.keep_sides,
+            constrain=steering.directions.keep_sides, held=held,
         )  # fmt: skip
     jacobian = np.array([[steering.slopes[d][p] for d in names] for p in names])
     normals = np.stack([steering.directions.normals(n, starts) for n in names], axis=1)  # (N, D, 100)
@@ -254,7 +257,8 @@ def steer_steps(
     }
     names = [*moved, *keep]
     goal = np.stack([aims[n] if n in aims else start_values[n].to_numpy(dtype=np.float64) for n in names], axis=1)
-    latents, table, converged = _solve(steering, starts, names, goal, tolerance, method)
+    held = [name not in aims for name in names]
+    latents, table, converged = _solve(steering, starts, names, goal, tolerance, method, held)
     return latents, table, converged, aims
 
 

@@ -51,6 +51,29 @@ def target_grid(
     return [{name: float(m.flat[i]) for name, m in zip(names, mesh, strict=True)} for i in range(mesh[0].size)]
 
 
+JOINT_NEIGHBOURS = 0.02
+""":func:`support_grid` takes the second property's quantiles over this fraction of the samples, those whose first
+property lies nearest its target (2000 of the default 100k)."""
+
+
+def support_grid(
+    steering: Steering, names: Sequence[str], quantiles: Sequence[float] = GRID_QUANTILES
+) -> list[dict[str, float]]:
+    """Joint targets on the samples' joint support: the first of two ``names`` at its ``quantiles``, and for each
+    the second at the same ``quantiles`` of its values among the :data:`JOINT_NEIGHBOURS` of the samples whose first
+    property lies nearest that target. So the weakest flux is paired with the separations that weak regions
+    have, where :func:`target_grid` pairs it with the widest separation of all; 9 targets for three quantiles."""
+    first, second = (steering.samples[name].to_numpy(dtype=np.float64) for name in names)
+    defined = np.isfinite(first) & np.isfinite(second)
+    first, second = first[defined], second[defined]
+    count = max(1, int(round(JOINT_NEIGHBOURS * len(first))))
+    grid = []
+    for goal in np.quantile(first, quantiles):
+        nearest = np.argsort(np.abs(first - goal), kind="stable")[:count]
+        grid += [{names[0]: float(goal), names[1]: float(value)} for value in np.quantile(second[nearest], quantiles)]
+    return grid
+
+
 def support(steering: Steering, targets: Mapping[str, float], tolerance: float = TOLERANCE) -> float:
     """The fraction of the run's samples whose every named property lies within ``tolerance`` of its target
     (relative to ``max(|target|, floor)``, as a met target): how often the generator itself makes such a region.
@@ -184,12 +207,15 @@ class LabelScoreSettings:
 
 
 SCORE_KINDS = {
-    "single": (GRID_QUANTILES, "none"),
-    "joint": ((0.05, 0.5, 0.95), "none"),
-    "keep": ((0.05, 0.5, 0.95), "one"),
+    "single": (GRID_QUANTILES, "none", target_grid),
+    "joint": ((0.05, 0.5, 0.95), "none", target_grid),
+    "joint_support": ((0.05, 0.5, 0.95), "none", support_grid),
+    "keep": ((0.05, 0.5, 0.95), "one", target_grid),
 }
-"""What ``score_directions`` asks for, as ``(quantiles of each named property, what is held)``: single targets,
-joint targets (:data:`JOINT_PAIRS`) and single targets with each other property kept in turn."""
+"""What ``score_directions`` asks for, as ``(quantiles of each named property, what is held, the grid)``: single
+targets, joint targets (:data:`JOINT_PAIRS`) on the grid of each property's own quantiles (corners included that
+the generator never makes) and on the samples' joint support (:func:`support_grid`), and single targets with each
+other property kept in turn."""
 
 
 def score_requests(
@@ -204,6 +230,7 @@ def score_requests(
     requests = [
         *(("single", (name,)) for name in names),
         *(("joint", pair) for pair in pairs),
+        *(("joint_support", pair) for pair in pairs),
         *(("keep", (name,)) for name in names if len(list(steering.directions)) > 1),
     ]
     return requests, [name for name in wanted if name not in steering.directions]
@@ -223,8 +250,8 @@ def score_directions(
     frames, summary = [], {}
     for method in settings.methods:
         for number, (kind, names) in enumerate(requests):
-            quantiles, hold = SCORE_KINDS[kind]
-            grid = target_grid(steering, names, quantiles)
+            quantiles, hold, grid_of = SCORE_KINDS[kind]
+            grid = grid_of(steering, names, quantiles)
             scores = label_score(steering, grid, "random", settings.per_target, hold, seed=seed + 1000 * number,
                                  method=method)  # fmt: skip
             scores.insert(0, "named", " x ".join(names))
@@ -253,7 +280,10 @@ def write_label_score(run_dir: str | os.PathLike, settings: LabelScoreSettings, 
         "starts": "random",
         "tolerance": TOLERANCE,
         "supported_fraction": SUPPORTED,
-        "kinds": {kind: {"quantiles": list(q), "hold": hold} for kind, (q, hold) in SCORE_KINDS.items()},
+        "kinds": {
+            kind: {"quantiles": list(q), "hold": hold, "grid": grid_of.__name__}
+            for kind, (q, hold, grid_of) in SCORE_KINDS.items()
+        },
         **summary,
     }
     write_parquet_atomic(table, layout.path("label_score"))
