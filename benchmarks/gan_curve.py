@@ -77,11 +77,13 @@ def main() -> int:
     parser.add_argument("--steps", type=int, nargs="+", default=[1000, 2000, 4000], help="stages, in steps")
     parser.add_argument("--samples", type=int, default=2000, help="generated patches measured per stage")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of training and the classifier")
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default: the config's)")
     args = parser.parse_args()
 
     run, out = RunLayout(args.results), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     config = load_config(args.config)
+    seed = config["seed"] if args.seed is None else args.seed
     overrides = json.loads(args.set)
     gan = dict(config["gan"])
     for key, value in overrides.items():  # a nested section (network) is updated, not replaced
@@ -96,10 +98,10 @@ def main() -> int:
     for steps in sorted(args.steps):
         settings = settings_from_config(GanSettings, validate_config({**config, "gan": {**gan, "steps": steps}}))
         started = time.perf_counter()
-        train_gan(run.require("normalization").parent, out, settings, seed=config["seed"], threads=args.threads)
+        train_gan(run.require("normalization").parent, out, settings, seed=seed, threads=args.threads)
         train_seconds += time.perf_counter() - started
         torch.set_num_threads(args.threads)
-        fake = generated_patches(out / "generator.pt", args.samples, seed=config["seed"])
+        fake = generated_patches(out / "generator.pt", args.samples, seed=seed)
         save_patch_grid(fake[:16], out / f"step_{steps:06d}.png", title=f"{steps} steps")
         c2st = classifier_two_sample_test(real, fake, seed=0)
         fake_table = measured(fake, normalization)
@@ -110,7 +112,7 @@ def main() -> int:
         }
         extreme = extremes(real_table, fake_table)
         record = {
-            "metric": "gan_curve", "steps": steps, "train_seconds": train_seconds, "overrides": overrides,
+            "metric": "gan_curve", "seed": seed, "steps": steps, "train_seconds": train_seconds, "overrides": overrides,
             "classifier_accuracy": c2st["accuracy"], "classifier_accuracy_std": c2st["accuracy_std"],
             "ks": {name: d["ks"] for name, d in distances.items()},
             "sunspot_fraction": extreme["peak"], "bars": bars(c2st, distances, extreme),

@@ -12,11 +12,13 @@ from sharpgen.errors import SharpgenError
 from sharpgen.gan.models import (
     DESIGN_BEFORE_CHOICES,
     LATENT_DIM,
+    PHYSICS_FEATURES,
     NetworkDesign,
     build_networks,
     for_inference,
     load_generator,
     minibatch_std,
+    physics_features,
     stretched,
     unstretched,
 )
@@ -98,7 +100,7 @@ def test_every_design_keeps_the_latent_contract(output, upsample, field):
         "default",
         32,
         design(output=output, upsample=upsample, mapping_layers=2, minibatch_std=True, stretched_view=True,
-               field=field),
+               field=field, physics_view=True),
     )  # fmt: skip
     patches = generator(torch.randn(8, LATENT_DIM))
     assert patches.shape == (8, 1, 32, 32) and patches.abs().max() <= 1.0
@@ -142,6 +144,26 @@ def test_the_asinh_field_generates_b_and_the_discriminator_sees_it_stretched():
         torch.testing.assert_close(asinh(z), unstretched(linear(z)))  # same weights, output read as stretched
         patches = torch.rand(4, 1, 32, 32) * 2 - 1
         torch.testing.assert_close(asinh_d(patches), linear_d(stretched(patches)))
+
+
+def test_physics_features_measure_imbalance_umbrae_and_level_and_reach_the_logit():
+    """physics_view: the discriminator's logit reads per-patch statistics of B, sign-blind, with gradients."""
+    balanced = torch.zeros(1, 1, 16, 16)
+    balanced[..., 4, 4], balanced[..., 4, 10] = 0.95, -0.95  # two umbral pixels, one of each polarity
+    unipolar = torch.zeros(1, 1, 16, 16)
+    unipolar[..., 4:6, 4:6] = 0.3  # four 300 G pixels of one polarity, none umbral
+    features = physics_features(torch.cat([balanced, unipolar, -unipolar]))
+    assert features.shape == (3, PHYSICS_FEATURES)
+    assert features[0, 0] < 0.01 and features[1, 0] > 0.99  # strong-field |imbalance|
+    assert features[0, 2] > features[1, 2] * 100  # umbral fraction
+    torch.testing.assert_close(features[1], features[2])  # a polarity flip looks alike
+    torch.testing.assert_close(features[0, 3], torch.log10(torch.tensor(1.9 / 256 + 1e-4)))
+    patches = unipolar.repeat(4, 1, 1, 1).requires_grad_(True)
+    _, seeing = build_networks("default", 16, design(physics_view=True))
+    _, blind = build_networks("default", 16, design(physics_view=False))
+    assert seeing.logit.weight_orig.shape[1] == blind.logit.weight_orig.shape[1] + PHYSICS_FEATURES
+    seeing(patches).sum().backward()
+    assert torch.isfinite(patches.grad).all() and patches.grad.abs().sum() > 0
 
 
 def test_minibatch_std_feature_is_the_spread_across_each_group():

@@ -34,7 +34,7 @@ QUICK = build_settings(InversionSettings, restarts=2, iterations=3)
 DESIGN = dataclasses.asdict(build_settings(NetworkDesign))
 TANH_DESIGN = NetworkDesign(
     upsample="nearest", output="tanh", mapping_layers=0, minibatch_std=False, stretched_view=False,
-    field="linear",
+    field="linear", physics_view=False,
 )  # fmt: skip
 
 

@@ -53,7 +53,9 @@ class NetworkDesign:
     - ``field``: the space the networks work in: ``linear`` (``B`` itself) or ``asinh`` (the generator's output
       is ``asinh(B / 20 G)`` scaled to +-1 at +-1 kG and turned back into ``B`` as its last step; the
       discriminator stretches every patch it sees the same way), so a 20 G plage element and a 1 kG umbra
-      weigh alike in the adversarial game while the generator still returns ``B`` in [-1, 1].
+      weigh alike in the adversarial game while the generator still returns ``B`` in [-1, 1];
+    - ``physics_view``: the discriminator's logit also reads :func:`physics_features` of the patch (flux
+      imbalance, umbral fraction, mean |B|), statistics of the whole patch a few convolutions see only poorly.
     """
 
     SECTION: ClassVar[str] = "gan.network"
@@ -64,6 +66,7 @@ class NetworkDesign:
     minibatch_std: bool
     stretched_view: bool
     field: str
+    physics_view: bool
 
 
 STRETCH_SCALE = 0.02
@@ -87,7 +90,7 @@ def unstretched(values: torch.Tensor) -> torch.Tensor:
 
 DESIGN_BEFORE_CHOICES = NetworkDesign(
     upsample="nearest", output="tanh", mapping_layers=0, minibatch_std=False, stretched_view=False,
-    field="linear",
+    field="linear", physics_view=False,
 )  # fmt: skip
 """The one design of ``default`` generators saved before ``gan.network`` existed (their files have no
 ``network`` settings, or lack the keys added since): such a ``generator.pt`` of an earlier run still loads."""
@@ -200,6 +203,31 @@ def minibatch_std(features: torch.Tensor) -> torch.Tensor:
     return torch.cat([features, spread.to(features.dtype)], dim=1)
 
 
+STRONG_FIELD = 0.15
+"""Strong-field threshold (normalized units, 150 G: the paper's polarity masks) of :func:`physics_features`."""
+SUNSPOT_FIELD = 0.9
+"""Field (normalized units, 900 G) above which :func:`physics_features` counts a pixel as umbral."""
+
+
+def physics_features(patches: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, S, S)`` normalized ``B`` -> ``(B, PHYSICS_FEATURES)`` differentiable per-patch statistics a solar
+    physicist checks first: |strong-field flux imbalance| (soft masks at :data:`STRONG_FIELD`), |imbalance of the
+    whole patch|, ten times the fraction of umbral pixels (soft, above :data:`SUNSPOT_FIELD`) and log10 of the
+    mean |B| (in kG). Magnitudes, not signs: a patch and its polarity flip look alike to the discriminator."""
+    field = patches.float().flatten(1)
+    magnitude = field.abs()
+    strong = torch.sigmoid((magnitude - STRONG_FIELD) / 0.02) * field
+    imbalance = strong.sum(1) / (strong.abs().sum(1) + 1e-4)
+    whole = field.sum(1) / (magnitude.sum(1) + 1e-4)
+    umbral = torch.sigmoid((magnitude - SUNSPOT_FIELD) / 0.02).mean(1) * 10.0
+    level = torch.log10(magnitude.mean(1) + 1e-4)
+    return torch.stack([imbalance.abs(), whole.abs(), umbral, level], dim=1)
+
+
+PHYSICS_FEATURES = 4
+"""Width of :func:`physics_features`."""
+
+
 class SpectralDiscriminator(nn.Module):
     """Default discriminator: [spectral-norm conv 4x4 stride 2, LeakyReLU] x L -> [minibatch std] ->
     spectral-norm linear logit."""
@@ -213,7 +241,9 @@ class SpectralDiscriminator(nn.Module):
             layers += [nn.utils.spectral_norm(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)), nn.LeakyReLU(_SLOPE)]
         self.features = nn.Sequential(*layers)
         self.minibatch_std, self.stretched_view, self.field = design.minibatch_std, design.stretched_view, design.field
-        self.logit = nn.utils.spectral_norm(nn.Linear((channels[-1] + int(design.minibatch_std)) * 16, 1))
+        self.physics_view = design.physics_view
+        physics = PHYSICS_FEATURES * int(design.physics_view)
+        self.logit = nn.utils.spectral_norm(nn.Linear((channels[-1] + int(design.minibatch_std)) * 16 + physics, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, S, S)`` patches -> ``(B,)`` logits (real > 0)."""
@@ -224,7 +254,10 @@ class SpectralDiscriminator(nn.Module):
         features = self.features(seen)
         if self.minibatch_std:
             features = minibatch_std(features)
-        return self.logit(features.flatten(1)).squeeze(1)
+        features = features.flatten(1)
+        if self.physics_view:
+            features = torch.cat([features, physics_features(x).to(features.dtype)], dim=1)
+        return self.logit(features).squeeze(1)
 
 
 def build_networks(
