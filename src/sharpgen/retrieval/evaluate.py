@@ -103,12 +103,9 @@ def _flat_nearest(database: np.ndarray, queries: np.ndarray, k: int) -> np.ndarr
 
 def _cosine_nearest(database: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Rows of the ``k`` ``database`` vectors of highest cosine with each query."""
+    from .index import unit_rows
 
-    def unit(vectors):
-        vectors = np.asarray(vectors, dtype=np.float32)
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-    return _flat_nearest(unit(database), unit(queries), k)
+    return _flat_nearest(unit_rows(database), unit_rows(queries, what="queries"), k)
 
 
 def baseline_rows(

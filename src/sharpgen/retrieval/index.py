@@ -224,7 +224,9 @@ def index_rows_table(table: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-def _normalized(vectors, dim: int | None, what: str) -> np.ndarray:
+def unit_rows(vectors, dim: int | None = None, what: str = "embeddings") -> np.ndarray:
+    """``(n, d)`` float32 rows scaled to unit L2 norm (a 1-D vector is one row), ``dim`` wide if given; a user error
+    for NaN, infinity or an all-zero row (``what`` names them in the message)."""
     array = np.asarray(vectors, dtype=np.float32)
     if array.ndim == 1:
         array = array[None]
@@ -269,7 +271,7 @@ def build_index(
 
     if threads is not None:
         faiss.omp_set_num_threads(threads)
-    vectors = _normalized(embeddings, None, "embeddings")
+    vectors = unit_rows(embeddings)
     if len(vectors) == 0:
         raise SharpgenError("no embeddings to index")
     if len(table) != len(vectors):
@@ -338,7 +340,7 @@ def read_index(out_dir: str | os.PathLike) -> EmbeddingIndex:
     rows = pd.read_parquet(out_dir / ROWS_FILE)
     if index.ntotal != len(rows) or index.ntotal != info["n"] or index.d != info["dim"]:
         raise SharpgenError(f"{out_dir}: index.faiss, index_rows.parquet and index.json disagree; rebuild the index")
-    settings = build_settings(IndexSettings, info["settings"])
+    settings = build_settings(IndexSettings, info["settings"])  # an index written before physics: embeddings only
     return EmbeddingIndex(index, rows, settings, int(info["dim"]), info.get("physics"))
 
 
@@ -470,7 +472,7 @@ def search(index: EmbeddingIndex, queries, k: int = 9, filters: Filters | Mappin
 
     if k < 1:
         raise SharpgenError(f"k = {k}: ask for at least one match")
-    q = _normalized(queries, index.dim, "queries")
+    q = unit_rows(queries, index.dim, "queries")
     if isinstance(filters, Mapping):
         filters = Filters.from_mapping(filters)
     selection = None if filters is None or filters.is_empty() else _selection(index, filters)

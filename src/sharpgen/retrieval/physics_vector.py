@@ -79,13 +79,12 @@ def hybrid_vectors(
 ) -> np.ndarray:
     """``(N, D + 7 + padding)`` float32 hybrid search vectors of ``(N, D)`` SSL ``embeddings`` and the ``(N, 7)`` raw
     :data:`PROPERTY_TARGETS` of the same patches (``scale``: :func:`train_scale`); see the module docstring."""
-    embeddings = np.asarray(embeddings, dtype=np.float64)
-    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise SharpgenError(f"{int((norms == 0).sum())} all-zero embedding(s) have no direction")
+    from .index import unit_rows
+
+    embeddings = unit_rows(embeddings)
     standardized, _, _ = standardize(np.asarray(properties, dtype=np.float64), scale["mean"], scale["std"])
     block = np.nan_to_num(standardized, nan=0.0)
     block[:, [DIPOLE_X, DIPOLE_Y]] *= orientation_weight
     block *= weight / math.sqrt(len(PROPERTY_TARGETS))
     padding = np.zeros((len(block), -(embeddings.shape[1] + block.shape[1]) % DIM_MULTIPLE))
-    return np.concatenate([embeddings / norms, block, padding], axis=1).astype(np.float32)
+    return np.concatenate([embeddings, block, padding], axis=1).astype(np.float32)
