@@ -237,7 +237,7 @@ FIGURES: dict[str, FigureSpec] = {
         ("ssl_log",),
     ),
     "retrieval-comparison": FigureSpec(
-        "fig. 10: two real test-split regions (median and 90th-percentile tuf) searched by SSL embedding and by "
+        "fig. 10: two real test-split regions (median and 90th-percentile tuf) searched by the SSL search and by "
         "physical properties (Euclidean, Mahalanobis)",
         _figure_retrieval_comparison,
         RETRIEVER,

@@ -413,9 +413,9 @@ def physical_rows(table: pd.DataFrame, query_rows: np.ndarray, k: int, metric: s
 
 
 def compare_searches(retriever, query_rows: np.ndarray, k: int, path: str | os.PathLike) -> dict:
-    """Paper fig. 10 (journal version): real patches ``query_rows`` searched three ways, one row each: the
-    SSL embedding (cosine), physical properties (standardized Euclidean) and physical properties
-    (Mahalanobis). Panels give the HARP number and ``tuf``; returns the matched rows per method."""
+    """Paper fig. 10 (journal version): real patches ``query_rows`` searched three ways, one row each: the SSL search
+    (the run's index: cosine of the search vectors), physical properties (standardized Euclidean) and physical
+    properties (Mahalanobis). Panels give the HARP number and ``tuf``; returns the matched rows per method."""
     from ..plotting import save_patch_grid
 
     table = retriever.table
@@ -436,7 +436,7 @@ def compare_searches(retriever, query_rows: np.ndarray, k: int, path: str | os.P
             titles.extend(f"HARP {int(table['harpnum'].iloc[r])}\ntuf={table['tuf'].iloc[r]:.3g}" for r in rows[i])
     save_patch_grid(
         np.stack(panels), path, titles=titles, columns=k + 1,
-        title="real queries (left) and their matches by SSL embedding and by physical properties",
+        title="real queries (left) and their matches by the SSL search (as sharpgen query) and by physical properties",
     )  # fmt: skip
     return {
         "query_rows": query_rows.tolist(),
