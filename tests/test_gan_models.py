@@ -19,6 +19,7 @@ from sharpgen.gan.models import (
     load_generator,
     minibatch_std,
     physics_features,
+    soft_clip,
     stretched,
     unstretched,
 )
@@ -92,7 +93,7 @@ def design(**changes) -> NetworkDesign:
     return dataclasses.replace(build_settings(NetworkDesign), **changes)
 
 
-@pytest.mark.parametrize("output", ["tanh", "clip", "sparse_clip"])
+@pytest.mark.parametrize("output", ["tanh", "clip", "sparse_clip", "soft_clip"])
 @pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
 @pytest.mark.parametrize("field", ["linear", "asinh"])
 def test_every_design_keeps_the_latent_contract(output, upsample, field):
@@ -125,6 +126,18 @@ def test_clip_outputs_reach_the_datas_exact_values(field):
         small.up[-1].bias.fill_(0.0025 if field == "linear" else float(stretched(torch.tensor(0.0025))))
         weak = small(torch.randn(4, LATENT_DIM))  # 2.5 G: kept, less the 2 G band (soft shrinkage)
     assert (weak > 0).all() and (weak < 0.001).all()
+
+
+def test_soft_clip_is_the_identity_below_its_knee_and_never_leaves_a_pixel_without_gradient():
+    x = torch.tensor([-50.0, -1.2, -0.5, 0.0, 0.3, 0.9, 1.0, 1.5, 50.0], requires_grad=True)
+    y = soft_clip(x, knee=0.9)
+    assert torch.equal(y[2:6], x[2:6].detach())
+    assert (y.abs() <= 1.0).all() and y[-1] > 0.999 and y[0] < -0.999
+    assert torch.all(torch.diff(y) > 0)  # order kept
+    y.sum().backward()
+    assert (x.grad[1:-1] > 0).all()  # past the clip (1.2, 1.5) a pixel still learns, unlike clamp's zero gradient
+    knee = torch.tensor([0.9 - 1e-4, 0.9 + 1e-4])
+    assert float(torch.diff(soft_clip(knee))) == pytest.approx(2e-4, rel=1e-2)  # slope 1 across the knee
 
 
 def test_the_asinh_field_generates_b_and_the_discriminator_sees_it_stretched():

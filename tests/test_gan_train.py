@@ -186,8 +186,24 @@ def test_augmentations_shift_and_cut_without_inventing_field():
     assert torch.equal(gan_train.augment_patches(patches, (), torch.Generator()), patches)
 
 
+def test_physics_match_scores_a_batch_by_how_far_its_statistics_lie_from_the_training_batchs():
+    rng = torch.Generator().manual_seed(0)
+    spot = torch.zeros(16, 1, 16, 16)
+    spot[:, :, 4:8, 3:7] = 0.95 * torch.rand(16, 1, 1, 1, generator=rng) + 0.2  # leading spots of many strengths
+    balanced = spot - spot.flip(-1)  # each with an opposite follower: balanced bipoles
+    assert float(gan_train.physics_match_loss(balanced, balanced)) == pytest.approx(0.0, abs=1e-6)
+    assert float(gan_train.physics_match_loss(balanced[torch.randperm(16)], balanced)) == pytest.approx(0.0, abs=1e-6)
+    unipolar = spot.clone().requires_grad_(True)  # the same flux, all of one polarity
+    far = gan_train.physics_match_loss(unipolar, balanced)
+    assert far.item() > 1.0
+    far.backward()
+    assert unipolar.grad.abs().sum() > 0  # the generator learns from it
+
+
 def test_augmented_r1_training_is_repeatable_and_resumable(data_dir, tmp_path):
-    settings = dataclasses.replace(SETTINGS, augment=("translation", "cutout"), r1_gamma=1.0, steps=6)
+    settings = dataclasses.replace(
+        SETTINGS, augment=("translation", "cutout"), r1_gamma=1.0, physics_match=1.0, steps=6
+    )
     design = dataclasses.replace(settings.network, output="sparse_clip", mapping_layers=2, minibatch_std=True)
     settings = dataclasses.replace(settings, network=design)
     train_gan(data_dir, tmp_path / "a", settings, seed=1, progress=False)

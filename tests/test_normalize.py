@@ -14,7 +14,7 @@ from sharpgen.config import build_settings
 from sharpgen.data.fitsio import write_sharp_fits
 from sharpgen.data.normalize import NormalizeSettings, assign_splits, build_dataset
 from sharpgen.data.resample import rescale_matrix
-from sharpgen.data.scaling import DEFAULT_SCALE_MM, fixed_scale_normalize
+from sharpgen.data.scaling import DEFAULT_SCALE_MM, fixed_scale_normalize, noise_filled, quiet_sun_sigma
 from sharpgen.errors import SharpgenError
 from sharpgen.physics import paper_properties
 from sharpgen.units import CEA_PIXEL_MM
@@ -37,6 +37,49 @@ def test_fixed_scale_pads_small_and_crops_large_patches_symmetrically():
     crop = rescale_matrix(1000, 10, 4.0)  # window 40 px wide in the middle of 1000
     used = np.nonzero(crop.any(axis=0))[0]
     assert used.min() - 0 == pytest.approx(999 - used.max(), abs=1)
+
+
+def _region_in_noise(shape=(120, 160), noise_gauss=10.0, seed=0):
+    """A native field: white noise of ``noise_gauss`` G with a +-1500 G bipole in the middle."""
+    field = np.random.default_rng(seed).normal(scale=noise_gauss, size=shape)
+    field[50:60, 60:70] = 1500.0
+    field[60:70, 90:100] = -1500.0
+    return field
+
+
+def test_noise_fill_continues_the_fields_own_noise_without_touching_the_field():
+    field = _region_in_noise()
+    field[3, 4] = np.nan
+    assert quiet_sun_sigma(field) == pytest.approx(10.0, rel=0.05)  # the bipole does not count
+    out = noise_filled(field, 40, 30)
+    assert out.shape == (200, 220) and np.isfinite(out).all()
+    inner = out[40:160, 30:190]
+    finite = np.isfinite(field)
+    np.testing.assert_array_equal(inner[finite], field[finite])
+    padding = np.concatenate([out[:40].ravel(), out[160:].ravel()])
+    assert padding.std() == pytest.approx(10.0, rel=0.05) and abs(padding.mean()) < 0.5
+    np.testing.assert_array_equal(out, noise_filled(field, 40, 30))  # one field, one fill
+
+
+def test_noise_filled_patch_has_no_box_edge_and_keeps_the_regions_flux():
+    field = _region_in_noise()  # 120 x 160 native px: a third of the 64 px window of 8 px each
+    noise = fixed_scale_normalize(field, (CEA_PIXEL_MM, CEA_PIXEL_MM), size=64, scale_mm=8 * CEA_PIXEL_MM)
+    zero = fixed_scale_normalize(field, (CEA_PIXEL_MM, CEA_PIXEL_MM), 64, 8 * CEA_PIXEL_MM, fill="zero")
+    assert (zero == 0).mean() > 0.5 and not (noise == 0).any()
+    corner, inside = noise[:8, :8], noise[25:29, 23:29]  # outside the box, and quiet Sun inside it
+    assert corner.std() == pytest.approx(inside.std(), rel=0.5)
+    assert float(noise.sum()) == pytest.approx(float(zero.sum()), abs=0.05 * float(np.abs(zero).sum()))
+
+
+def test_a_field_without_noise_is_padded_exactly_as_with_zero_field():
+    field = np.zeros((100, 90))
+    field[40:60, 30:50] = 800.0  # no quiet-Sun noise to continue: the fill is zero, the centre unchanged
+    pixel = (CEA_PIXEL_MM, CEA_PIXEL_MM)
+    np.testing.assert_allclose(
+        fixed_scale_normalize(field, pixel, 64, 4 * CEA_PIXEL_MM),
+        fixed_scale_normalize(field, pixel, 64, 4 * CEA_PIXEL_MM, fill="zero"),
+        atol=1e-7,
+    )
 
 
 def test_splits_never_share_a_harp_and_follow_the_fractions():

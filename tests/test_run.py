@@ -93,12 +93,18 @@ def test_a_configfile_that_disagrees_with_the_runs_normalization_names_the_key(t
     layout.folder("normalization").mkdir(parents=True)
     Normalization("fixed_scale", 64, 2.9154, 1000.0, 150.0).write(layout.path("normalization"))
     agreeing = tmp_path / "agreeing.yaml"
-    agreeing.write_text(yaml.safe_dump({"image_size": 64, "normalize": {"scale_mm": 2.9154, "threshold_gauss": 150.0}}))
+    agreeing.write_text(
+        yaml.safe_dump({"image_size": 64, "normalize": {"scale_mm": 2.9154, "threshold_gauss": 150.0, "fill": "zero"}})
+    )
     assert Normalization.of_run(layout, agreeing).pixel_mm == 2.9154
     defaults = tmp_path / "defaults.yaml"  # the schema's scale_mm: a 2x zoom of the run's patches
     defaults.write_text(yaml.safe_dump({"image_size": 64, "normalize": {"threshold_gauss": 150.0}}))
     with pytest.raises(SharpgenError, match=r"normalize.scale_mm is 1.4577 but the run in .* used 2.9154"):
         Normalization.of_run(layout, defaults)
+    noise = tmp_path / "noise.yaml"  # the record predates the fill key: its patches were padded with zeros
+    noise.write_text(yaml.safe_dump({"image_size": 64, "normalize": {"scale_mm": 2.9154, "fill": "noise"}}))
+    with pytest.raises(SharpgenError, match=r"normalize.fill is noise but the run in .* used zero"):
+        Normalization.of_run(layout, noise)
 
 
 def test_a_run_made_before_normalization_json_is_told_to_rerun_normalize(tmp_path):
@@ -127,6 +133,7 @@ def test_normalize_records_the_normalization_the_config_asked_for(test_run, repo
         "pixel_mm": config["normalize"]["scale_mm"],
         "clip_gauss": 1000.0,
         "threshold_gauss": config["normalize"]["threshold_gauss"],
+        "fill": config["normalize"]["fill"],
     }
 
 

@@ -67,6 +67,7 @@ class NormalizeSettings:
     mode: str
     image_size: int
     scale_mm: float
+    fill: str
     chunk_size: int
     threshold_gauss: float
     split: SplitFractions
@@ -98,7 +99,7 @@ def normalize_chunk(
         record = read_sharp(Path(raw_dir) / row.file)
         native_mm = record.pixel_size_mm
         latitude = float(row.lat_fwt) if np.isfinite(row.lat_fwt) else None
-        patches[i] = normalize_field(record.field, native_mm, settings.mode, size, settings.scale_mm)
+        patches[i] = normalize_field(record.field, native_mm, settings.mode, size, settings.scale_mm, settings.fill)
         physical = physical_properties(
             record.field[None], *native_mm, threshold_gauss=settings.threshold_gauss, latitude_deg=latitude
         )
@@ -242,7 +243,8 @@ class Normalization:
 
     ``pixel_mm`` is the side of a patch pixel in Mm (``scale_mm`` in ``fixed_scale`` mode; None in ``resize``
     mode, where it differs per patch); ``clip_gauss`` the clip of the field in G; ``threshold_gauss`` the
-    strong-field threshold the properties are measured with, in G.
+    strong-field threshold the properties are measured with, in G; ``fill`` what pads a ``fixed_scale`` patch
+    (None in ``resize`` mode; a record written before the key existed was padded with ``zero``).
     """
 
     mode: str
@@ -250,12 +252,20 @@ class Normalization:
     pixel_mm: float | None
     clip_gauss: float
     threshold_gauss: float
+    fill: str | None = "zero"
 
     @classmethod
     def of_settings(cls, settings: NormalizeSettings) -> Normalization:
         """What the ``normalize`` stage with ``settings`` does."""
-        pixel_mm = settings.scale_mm if settings.mode == "fixed_scale" else None
-        return cls(settings.mode, settings.image_size, pixel_mm, CLIP_GAUSS, settings.threshold_gauss)
+        fixed = settings.mode == "fixed_scale"
+        return cls(
+            settings.mode,
+            settings.image_size,
+            settings.scale_mm if fixed else None,
+            CLIP_GAUSS,
+            settings.threshold_gauss,
+            settings.fill if fixed else None,
+        )
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> Normalization:
@@ -287,6 +297,7 @@ class Normalization:
         ]
         if record.pixel_mm is not None:
             pairs.append(("normalize.scale_mm", section["scale_mm"], record.pixel_mm))
+            pairs.append(("normalize.fill", section["fill"], record.fill))
         for key, said, held in pairs:
             if said != held if isinstance(said, str) else not math.isclose(said, held, rel_tol=1e-9):
                 raise SharpgenError(
@@ -301,4 +312,4 @@ class Normalization:
 
     def normalize(self, field_gauss: np.ndarray, native_pixel_mm: tuple[float, float]) -> np.ndarray:
         """One native field (G, pixels of ``native_pixel_mm = (sx, sy)`` Mm) as an ``(S, S)`` patch like the run's."""
-        return normalize_field(field_gauss, native_pixel_mm, self.mode, self.image_size, self.pixel_mm)
+        return normalize_field(field_gauss, native_pixel_mm, self.mode, self.image_size, self.pixel_mm, self.fill)

@@ -46,6 +46,8 @@ class NetworkDesign:
     - ``upsample``: ``nearest`` or ``bilinear`` doubling before each 3 x 3 convolution;
     - ``output``: ``tanh``; ``clip`` (clamp to [-1, 1]: the data's own +-1 kG clip, so umbrae can saturate);
       ``sparse_clip`` (also exactly 0 below :data:`SPARSE_ZERO`, as the zero padding around a SHARP);
+      ``soft_clip`` (the identity up to :data:`SOFT_CLIP_KNEE`, then a tanh knee towards +-1: a pixel past the
+      clip still has a gradient, so the generator is not left with flat saturated plateaus);
     - ``mapping_layers``: fully connected layers z -> w before the synthesis network (0 = none);
     - ``minibatch_std``: the discriminator sees the standard deviation of its features across the batch;
     - ``stretched_view``: the discriminator sees both ``B`` and ``asinh(B / 20 G)``, on which quiet-Sun and
@@ -96,10 +98,24 @@ DESIGN_BEFORE_CHOICES = NetworkDesign(
 ``network`` settings, or lack the keys added since): such a ``generator.pt`` of an earlier run still loads."""
 
 
+SOFT_CLIP_KNEE = 0.9
+"""Where ``soft_clip`` leaves the identity (in the generator's output units: 630 G in the ``asinh`` field)."""
+
+
+def soft_clip(x: torch.Tensor, knee: float = SOFT_CLIP_KNEE) -> torch.Tensor:
+    """``x`` for ``|x| <= knee``, beyond it ``knee + (1 - knee) tanh((|x| - knee) / (1 - knee))`` with the sign of
+    ``x``: continuous with slope 1 at the knee, strictly inside (-1, 1), a gradient everywhere."""
+    room = 1.0 - knee
+    beyond = knee + room * torch.tanh((x.abs() - knee) / room)
+    return torch.where(x.abs() <= knee, x, torch.copysign(beyond, x))
+
+
 def _output(kind: str, x: torch.Tensor, zero: float = SPARSE_ZERO) -> torch.Tensor:
     """The output function ``kind`` of :class:`NetworkDesign`; ``sparse_clip`` zeroes ``|x| < zero``."""
     if kind == "tanh":
         return torch.tanh(x)
+    if kind == "soft_clip":
+        return soft_clip(x)
     if kind == "sparse_clip":
         x = F.softshrink(x, zero)
     return torch.clamp(x, -1.0, 1.0)
