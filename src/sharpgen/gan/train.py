@@ -225,7 +225,7 @@ def train_gan(
             generated = generator(z)
             g_loss = generator_loss(settings.loss, discriminator(augment(generated)).float())
         if settings.physics_match:
-            g_loss = g_loss + settings.physics_match * physics_match_loss(generated.float(), real)
+            g_loss = g_loss + settings.physics_match * physics_match_loss(generated, real)
         state["opt_g"].zero_grad(set_to_none=True)
         g_loss.backward()
         state["opt_g"].step()
